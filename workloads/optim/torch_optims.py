@@ -1,0 +1,94 @@
+"""torch.optim optimizers with their implementation chosen explicitly, never by default.
+
+``forloop`` is the single-tensor path (torch's CPU default), ``foreach`` the multi-tensor
+path, ``fused`` the fused kernel. NAG is SGD with momentum and ``nesterov=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from workloads.optim import OPTIMIZERS, OptimizerSpec
+
+TORCH_KERNELS = ("forloop", "foreach", "fused")
+
+
+def _impl(kernel: str) -> dict[str, bool]:
+    if kernel not in TORCH_KERNELS:
+        raise ValueError(f"unknown torch kernel {kernel!r} (known: {', '.join(TORCH_KERNELS)})")
+    return {"foreach": kernel == "foreach", "fused": kernel == "fused"}
+
+
+def _sgd_args(hp: Mapping[str, Any], *, momentum: bool, nesterov: bool) -> dict[str, Any]:
+    return {
+        "lr": hp["lr"],
+        "momentum": hp["momentum"] if momentum else 0.0,
+        "nesterov": nesterov,
+        "weight_decay": hp["weight_decay"],
+    }
+
+
+def _register_sgd(name: str, description: str, *, momentum: bool, nesterov: bool) -> None:
+    defaults = {"lr": 0.05, "weight_decay": 0.0}
+    if momentum:
+        defaults["momentum"] = 0.9
+
+    def reference(params: Iterable[Any], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            list(params), **_sgd_args(hp, momentum=momentum, nesterov=nesterov), foreach=False
+        )
+
+    def build(model: Any, kernel: str, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            model.parameters(), **_sgd_args(hp, momentum=momentum, nesterov=nesterov), **_impl(kernel)
+        )
+
+    OPTIMIZERS.add(
+        name,
+        OptimizerSpec(
+            name=name,
+            description=description,
+            defaults=defaults,
+            kernels=TORCH_KERNELS,
+            state_tensors_per_param=1 if momentum else 0,
+            traffic_bytes_per_param=20 if momentum else 12,
+            build=build,
+            reference=reference,
+        ),
+    )
+
+
+_register_sgd("nag", "SGD with Nesterov momentum (torch.optim.SGD, nesterov=True)", momentum=True, nesterov=True)
+_register_sgd("momentum", "SGD with heavy-ball momentum", momentum=True, nesterov=False)
+_register_sgd("sgd", "plain SGD", momentum=False, nesterov=False)
+
+
+def _adamw_reference(params: Iterable[Any], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        list(params), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], foreach=False,
+    )
+
+
+def _adamw_build(model: Any, kernel: str, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        model.parameters(), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+        weight_decay=hp["weight_decay"], **_impl(kernel),
+    )
+
+
+OPTIMIZERS.add(
+    "adamw",
+    OptimizerSpec(
+        name="adamw",
+        description="Adam with decoupled weight decay (torch.optim.AdamW)",
+        defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+        kernels=TORCH_KERNELS,
+        state_tensors_per_param=2,
+        traffic_bytes_per_param=28,
+        build=_adamw_build,
+        reference=_adamw_reference,
+    ),
+)
