@@ -1,0 +1,112 @@
+"""Flat-buffer NAG: parameters, gradients and momentum each live in one contiguous tensor.
+
+:class:`FlatBuffers` moves a model's parameters into one flat tensor and makes every
+parameter a view into it (``p.data``), and every ``p.grad`` a view into a flat gradient
+tensor, so backward accumulates straight into the flat buffer (autograd adds into an
+existing ``.grad`` in place). ``zero_grad`` zeroes the flat gradient; it never sets grads to
+None, which would make autograd allocate fresh, unshared gradients.
+
+:class:`FlatNAG` then updates the whole model with a few large in-place ops, exactly torch's
+NAG: ``b ← μ·b + g`` (first step ``b ← g``), ``g' ← g + μ·b``, ``p ← p − lr·g'``, with
+``wd·p`` added to ``g`` first. With ``chunk_elems`` the buffer is walked in cache-sized chunks
+and ``g'`` goes to a chunk-sized scratch tensor, so main memory sees about 20 B/param (read p,
+g, b; write p, b) instead of the ~40 B/param of whole-buffer passes, and ``.grad`` is left as
+backward wrote it. Why: the ideal update is memory-bound, and small tensors are dispatch-bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+# 64 Ki float32 = 256 KiB per array: p, g, b and scratch chunks stay in a 1 MiB L2, and
+# torch's elementwise grain (32 Ki elements) still splits a chunk across two threads.
+DEFAULT_CHUNK_ELEMS = 65536
+
+
+class FlatBuffers:
+    """One flat tensor each for the parameters and the gradients of ``params``."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("flat buffers need at least one parameter that requires grad")
+        kinds = {(p.dtype, p.device) for p in self.params}
+        if len(kinds) != 1:
+            raise ValueError(
+                f"flat buffers need one dtype and device for all parameters, got {sorted(map(str, kinds))}; "
+                "cast the model to one dtype first"
+            )
+        dtype, device = kinds.pop()
+        self.numel = sum(p.numel() for p in self.params)
+        self.param = torch.empty(self.numel, dtype=dtype, device=device)
+        self.grad = torch.zeros(self.numel, dtype=dtype, device=device)
+        offset = 0
+        with torch.no_grad():
+            for p in self.params:
+                n = p.numel()
+                view = self.param[offset : offset + n].view_as(p)
+                view.copy_(p)
+                p.data = view
+                p.grad = self.grad[offset : offset + n].view_as(p)
+                offset += n
+
+    def zero_grad(self) -> None:
+        """Zero the flat gradient in place (grads stay views into it)."""
+        self.grad.zero_()
+
+    def grads_are_views(self) -> bool:
+        """True while every ``p.grad`` still shares the flat gradient's memory."""
+        lo = self.grad.data_ptr()
+        hi = lo + self.grad.numel() * self.grad.element_size()
+        return all(p.grad is not None and lo <= p.grad.data_ptr() < hi for p in self.params)
+
+
+class FlatNAG:
+    """NAG over flat buffers; an updater (``step``, ``zero_grad``, ``param_groups``)."""
+
+    def __init__(
+        self, params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
+        weight_decay: float = 0.0, chunk_elems: int | None = DEFAULT_CHUNK_ELEMS,
+    ) -> None:
+        if chunk_elems is not None and chunk_elems <= 0:
+            raise ValueError(f"chunk_elems must be positive or None, got {chunk_elems!r}")
+        self.flat = FlatBuffers(params)
+        self.momentum_buffer = torch.zeros_like(self.flat.param)
+        self.param_groups = [
+            {"params": self.flat.params, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        ]
+        self.steps = 0
+        n = self.flat.numel
+        size = n if chunk_elems is None else min(chunk_elems, n)
+        self._chunks = [
+            (self.flat.param[i : i + size], self.flat.grad[i : i + size], self.momentum_buffer[i : i + size])
+            for i in range(0, n, size)
+        ]
+        self._scratch = torch.empty(size, dtype=self.flat.param.dtype, device=self.flat.param.device)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the flat gradient; ``set_to_none`` is ignored because grads must stay views."""
+        self.flat.zero_grad()
+
+    def state_bytes(self) -> int:
+        return int(self.momentum_buffer.nbytes)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        lr, mu, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
+        first = self.steps == 0
+        for p, g, b in self._chunks:
+            s = self._scratch[: p.numel()]
+            if wd != 0.0:
+                torch.add(g, p, alpha=wd, out=s)  # g + wd·p, leaving .grad untouched
+                g = s
+            if first:
+                b.copy_(g)
+            else:
+                b.mul_(mu).add_(g)
+            torch.add(g, b, alpha=mu, out=s)
+            p.add_(s, alpha=-lr)
+        self.steps += 1
