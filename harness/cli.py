@@ -1,0 +1,239 @@
+"""The ``harness`` command line. Exit codes: 0 ok, 1 some cases failed (or a regression),
+2 usage or configuration error. ``main`` is the only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from harness.errors import ConfigError, HarnessError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_RESULTS = Path(os.environ.get("HARNESS_RESULTS", "results"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() owns the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `harness {self.prog.split()[-1]} --help`)")
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in (s.strip() for s in value.split(",")) if v]
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="smoke", help="smoke, quick, full, or a suite .toml path (default smoke)")
+    p.add_argument("--workload", action="append", default=[], help="only these workloads (repeat or comma-separate)")
+    p.add_argument("--optimizer", action="append", default=[], help="only these optimizers")
+    p.add_argument("--kernel", action="append", default=[], help="only these kernel variants")
+    p.add_argument("--threads", action="append", default=[], help="thread counts (replace the suite's)")
+    p.add_argument("--batch", action="append", default=[], help="batch sizes (replace the suite's)")
+    p.add_argument("--dtype", action="append", default=[], help="fp32 or bf16 (replace the suite's)")
+    p.add_argument("--steps", type=int, help="measured steps per case")
+    p.add_argument("--warmup", type=int, help="warm-up steps per case (recorded, not summarised)")
+    p.add_argument("--seed", type=int, help="seed for data, weights and case order")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description="Measure on-device training steps.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (bundle pushes, retries)")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    bench = sub.add_parser("bench", help="run a suite on one or more devices and write a report")
+    bench.add_argument("--device", action="append", default=[],
+                       help="profile name under devices/ or a .toml path; repeat for several devices (default local)")
+    _add_filters(bench)
+    bench.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    bench.add_argument("--run-id", help="name of the run directory (default: UTC time and a random suffix)")
+    bench.add_argument("--csv", action="store_true", help="also write steps.csv and cases.csv")
+    bench.add_argument("--no-report", action="store_true", help="skip the HTML report")
+
+    sub.add_parser("list", help="workloads, optimizers, kernels, suites and devices")
+    sub.add_parser("devices", help="device profiles and how each is reached")
+
+    report = sub.add_parser("report", help="rebuild a report from stored runs")
+    report.add_argument("runs", nargs="+", type=Path, help="run directories (combined into one report)")
+    report.add_argument("--format", choices=("html", "md", "csv"), default="html")
+    report.add_argument("--output", type=Path, help="output file or directory")
+    return parser
+
+
+def _filters(args: argparse.Namespace):
+    from harness.plan import Filters
+
+    def ints(values: list[str], flag: str) -> tuple[int, ...]:
+        out = []
+        for v in (x for s in values for x in _csv(s)):
+            try:
+                out.append(int(v))
+            except ValueError:
+                raise ConfigError(f"expected integers, got {v!r}", key=flag) from None
+            if out[-1] < 1:
+                raise ConfigError(f"must be ≥ 1, got {v}", key=flag)
+        return tuple(out)
+
+    for flag, value, minimum in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--seed", args.seed, 0)):
+        if value is not None and value < minimum:
+            raise ConfigError(f"must be ≥ {minimum}, got {value}", key=flag)
+    return Filters(
+        workloads=tuple(x for s in args.workload for x in _csv(s)),
+        optimizers=tuple(x for s in args.optimizer for x in _csv(s)),
+        kernels=tuple(x for s in args.kernel for x in _csv(s)),
+        threads=ints(args.threads, "--threads"),
+        batch=ints(args.batch, "--batch"),
+        dtype=tuple(x for s in args.dtype for x in _csv(s)),
+        steps=args.steps,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
+
+
+def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness import plan, store
+    from harness.deploy import build_bundle
+    from harness.manifest import new_manifest
+    from harness.profiles import load_profile
+    from harness.progress import Progress
+    from harness.run import run_devices
+
+    names = [x for s in (args.device or ["local"]) for x in _csv(s)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a device is named twice: {names}", key="--device")
+    profiles = [load_profile(n) for n in names]
+    filters = _filters(args)
+    suite = plan.load_suite(args.suite)
+    default_threads = profiles[0].cpu.threads or 1
+    cases = plan.expand(suite, filters, default_threads=default_threads)
+    seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
+    order = plan.shuffled(cases, seed)
+    run_id = args.run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+    try:
+        run_dir = store.make_run_dir(args.out, run_id)
+    except FileExistsError:
+        raise ConfigError(f"run directory {args.out / run_id} exists already; pick another --run-id") from None
+    manifest = new_manifest(run_id, profiles, suite=suite.name, seed=seed, order_seed=seed,
+                            argv=["harness", *argv], case_ids=[c.case_id for c in order])
+    store.write_json(run_dir / "manifest.json", manifest)
+    print(f"run {run_id}: {len(order)} cases on {', '.join(names)} (suite {suite.name}, seed {seed})",
+          file=sys.stderr)
+    bundle = build_bundle()
+    raw = store.RawLog(run_dir / "raw.jsonl")
+    try:
+        outcomes = run_devices(profiles, order, bundle, raw, run_dir,
+                               lambda p, i, n: Progress(p.name, i, n))
+    finally:
+        raw.close()
+        steps, cases_df = store.write_tables(run_dir, csv=args.csv)
+    manifest["status"] = "finished"
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest["device_outcomes"] = [vars(o) for o in outcomes]
+    store.write_json(run_dir / "manifest.json", manifest)
+    for o in outcomes:
+        pushed = f"bundle {bundle.name}: {o.bytes_pushed} bytes pushed"
+        print(f"{o.device}: {o.status} ({o.cases_ok} ok, {o.cases_failed} failed; {pushed})"
+              + (f" — {o.message}" if o.message else ""), file=sys.stderr)
+    _print_cases(cases_df)
+    if not args.no_report:
+        from reports import build_report
+
+        path = build_report([run_dir], run_dir / "report.html")
+        print(f"report: {path.resolve()}")
+    print(f"results: {run_dir.resolve()}")
+    failed = any(o.status != "ok" for o in outcomes) or (cases_df["status"] != "ok").any()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_cases(cases_df) -> None:
+    if cases_df.empty:
+        return
+    for _, row in cases_df.sort_values(["device", "workload", "optimizer", "kernel"]).iterrows():
+        if row["status"] == "ok":
+            print(f"  {row['device']:<10} {row['case_id']:<48} median {row['median_step_ns'] / 1e6:8.2f} ms "
+                  f"(p10 {row['p10_step_ns'] / 1e6:.2f}, p90 {row['p90_step_ns'] / 1e6:.2f})", file=sys.stderr)
+        else:
+            print(f"  {row['device']:<10} {row['case_id']:<48} {str(row['status']).upper()}: "
+                  f"{row['error_kind']}: {str(row['error_message'])[:200]}", file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import workloads.models  # noqa: F401
+    from harness.plan import known_suites, load_suite
+    from harness.profiles import known_devices
+    from workloads.optim import OPTIMIZERS, all_kernels
+    from workloads.workload import WORKLOADS
+
+    print("workloads:")
+    for name in WORKLOADS:
+        w = WORKLOADS.get(name)
+        print(f"  {name:<20} {w.domain:<7} {w.description}")
+    print("optimizers (kernels; the first is torch's default on CPU):")
+    for name in OPTIMIZERS:
+        o = OPTIMIZERS.get(name)
+        print(f"  {name:<20} {', '.join(o.kernels):<40} {o.description}")
+    print(f"kernels: {', '.join(all_kernels())}")
+    print("suites:")
+    for name in known_suites():
+        print(f"  {name:<20} {load_suite(name).description}")
+    print(f"devices: {', '.join(known_devices())}")
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.profiles import known_devices, load_profile
+
+    for name in known_devices():
+        try:
+            p = load_profile(name)
+        except ConfigError as exc:
+            print(f"  {name:<20} INVALID: {exc}")
+            continue
+        c = p.connection
+        where = {"local": "this machine", "ssh": f"ssh {c.host}", "adb": f"adb {c.serial or '$ANDROID_SERIAL'}"}[c.transport]
+        print(f"  {name:<20} {where:<28} energy {p.energy.meter:<14} {p.description}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from reports import build_report
+
+    for run in args.runs:
+        if not (run / "raw.jsonl").is_file() and not (run / "cases.parquet").is_file():
+            raise ConfigError(f"{run} is not a run directory (no raw.jsonl or cases.parquet)", key="RUN")
+    default = {"html": "report.html", "md": "report.md", "csv": "report-tables"}[args.format]
+    out = args.output or (args.runs[0] / default)
+    path = build_report(list(args.runs), out, fmt=args.format)
+    print(path.resolve())
+    return EXIT_OK
+
+
+COMMANDS = {"bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        return COMMANDS[args.command](args, args_list)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: every line received so far is in raw.jsonl", file=sys.stderr)
+        return 130

@@ -1,0 +1,268 @@
+"""The run store: ``raw.jsonl`` first, tidy tables built from it.
+
+Every agent line is appended to ``results/<run-id>/raw.jsonl`` (wrapped in an envelope that
+says which device, case and attempt it came from) and flushed before the host does
+anything else with it; host-side events (an attempt's end, its exit status, stderr tail)
+are appended the same way. ``steps.parquet`` and ``cases.parquet`` are always rebuilt from
+``raw.jsonl`` alone, taking for each case only its last finished attempt, so a retried
+case never contributes duplicate samples. Files other than the raw log are written
+atomically (temporary file, then rename).
+
+Stored-result history (``RESULTS_VERSION``):
+
+- 1: steps and cases tables as below; manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from workloads.schema import CaseEnd, CaseStart, Error, Meter, ProtocolError, Step, parse_line
+
+RESULTS_VERSION = 1
+PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns")
+CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed")
+STEP_COLUMNS = (
+    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
+    "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss",
+)
+CASE_COLUMNS = (
+    "run_id", "device", "case_id", *CASE_KEYS, "status", "error_kind", "error_message",
+    "attempts", "steps", "warmup_steps", "wall_ns", "host_wall_ns", "param_count",
+    "param_bytes", "state_bytes", "peak_rss_bytes", "correct_checked", "correct_ok",
+    "correct_max_rel_diff", "correct_tolerance", "compile_ns", "update_bytes_per_step",
+    "median_step_ns", "p10_step_ns", "p90_step_ns",
+)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old content or the new, never a part."""
+    payload = data.encode() if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def make_run_dir(results_dir: Path, run_id: str) -> Path:
+    """Create ``results/<run-id>/`` readable by this user only."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = results_dir / run_id
+    run_dir.mkdir(mode=0o700)
+    os.chmod(run_dir, 0o700)
+    return run_dir
+
+
+class RawLog:
+    """Append-only ``raw.jsonl``; one flushed line per record, safe across worker threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _append(self, envelope: dict[str, Any]) -> None:
+        text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            self._file.write(text + "\n")
+            self._file.flush()
+
+    def agent_line(self, device: str, case_id: str, attempt: int, line: str) -> None:
+        self._append({"device": device, "case_id": case_id, "attempt": attempt,
+                      "host_ns": time.time_ns(), "line": line})
+
+    def event(self, device: str, case_id: str, attempt: int, event: str, **fields: Any) -> None:
+        self._append({"device": device, "case_id": case_id, "attempt": attempt,
+                      "host_ns": time.time_ns(), "event": event, **fields})
+
+    def sync(self) -> None:
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+
+
+def read_raw(path: Path) -> Iterator[dict[str, Any]]:
+    """Envelopes from a raw log; a torn last line (crash mid-write) is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+class _Attempt:
+    def __init__(self) -> None:
+        self.start: CaseStart | None = None
+        self.end: CaseEnd | None = None
+        self.error: Error | None = None
+        self.steps: list[Step] = []
+        self.meters: list[Meter] = []
+        self.event: dict[str, Any] | None = None
+        self.protocol_errors: list[str] = []
+
+
+def _collect(raw_path: Path) -> dict[tuple[str, str], dict[int, _Attempt]]:
+    cases: dict[tuple[str, str], dict[int, _Attempt]] = {}
+    for env in read_raw(raw_path):
+        key = (env.get("device", ""), env.get("case_id", ""))
+        if not key[1]:
+            continue
+        attempt = cases.setdefault(key, {}).setdefault(int(env.get("attempt", 0)), _Attempt())
+        if "event" in env:
+            if env["event"] == "attempt_end":
+                attempt.event = env
+            continue
+        try:
+            rec = parse_line(env.get("line", ""))
+        except ProtocolError as exc:
+            attempt.protocol_errors.append(str(exc))
+            continue
+        if isinstance(rec, Step):
+            attempt.steps.append(rec)
+        elif isinstance(rec, CaseStart):
+            attempt.start = rec
+        elif isinstance(rec, CaseEnd):
+            attempt.end = rec
+        elif isinstance(rec, Error):
+            attempt.error = rec
+        elif isinstance(rec, Meter):
+            attempt.meters.append(rec)
+    return cases
+
+
+def _chosen(attempts: dict[int, _Attempt]) -> tuple[int, _Attempt]:
+    """The last attempt that finished (has an attempt_end event), else the last one seen."""
+    finished = [n for n, a in attempts.items() if a.event is not None]
+    n = max(finished) if finished else max(attempts)
+    return n, attempts[n]
+
+
+def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rebuild the steps and cases tables from ``raw.jsonl``."""
+    run_id = run_id or run_dir.name
+    step_rows: list[dict[str, Any]] = []
+    case_rows: list[dict[str, Any]] = []
+    for (device, case_id), attempts in sorted(_collect(run_dir / "raw.jsonl").items()):
+        n, a = _chosen(attempts)
+        ev = a.event or {}
+        spec = dict(ev.get("spec") or (a.start.spec if a.start else {}))
+        keys = {k: spec.get(k) for k in CASE_KEYS}
+        for s in a.steps:
+            row = {"run_id": run_id, "device": device, "case_id": case_id, **{k: keys[k] for k in STEP_COLUMNS if k in keys},
+                   "index": s.index, "warmup": s.warmup, "step_ns": s.step_ns, "loss": s.loss}
+            for col in PHASE_COLUMNS:
+                row[col] = int(s.phases_ns.get(col[:-3], 0))
+            step_rows.append(row)
+        corr = dict(a.end.correctness) if a.end else {}
+        summary = dict(a.end.summary) if a.end else {}
+        measured = [s.step_ns for s in a.steps if not s.warmup]
+        status = ev.get("status") or ("ok" if a.end else "failed")
+        error_kind = ev.get("error_kind") or (a.error.kind if a.error else "")
+        error_message = ev.get("error_message") or (a.error.message if a.error else "")
+        if a.protocol_errors and not error_message:
+            error_kind, error_message = "protocol", a.protocol_errors[0]
+        row = {
+            "run_id": run_id, "device": device, "case_id": case_id, **keys,
+            "status": status, "error_kind": error_kind, "error_message": error_message,
+            "attempts": len(attempts), "steps": len(measured),
+            "warmup_steps": sum(1 for s in a.steps if s.warmup),
+            "wall_ns": a.end.wall_ns if a.end else None,
+            "host_wall_ns": ev.get("host_wall_ns"),
+            "param_count": a.start.param_count if a.start else None,
+            "param_bytes": a.start.param_bytes if a.start else None,
+            "state_bytes": a.end.state_bytes if a.end else None,
+            "peak_rss_bytes": a.end.peak_rss_bytes if a.end else None,
+            "correct_checked": bool(corr.get("checked", False)),
+            "correct_ok": corr.get("ok"),
+            "correct_max_rel_diff": corr.get("max_rel_diff"),
+            "correct_tolerance": corr.get("tolerance"),
+            "compile_ns": summary.get("compile_ns"),
+            "update_bytes_per_step": summary.get("update_bytes_per_step"),
+            "median_step_ns": float(pd.Series(measured).median()) if measured else None,
+            "p10_step_ns": float(pd.Series(measured).quantile(0.1)) if measured else None,
+            "p90_step_ns": float(pd.Series(measured).quantile(0.9)) if measured else None,
+        }
+        for key, value in summary.items():
+            row.setdefault(key, value)
+        for m in a.meters:
+            row[m.name] = m.value
+            row[f"{m.name}_source"] = m.source
+        case_rows.append(row)
+    steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS))
+    cases = pd.DataFrame(case_rows)
+    for col in CASE_COLUMNS:
+        if col not in cases.columns:
+            cases[col] = pd.Series(dtype="object")
+    extra = [c for c in cases.columns if c not in CASE_COLUMNS]
+    return steps, cases[list(CASE_COLUMNS) + extra]
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def write_tables(run_dir: Path, *, csv: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rebuild and atomically write steps/cases tables (and CSV copies on request)."""
+    steps, cases = build_tables(run_dir)
+    atomic_write(run_dir / "steps.parquet", _parquet_bytes(steps))
+    atomic_write(run_dir / "cases.parquet", _parquet_bytes(cases))
+    if csv:
+        atomic_write(run_dir / "steps.csv", steps.to_csv(index=False))
+        atomic_write(run_dir / "cases.csv", cases.to_csv(index=False))
+    return steps, cases
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The stored tables and manifest of a run (tables rebuilt from raw.jsonl if missing)."""
+    if not (run_dir / "raw.jsonl").is_file() and not (run_dir / "cases.parquet").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no raw.jsonl or cases.parquet)")
+    if (run_dir / "steps.parquet").is_file() and (run_dir / "cases.parquet").is_file():
+        steps = pd.read_parquet(run_dir / "steps.parquet")
+        cases = pd.read_parquet(run_dir / "cases.parquet")
+    else:
+        steps, cases = build_tables(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    version = manifest.get("results_version", RESULTS_VERSION)
+    if version != RESULTS_VERSION:
+        raise ValueError(
+            f"{run_dir} holds results version {version}; this harness reads version "
+            f"{RESULTS_VERSION}. Rebuild them with a harness of that version."
+        )
+    return steps, cases, manifest

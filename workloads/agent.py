@@ -1,0 +1,287 @@
+"""The agent: runs on the device, takes an explicit case spec on stdin, prints JSON lines.
+
+Usage (the host does this through its transport)::
+
+    <python> agent-<hash>.pyz run   < case.json      # one case
+    <python> agent-<hash>.pyz probe < {"threads": 2}  # device ceilings
+    <python> agent-<hash>.pyz hello                    # versions and environment
+
+Every stdout line is one protocol record (workloads.schema); nothing else is printed on
+stdout (library noise goes to stderr). A failed case prints an ``error`` record and the
+agent exits 0: the host decides what a failure means. Imports only the standard library,
+torch and the workloads package (never the host's ``harness``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Any, Callable, TextIO
+
+from workloads import schema
+
+AGENT_VERSION = "0.1.0"
+PHASES = ("data", "frontend", "forward", "backward", "update")
+
+
+class Emitter:
+    """Writes protocol records to the real stdout, one flushed line each."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, record: schema.Record) -> None:
+        self.stream.write(schema.dump_line(record) + "\n")
+        self.stream.flush()
+
+
+def hello() -> schema.Hello:
+    import torch
+
+    env = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_config": torch.__config__.parallel_info().splitlines()[0:3],
+        "pid": os.getpid(),
+    }
+    return schema.Hello(
+        agent_version=AGENT_VERSION,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        platform=platform.platform(),
+        machine=platform.machine(),
+        cpu_count=os.cpu_count() or 0,
+        env=env,
+    )
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM), falling back to getrusage."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def _setup_threads(spec: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    cores = spec.get("cpu_affinity") or []
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(int(c) for c in cores))
+
+
+def _autocast(dtype: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if dtype == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"unknown dtype {dtype!r} (known: fp32, bf16)")
+
+
+TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+
+
+def check_correctness(spec: dict[str, Any], build_task: Callable[[], Any]) -> dict[str, Any]:
+    """Run the case's kernel variant beside the reference torch.optim for ``check_steps`` steps.
+
+    Both start from the same weights and see the same batches (two tasks built from the
+    same seed); the figure is the largest parameter difference after each step, relative to
+    the largest reference parameter magnitude of that tensor.
+    """
+    import torch
+
+    from workloads.optim import OPTIMIZERS
+
+    steps = int(spec.get("check_steps", 0))
+    if steps <= 0:
+        return {"checked": False, "reason": "check_steps = 0"}
+    opt = OPTIMIZERS.get(spec["optimizer"])
+    hparams = opt.hparams(spec.get("hparams"))
+    variant_task, reference_task = build_task(), build_task()
+    variant = opt.build(variant_task.model, spec["kernel"], hparams)
+    reference = opt.reference(reference_task.model.parameters(), hparams)
+    worst = 0.0
+    with _autocast(spec["dtype"]):
+        for _ in range(steps):
+            for task, updater in ((variant_task, variant), (reference_task, reference)):
+                inputs, targets = task.next_batch()
+                if task.frontend is not None:
+                    with torch.no_grad():
+                        inputs = task.frontend(inputs)
+                task.loss_fn(task.model(inputs), targets).backward()
+                updater.step()
+                updater.zero_grad()
+            with torch.no_grad():
+                for p, r in zip(variant_task.model.parameters(), reference_task.model.parameters(), strict=True):
+                    scale = float(r.abs().max()) or 1.0
+                    worst = max(worst, float((p - r).abs().max()) / scale)
+    tol = TOLERANCE[spec["dtype"]]
+    return {
+        "checked": True,
+        "reference": f"{type(reference).__module__}.{type(reference).__name__} (for-loop)",
+        "steps": steps,
+        "max_rel_diff": worst,
+        "tolerance": tol,
+        "ok": worst <= tol,
+    }
+
+
+def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
+    """Build the case, check its variant, run warm-up and measured steps. True when it finished."""
+    import torch
+
+    import workloads.models  # noqa: F401  (fills the workload registry)
+    from workloads.optim import OPTIMIZERS, state_bytes
+    from workloads.workload import WORKLOADS
+
+    case_id = spec["case_id"]
+    start = time.monotonic_ns()
+    _setup_threads(spec)
+    workload = WORKLOADS.get(spec["workload"])
+    opt_spec = OPTIMIZERS.get(spec["optimizer"])
+    if spec["kernel"] not in opt_spec.kernels:
+        raise ValueError(
+            f"optimizer {opt_spec.name!r} has no kernel {spec['kernel']!r} "
+            f"(has: {', '.join(opt_spec.kernels)})"
+        )
+    hparams = opt_spec.hparams(spec.get("hparams"))
+
+    def build_task() -> Any:
+        torch.manual_seed(int(spec["seed"]))
+        return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
+
+    correctness = check_correctness(spec, build_task)
+    task = build_task()
+    model = task.model
+    model.train()
+    updater = opt_spec.build(model, spec["kernel"], hparams)
+    params = [p for p in model.parameters() if p.requires_grad]
+    param_count = sum(p.numel() for p in params)
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count, param_bytes=param_bytes))
+
+    total = int(spec["warmup"]) + int(spec["steps"])
+    clock = time.monotonic_ns
+    frontend = task.frontend
+    with _autocast(spec["dtype"]):
+        for index in range(total):
+            t0 = clock()
+            inputs, targets = task.next_batch()
+            t1 = clock()
+            if frontend is not None:
+                with torch.no_grad():
+                    inputs = frontend(inputs)
+            t2 = clock()
+            loss = task.loss_fn(model(inputs), targets)
+            t3 = clock()
+            loss.backward()
+            t4 = clock()
+            updater.step()
+            updater.zero_grad()
+            t5 = clock()
+            phases = {
+                "data": t1 - t0,
+                "frontend": t2 - t1 if frontend is not None else 0,
+                "forward": t3 - t2,
+                "backward": t4 - t3,
+                "update": t5 - t4,
+            }
+            emit(
+                schema.Step(
+                    case_id=case_id,
+                    index=index,
+                    warmup=index < int(spec["warmup"]),
+                    phases_ns=phases,
+                    step_ns=t5 - t0,
+                    loss=float(loss.detach()),
+                )
+            )
+    emit(
+        schema.CaseEnd(
+            case_id=case_id,
+            steps=int(spec["steps"]),
+            warmup_steps=int(spec["warmup"]),
+            wall_ns=clock() - start,
+            peak_rss_bytes=peak_rss_bytes(),
+            state_bytes=state_bytes(updater),
+            correctness=correctness,
+            summary={
+                "compile_ns": int(getattr(updater, "compile_ns", 0) or 0),
+                "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
+            },
+        )
+    )
+    return True
+
+
+def _read_spec(stdin: TextIO) -> dict[str, Any]:
+    text = stdin.read()
+    spec = json.loads(text)
+    if not isinstance(spec, dict):
+        raise ValueError("the case spec must be a JSON object")
+    missing = [k for k in ("case_id", "workload", "optimizer", "kernel", "threads", "batch",
+                           "dtype", "steps", "warmup", "seed") if k not in spec]
+    if missing:
+        raise ValueError(f"the case spec lacks {', '.join(missing)}")
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "hello"
+    # Anything a library prints must not corrupt the protocol stream.
+    out = sys.stdout
+    sys.stdout = sys.stderr
+    emit = Emitter(out)
+    try:
+        emit(hello())
+    except ImportError as exc:
+        out.write(schema.dump_line(schema.Error(case_id="", kind="environment",
+                  message=f"cannot import torch on the device ({exc}); install torch for the "
+                  "profile's python or point [agent].python at one that has it")) + "\n")
+        return 3
+    if command == "hello":
+        emit(schema.Bye(cases_ok=0, cases_failed=0))
+        return 0
+    if command == "probe":
+        from workloads.probe import run_probe
+
+        request = json.loads(sys.stdin.read() or "{}")
+        emit(run_probe(int(request.get("threads", 1))))
+        emit(schema.Bye(cases_ok=0, cases_failed=0))
+        return 0
+    if command != "run":
+        emit(schema.Error(case_id="", kind="usage", message=f"unknown agent command {command!r} (run, probe, hello)"))
+        return 2
+    case_id = ""
+    try:
+        spec = _read_spec(sys.stdin)
+        case_id = str(spec["case_id"])
+        run_case(spec, emit)
+    except Exception as exc:  # one failed case is a record, not a crash
+        emit(schema.Error(case_id=case_id, kind=type(exc).__name__, message=str(exc),
+                          traceback=traceback.format_exc(limit=20)))
+        emit(schema.Bye(cases_ok=0, cases_failed=1))
+        return 0
+    emit(schema.Bye(cases_ok=1, cases_failed=0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
