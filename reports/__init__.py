@@ -1,0 +1,31 @@
+"""Aggregate stored run results with pandas and render reports (HTML, Markdown, CSV).
+
+Public entry point: :func:`build_report`. Reports read ``results/<run-id>/`` directories
+only; they never talk to a device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports.build import Aggregates, aggregate, aggregate_dirs
+from reports.load import ResultsError, RunData, load_runs
+
+FORMATS = ("html",)
+
+
+def build_report(run_dirs: list[Path], out: Path, fmt: str = "html") -> Path:
+    """Aggregate ``run_dirs`` and write a report to ``out``; return the written path.
+
+    ``fmt="html"`` writes one self-contained page at ``out``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+    agg = aggregate_dirs([Path(d) for d in run_dirs])
+    from reports.render_html import render_html
+
+    return render_html(agg, Path(out))
+
+
+__all__ = ["Aggregates", "ResultsError", "RunData", "aggregate", "aggregate_dirs",
+           "build_report", "load_runs"]

@@ -1,0 +1,95 @@
+"""The sentences at the top of a report: the answer, generated from the comparison tables.
+
+One or two sentences per (device, workload): the fastest correct NAG kernel variant against
+``forloop`` and each optimizer against NAG, for that workload's most common setting
+(threads, batch, dtype). Every number in a sentence is a value from a table row, rounded to
+two decimals, so a test can check the sentence against the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reports.aggregate import BASELINE_KERNEL, BASELINE_OPTIMIZER
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One sentence and the comparison rows (by index in their table) it was made from."""
+
+    device: str
+    workload: str
+    text: str
+    table: str  # "kernels" or "optimizers"
+    rows: tuple[int, ...]
+
+
+def fmt_ratio(speedup: float, lo: float, hi: float, than: str = "") -> str:
+    """``1.31× faster than X (95 % CI …)``, oriented so the number is ≥ 1.
+
+    A slower variant is stated as ``1/speedup``× slower with the interval inverted too.
+    """
+    than = f" than {than}" if than else ""
+    if speedup >= 1.0:
+        return f"{speedup:.2f}× faster{than} (95 % CI {lo:.2f}–{hi:.2f}×)"
+    return f"{1 / speedup:.2f}× slower{than} (95 % CI {1 / hi:.2f}–{1 / lo:.2f}×)"
+
+
+def _setting(group: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the most common (threads, batch, dtype) in the group (ties: most threads)."""
+    counts = group.groupby(["threads", "batch", "dtype"]).size().reset_index(name="n")
+    counts["threads_num"] = pd.to_numeric(counts["threads"], errors="coerce")
+    best = counts.sort_values(["n", "threads_num"], ascending=False).iloc[0]
+    mask = ((group["threads"] == best["threads"]) & (group["batch"] == best["batch"])
+            & (group["dtype"] == best["dtype"]))
+    return group.loc[mask]
+
+
+def _where(row: pd.Series) -> str:
+    threads = f"{row['threads']} thread" + ("" if str(row["threads"]) == "1" else "s")
+    return f"{threads}, batch {row['batch']}, {row['dtype']}"
+
+
+def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]:
+    """Best correct NAG kernel variant vs ``forloop`` on whole-step time, per device/workload."""
+    out: list[Headline] = []
+    frame = kernels.assign(label=labels)
+    frame = frame.loc[(frame["optimizer"] == BASELINE_OPTIMIZER) & (frame["metric"] == "step_ns")]
+    for (label, workload), group in frame.groupby(["label", "workload"], sort=True):
+        valid = _setting(group)
+        valid = valid.loc[np.isfinite(valid["speedup"])]
+        wrong = sorted(set(group.loc[group["verdict"] == "wrong", "variant"]))
+        if valid.empty:
+            continue
+        idx = valid["speedup"].idxmax()
+        row = valid.loc[idx]
+        called = "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
+        ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], f"`{BASELINE_KERNEL}`")
+        text = (f"On {label}, {workload}: NAG `{row['variant']}` is {ratio} per training step "
+                f"({_where(row)}){called}.")
+        if wrong:
+            text += f" Not compared (failed correctness): {', '.join(f'`{w}`' for w in wrong)}."
+        out.append(Headline(str(label), str(workload), text, "kernels", (int(idx),)))
+    return out
+
+
+def optimizer_headlines(optimizers: pd.DataFrame, labels: pd.Series) -> list[Headline]:
+    """Each optimizer's speed-up against NAG (same kernel), per device/workload."""
+    out: list[Headline] = []
+    frame = optimizers.assign(label=labels)
+    for (label, workload), group in frame.groupby(["label", "workload"], sort=True):
+        valid = _setting(group)
+        valid = valid.loc[np.isfinite(valid["speedup"])
+                          & (valid["kernel"] == BASELINE_KERNEL)]
+        if valid.empty:
+            continue
+        parts = [f"`{r['optimizer']}` is {fmt_ratio(r['speedup'], r['ci_lo'], r['ci_hi'])}"
+                 for _, r in valid.iterrows()]
+        text = (f"On {label}, {workload}, per training step against NAG with "
+                f"`{BASELINE_KERNEL}` ({_where(valid.iloc[0])}): " + "; ".join(parts) + ".")
+        out.append(Headline(str(label), str(workload), text, "optimizers",
+                            tuple(int(i) for i in valid.index)))
+    return out

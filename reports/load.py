@@ -1,0 +1,169 @@
+"""Read stored run directories (``results/<run-id>/``) into pandas frames.
+
+Reports read stored results only — never a device. A run directory holds
+``steps.parquet`` and ``cases.parquet`` (required), and optionally ``probe.json``,
+``manifest.json`` and ``study.parquet``. Several run directories are concatenated so a
+report can compare devices or runs; every row keeps its ``run_id`` and ``device``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+STEP_COLUMNS: tuple[str, ...] = (
+    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
+    "dtype", "index", "warmup", "step_ns",
+)
+PHASE_COLUMNS: tuple[str, ...] = (
+    "data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns",
+)
+CASE_COLUMNS: tuple[str, ...] = (
+    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
+    "dtype", "status",
+)
+# Optional case columns, with the value used when a run does not carry them.
+OPTIONAL_CASE_COLUMNS: dict[str, Any] = {
+    "domain": "", "seed": 0, "error_kind": "", "error_message": "", "steps": 0,
+    "warmup_steps": 0, "wall_ns": 0, "param_count": 0, "param_bytes": 0, "state_bytes": 0,
+    "peak_rss_bytes": 0, "correct_max_rel_diff": float("nan"), "correct_ok": True,
+    "flops_per_step": 0.0, "update_bytes_per_step": 0.0, "energy_j": float("nan"),
+    "energy_source": "none", "energy_per_step_j": float("nan"), "idle_power_w": float("nan"),
+    "uss_bytes": float("nan"), "pss_bytes": float("nan"), "baseline_rss_bytes": float("nan"),
+    "temp_before_c": float("nan"), "temp_after_c": float("nan"),
+    "freq_before_khz": float("nan"), "freq_after_khz": float("nan"), "throttled": False,
+    "warnings": "",
+}
+
+
+class ResultsError(ValueError):
+    """A run directory that cannot be read as stored results."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Every stored table of one or more runs, concatenated."""
+
+    steps: pd.DataFrame
+    cases: pd.DataFrame
+    probes: pd.DataFrame  # one row per (run_id, device): bandwidth_gbs, matmul_gflops
+    manifests: tuple[dict[str, Any], ...]
+    study: pd.DataFrame | None = None
+    run_dirs: tuple[Path, ...] = field(default_factory=tuple)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc}); re-run or delete the file") from exc
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} holds {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ResultsError(
+            f"{path} lacks columns {missing}; was it written by an older harness? "
+            "Re-store the run with the current harness"
+        )
+
+
+def _normalise_steps(steps: pd.DataFrame, path: Path) -> pd.DataFrame:
+    _require(steps, STEP_COLUMNS, path)
+    for col in PHASE_COLUMNS:
+        if col not in steps.columns:
+            steps[col] = 0
+    if "loss" not in steps.columns:
+        steps["loss"] = float("nan")
+    for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype"):
+        steps[col] = steps[col].astype("category")
+    steps["warmup"] = steps["warmup"].astype(bool)
+    return steps
+
+
+def _normalise_cases(cases: pd.DataFrame, path: Path) -> pd.DataFrame:
+    _require(cases, CASE_COLUMNS, path)
+    for col, default in OPTIONAL_CASE_COLUMNS.items():
+        if col not in cases.columns:
+            cases[col] = default
+    cases["energy_source"] = cases["energy_source"].fillna("none").astype(str)
+    cases["warnings"] = cases["warnings"].fillna("").astype(str)
+    cases["throttled"] = cases["throttled"].fillna(False).astype(bool)
+    cases["correct_ok"] = cases["correct_ok"].fillna(True).astype(bool)
+    return cases
+
+
+def _probe_row(probe: dict[str, Any] | None, cases: pd.DataFrame) -> dict[str, Any]:
+    run_id = str(cases["run_id"].iloc[0]) if len(cases) else ""
+    device = str(cases["device"].iloc[0]) if len(cases) else ""
+    probe = probe or {}
+    return {
+        "run_id": run_id,
+        "device": str(probe.get("device", device)),
+        "threads": probe.get("threads", float("nan")),
+        "bandwidth_gbs": float(probe.get("bandwidth_gbs", float("nan"))),
+        "bandwidth_kernel": str(probe.get("bandwidth_kernel", "")),
+        "matmul_gflops": float(probe.get("matmul_gflops", float("nan"))),
+    }
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Load one run directory; raise :class:`ResultsError` naming the missing file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"run directory {str(run_dir)!r} does not exist; pass results/<run-id>")
+    tables = {}
+    for name in ("steps", "cases"):
+        path = run_dir / f"{name}.parquet"
+        if not path.exists():
+            raise ResultsError(
+                f"{path} is missing; a run directory needs steps.parquet and cases.parquet"
+            )
+        tables[name] = pd.read_parquet(path)
+    steps = _normalise_steps(tables["steps"], run_dir / "steps.parquet")
+    cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
+    study_path = run_dir / "study.parquet"
+    study = pd.read_parquet(study_path) if study_path.exists() else None
+    manifest = _read_json(run_dir / "manifest.json") or {"run_id": run_dir.name}
+    probes = pd.DataFrame([_probe_row(_read_json(run_dir / "probe.json"), cases)])
+    return RunData(steps, cases, probes, (manifest,), study, (run_dir,))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f.columns)]
+    if not frames:
+        return pd.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    merged = pd.concat(frames, ignore_index=True)
+    for col in merged.columns:
+        if merged[col].dtype == object and all(
+            isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames if col in f
+        ):
+            merged[col] = merged[col].astype("category")
+    return merged
+
+
+def load_runs(run_dirs: list[Path]) -> RunData:
+    """Load and concatenate several run directories (at least one)."""
+    if not run_dirs:
+        raise ResultsError("no run directories given; pass at least one results/<run-id>")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    studies = [r.study for r in runs if r.study is not None]
+    return RunData(
+        steps=_concat([r.steps for r in runs]),
+        cases=_concat([r.cases for r in runs]),
+        probes=_concat([r.probes for r in runs]),
+        manifests=tuple(m for r in runs for m in r.manifests),
+        study=_concat(studies) if studies else None,
+        run_dirs=tuple(d for r in runs for d in r.run_dirs),
+    )

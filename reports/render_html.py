@@ -1,0 +1,107 @@
+"""Render aggregates into one self-contained HTML page (no network needed to open it).
+
+CSS, the table script and plotly.js are inlined once; plots are ``<div>``s that call
+``Plotly.newPlot`` on the already-loaded library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from html import escape
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from reports import tables as T
+from reports.build import Aggregates
+
+
+def _asset(name: str) -> str:
+    return resources.files("reports").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _md_code(value: str) -> Markup:
+    """Escape a sentence and turn `backticks` into <code> elements."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(value)))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.Undefined,
+    )
+    env.filters["md_code"] = _md_code
+    return env
+
+
+def _tables(agg: Aggregates) -> dict[str, Markup]:
+    kernels = agg.kernels
+    probes = agg.data.probes.astype({"run_id": str})
+    probe_cols = [T.Column("run_id", "run"), T.Column("device", "device"),
+                  T.Column("threads", "threads"), T.Column("bandwidth_gbs", "bandwidth GB/s", T.num),
+                  T.Column("bandwidth_kernel", "bandwidth kernel"),
+                  T.Column("matmul_gflops", "matmul GFLOP/s", T.num)]
+    return {
+        "cases": T.html_table(agg.summary, T.CASE_COLUMNS, "t-cases", T.status_class),
+        "phases": T.html_table(agg.summary.loc[agg.summary["n_steps"] > 0], T.PHASE_TABLE,
+                               "t-phases"),
+        "kernels": T.html_table(kernels, T.COMPARISON_COLUMNS, "t-kernels", T.verdict_class),
+        "optimizers": T.html_table(agg.optimizers, T.COMPARISON_COLUMNS, "t-optimizers",
+                                   T.verdict_class),
+        "devices": T.html_table(agg.devices, T.COMPARISON_COLUMNS, "t-devices", T.verdict_class),
+        "energy": T.html_table(agg.energy, T.ENERGY_COLUMNS, "t-energy"),
+        "energy_vs_baseline": T.html_table(agg.energy_vs_baseline, T.ENERGY_CMP_COLUMNS,
+                                           "t-energy-cmp"),
+        "memory": T.html_table(agg.memory, T.MEMORY_COLUMNS, "t-memory"),
+        "ceilings": T.html_table(agg.ceilings, T.CEILING_COLUMNS, "t-ceilings"),
+        "warnings": T.html_table(agg.warnings, T.WARNING_COLUMNS, "t-warnings"),
+        "thermal": T.html_table(agg.thermal, T.THERMAL_COLUMNS, "t-thermal"),
+        "correctness": T.html_table(agg.correctness, T.CORRECTNESS_COLUMNS, "t-correctness",
+                                    T.status_class),
+        "probes": T.html_table(probes, probe_cols, "t-probes"),
+    }
+
+
+def _manifests(agg: Aggregates) -> list[dict[str, str]]:
+    return [{"run_id": str(m.get("run_id", "?")),
+             "text": json.dumps(m, indent=2, sort_keys=True, default=str)}
+            for m in agg.data.manifests]
+
+
+def render_html(agg: Aggregates, out: Path, plots: dict[str, Markup] | None = None,
+                plotly_js: str = "", title: str = "On-device training report") -> Path:
+    """Write the report page to ``out`` and return its path."""
+    summary = agg.summary
+    context = {
+        "title": title,
+        "css": Markup(_asset("report.css")),
+        "js": Markup(_asset("report.js")),
+        "plotly_js": Markup(plotly_js),
+        "run_ids": sorted(summary["run_id"].unique()),
+        "devices": sorted(summary["device"].unique()),
+        "n_cases": len(summary),
+        "n_steps": int(summary["n_steps"].sum()),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "headlines": agg.headlines,
+        "n_boot": agg.n_boot,
+        "alpha": agg.call_rule.alpha,
+        "floor_pct": f"{agg.call_rule.floor:.0%}",
+        "noisy_pct": f"{agg.warning_rule.noisy_cv:.0%}",
+        "n_warnings": len(agg.warnings),
+        "has_devices": not agg.devices.empty,
+        "has_energy": not agg.energy.empty,
+        "has_thermal": not agg.thermal.empty,
+        "tables": _tables(agg),
+        "plots": plots or {},
+        "manifests": _manifests(agg),
+    }
+    html = _environment().get_template("report.html.j2").render(**context)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,150 @@
+"""Write a synthetic run directory in the stored-result format (for tests, demos, benchmarks).
+
+The numbers are made up but shaped like real runs: log-normal step times, per-phase split,
+known speed-ups per kernel variant and optimizer (so tests can check the aggregation
+recovers them), one variant that fails correctness and one case that fails outright.
+Nothing here is a measurement; reports built from it say so in the manifest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KERNEL_FACTORS: dict[str, float] = {"forloop": 1.0, "foreach": 0.8, "fused": 0.75, "flat": 0.7}
+OPTIMIZER_FACTORS: dict[str, float] = {"nag": 1.0, "adam": 1.25, "sgd": 0.95}
+PHASE_SHARES: dict[str, float] = {"data_ns": 0.05, "forward_ns": 0.3, "backward_ns": 0.45,
+                                  "update_ns": 0.2}
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to generate; every case is a point of the cross product below."""
+
+    run_id: str = "synthetic-run"
+    device: str = "local"
+    workloads: tuple[str, ...] = ("mlp", "cnn")
+    optimizers: tuple[str, ...] = ("nag", "adam")
+    kernels: tuple[str, ...] = ("forloop", "foreach", "flat")
+    threads: tuple[int, ...] = (1,)
+    batches: tuple[int, ...] = (32,)
+    steps: int = 60
+    warmup_steps: int = 5
+    base_step_ns: float = 2e6
+    noise_sigma: float = 0.05
+    wrong_kernel: str | None = "flat"  # this NAG kernel fails its correctness check
+    failed_workload: str | None = None  # adam on this workload fails outright
+    energy_source: str = "measured:rapl"
+    seed: int = 0
+
+
+def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
+    rows = []
+    grid = itertools.product(spec.workloads, spec.optimizers, spec.kernels, spec.threads,
+                             spec.batches)
+    for w_i, (workload, optimizer, kernel, threads, batch) in enumerate(grid):
+        case_id = f"{workload}-{optimizer}-{kernel}-t{threads}-b{batch}-float32"
+        wrong = optimizer == "nag" and kernel == spec.wrong_kernel
+        failed = optimizer == "adam" and workload == spec.failed_workload
+        status = "failed" if failed else ("wrong" if wrong else "ok")
+        factor = (KERNEL_FACTORS.get(kernel, 1.0) * OPTIMIZER_FACTORS.get(optimizer, 1.0)
+                  * (1 + 0.5 * spec.workloads.index(workload)) * (batch / 32) ** 0.5)
+        rows.append({
+            "run_id": spec.run_id, "device": spec.device, "case_id": case_id,
+            "workload": workload, "domain": "vision" if workload == "cnn" else "tabular",
+            "optimizer": optimizer, "kernel": kernel, "threads": threads, "batch": batch,
+            "dtype": "float32", "seed": spec.seed + w_i, "status": status,
+            "error_kind": "RuntimeError" if failed else "",
+            "error_message": "synthetic failure" if failed else "",
+            "steps": 0 if failed else spec.steps, "warmup_steps": spec.warmup_steps,
+            "param_count": 100_000, "param_bytes": 400_000,
+            "state_bytes": 800_000 if optimizer == "adam" else 400_000,
+            "peak_rss_bytes": 200_000_000 + 1_000_000 * batch,
+            "baseline_rss_bytes": 150_000_000,
+            "correct_max_rel_diff": 0.3 if wrong else 1e-7, "correct_ok": not wrong,
+            "flops_per_step": 6.0e8 * batch / 32, "update_bytes_per_step": 2_000_000.0,
+            "energy_source": spec.energy_source, "idle_power_w": 2.0,
+            "temp_before_c": 45.0, "temp_after_c": 52.0, "freq_before_khz": 2_400_000.0,
+            "freq_after_khz": 2_300_000.0, "throttled": False, "warnings": "",
+            "_factor": factor,
+        })
+    return rows
+
+
+def _steps(cases: list[dict[str, object]], spec: SyntheticSpec) -> pd.DataFrame:
+    rng = np.random.default_rng(spec.seed)
+    live = [c for c in cases if c["status"] != "failed"]
+    per_case = spec.steps + spec.warmup_steps
+    n = len(live) * per_case
+    factor = np.repeat([float(c["_factor"]) for c in live], per_case)
+    index = np.tile(np.arange(per_case), len(live))
+    warmup = index < spec.warmup_steps
+    step = spec.base_step_ns * factor * rng.lognormal(0.0, spec.noise_sigma, n)
+    step = np.where(warmup, step * 3.0, step)
+    frame = {
+        col: np.repeat([c[col] for c in live], per_case)
+        for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads",
+                    "batch", "dtype")
+    }
+    frame["index"] = index
+    frame["warmup"] = warmup
+    frame["step_ns"] = step.astype(np.int64)
+    for phase, share in PHASE_SHARES.items():
+        frame[phase] = (step * share).astype(np.int64)
+    frame["frontend_ns"] = np.zeros(n, dtype=np.int64)
+    frame["loss"] = 2.3 * np.exp(-index / 40.0) + rng.normal(0, 0.02, n)
+    out = pd.DataFrame(frame)
+    for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype"):
+        out[col] = out[col].astype("category")
+    return out
+
+
+def _study(spec: SyntheticSpec) -> pd.DataFrame:
+    rows = []
+    for workload, optimizer, seed in itertools.product(spec.workloads, spec.optimizers, (0, 1)):
+        for step in range(0, 50, 2):
+            rate = 0.05 if optimizer == "nag" else 0.04
+            rows.append({"workload": workload, "optimizer": optimizer, "lr": 0.1, "seed": seed,
+                         "step": step, "loss": 2.3 * np.exp(-rate * step) + 0.01 * seed,
+                         "elapsed_s": step * 0.002 * OPTIMIZER_FACTORS.get(optimizer, 1.0),
+                         "energy_j": step * 0.01 * OPTIMIZER_FACTORS.get(optimizer, 1.0)})
+    return pd.DataFrame(rows)
+
+
+def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
+                        with_study: bool = True) -> Path:
+    """Write steps/cases parquet, probe.json, manifest.json (and study.parquet) to ``run_dir``."""
+    spec = spec or SyntheticSpec()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cases = _case_rows(spec)
+    steps = _steps(cases, spec)
+    measured = steps.loc[~steps["warmup"]].groupby("case_id", observed=True)["step_ns"]
+    medians = measured.median().to_dict()
+    for case in cases:
+        case.pop("_factor")
+        median = medians.get(case["case_id"], 0.0)
+        case["wall_ns"] = int(median * (spec.steps + spec.warmup_steps))
+        case["energy_per_step_j"] = 5.0 * median * 1e-9  # 5 W average
+        case["energy_j"] = case["energy_per_step_j"] * spec.steps
+        if case["status"] == "failed":
+            case.update(energy_source="none", energy_per_step_j=np.nan, energy_j=np.nan)
+    steps.to_parquet(run_dir / "steps.parquet", index=False)
+    pd.DataFrame(cases).to_parquet(run_dir / "cases.parquet", index=False)
+    (run_dir / "probe.json").write_text(json.dumps({
+        "device": spec.device, "threads": max(spec.threads), "bandwidth_gbs": 20.0,
+        "bandwidth_kernel": "triad", "matmul_gflops": 100.0}))
+    (run_dir / "manifest.json").write_text(json.dumps({
+        "run_id": spec.run_id, "created": "2026-01-01T00:00:00Z",
+        "git": {"commit": "0" * 40, "dirty": False},
+        "host": {"hostname": "synthetic"}, "device": {"name": spec.device, "profile": {}},
+        "versions": {"torch": "synthetic"}, "seed": spec.seed,
+        "argv": ["synthetic data — not a measurement"]}))
+    if with_study:
+        _study(spec).to_parquet(run_dir / "study.parquet", index=False)
+    return run_dir

@@ -1,0 +1,179 @@
+"""Specification of the reports package: loading, aggregation, sentences and outputs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reports
+from reports.bootstrap import bootstrap_medians, mann_whitney_p, percentile_interval
+from reports.build import Aggregates, aggregate_dirs
+from reports.load import ResultsError, load_runs
+from reports.synthetic import SyntheticSpec, write_synthetic_run
+
+SPEC = SyntheticSpec(steps=40, warmup_steps=3)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_run(tmp_path_factory.mktemp("runs") / "run-a", SPEC)
+
+
+@pytest.fixture(scope="module")
+def agg(run_dir: Path) -> Aggregates:
+    return aggregate_dirs([run_dir], n_boot=300)
+
+
+@pytest.fixture(scope="module")
+def html(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = reports.build_report([run_dir], tmp_path_factory.mktemp("out") / "report.html")
+    return out.read_text(encoding="utf-8")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def test_load_fails_naming_the_missing_parquet(tmp_path: Path) -> None:
+    tmp_path.joinpath("cases.parquet").write_bytes(b"")
+    with pytest.raises(ResultsError, match="steps.parquet"):
+        load_runs([tmp_path])
+
+
+def test_load_fills_absent_optional_case_columns(run_dir: Path, tmp_path: Path) -> None:
+    cases = pd.read_parquet(run_dir / "cases.parquet").drop(columns=["energy_j", "throttled"])
+    cases.to_parquet(tmp_path / "cases.parquet")
+    (tmp_path / "steps.parquet").write_bytes((run_dir / "steps.parquet").read_bytes())
+    data = load_runs([tmp_path])
+    assert data.cases["energy_j"].isna().all() and not data.cases["throttled"].any()
+
+
+def test_load_concatenates_runs_keeping_run_ids(run_dir: Path, tmp_path: Path) -> None:
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    data = load_runs([run_dir, other])
+    assert set(data.cases["run_id"]) == {SPEC.run_id, "run-b"}
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+def test_bootstrap_median_interval_contains_the_sample_median() -> None:
+    values = np.random.default_rng(1).lognormal(size=501)
+    lo, hi = percentile_interval(bootstrap_medians(values, 500))
+    assert lo <= np.median(values) <= hi
+
+
+def test_bootstrap_of_constant_sample_is_that_constant() -> None:
+    assert np.all(bootstrap_medians(np.full(10, 3.0), 50) == 3.0)
+
+
+def test_mann_whitney_separates_shifted_samples() -> None:
+    rng = np.random.default_rng(2)
+    assert mann_whitney_p(rng.normal(0, 1, 200), rng.normal(1, 1, 200)) < 1e-6
+
+
+# --- aggregation -----------------------------------------------------------------------------
+
+def test_summary_excludes_warmup_steps(agg: Aggregates) -> None:
+    ok = agg.summary.loc[agg.summary["status"] != "failed"]
+    assert (ok["n_steps"] == SPEC.steps).all()
+
+
+def test_summary_median_lies_within_its_interval_and_p10_p90(agg: Aggregates) -> None:
+    s = agg.summary
+    assert ((s["ci_lo_ns"] <= s["median_step_ns"]) & (s["median_step_ns"] <= s["ci_hi_ns"])).all()
+    assert ((s["p10_ns"] <= s["median_step_ns"]) & (s["median_step_ns"] <= s["p90_ns"])).all()
+
+
+def test_kernel_speedup_recovers_the_synthetic_factor(agg: Aggregates) -> None:
+    row = agg.kernels.query("optimizer == 'nag' and variant == 'foreach' and metric == 'step_ns'"
+                            " and workload == 'mlp'").iloc[0]
+    assert row["ci_lo"] <= 1 / 0.8 * 1.03 and row["ci_hi"] >= 1 / 0.8 * 0.97
+    assert row["verdict"] == "faster"
+
+
+def test_variant_that_failed_correctness_is_reported_wrong_not_timed(agg: Aggregates) -> None:
+    rows = agg.kernels.query("optimizer == 'nag' and variant == 'flat'")
+    assert (rows["verdict"] == "wrong").all() and rows["speedup"].isna().all()
+
+
+def test_optimizers_are_compared_against_nag_with_the_same_kernel(agg: Aggregates) -> None:
+    row = agg.optimizers.query("variant == 'adam foreach' and workload == 'cnn'").iloc[0]
+    assert row["baseline"] == "nag foreach" and row["verdict"] == "slower"
+
+
+def test_optimizer_falls_back_to_nag_forloop_when_nag_variant_is_unusable(agg: Aggregates) -> None:
+    row = agg.optimizers.query("variant == 'adam flat' and workload == 'cnn'").iloc[0]
+    assert row["baseline"] == "nag forloop"
+
+
+def test_devices_are_compared_when_runs_are_combined(run_dir: Path, tmp_path: Path) -> None:
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    combined = aggregate_dirs([run_dir, other], n_boot=100)
+    assert set(combined.devices["baseline"]) == {"local"}
+    assert set(combined.devices["variant"]) == {"pixel7"}
+
+
+def test_warnings_list_wrong_variants(agg: Aggregates) -> None:
+    assert set(agg.warnings.loc[agg.warnings["warning"] == "wrong", "kernel"]) == {"flat"}
+
+
+def test_failed_case_appears_as_warning(tmp_path: Path) -> None:
+    d = write_synthetic_run(tmp_path / "f", replace(SPEC, failed_workload="mlp"), False)
+    warnings = aggregate_dirs([d], n_boot=50).warnings
+    assert "failed" in set(warnings["warning"])
+
+
+def test_estimated_energy_is_flagged(tmp_path: Path) -> None:
+    d = write_synthetic_run(tmp_path / "e", replace(SPEC, energy_source="estimated:cpu-model"),
+                            False)
+    warnings = aggregate_dirs([d], n_boot=50).warnings
+    assert "estimated energy" in set(warnings["warning"])
+
+
+def test_ceilings_place_update_against_bandwidth(agg: Aggregates) -> None:
+    c = agg.ceilings.iloc[0]
+    assert c["update_gbs"] == pytest.approx(c["update_bytes_per_step"] / c["median_update_ns"])
+    assert c["update_bw_fraction"] == pytest.approx(c["update_gbs"] / 20.0)
+
+
+# --- headline sentences ----------------------------------------------------------------------
+
+_KERNEL_SENTENCE = re.compile(
+    r"On (?P<dev>\S+), (?P<wl>\w+): NAG `(?P<var>\w+)` is (?P<x>[\d.]+)× (?P<dir>faster|slower) "
+    r"than `forloop` \(95 % CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)×\)")
+
+
+def test_kernel_headline_numbers_match_the_kernel_table(agg: Aggregates) -> None:
+    kernel_lines = [h for h in agg.headlines if h.table == "kernels"]
+    assert kernel_lines
+    for h in kernel_lines:
+        m = _KERNEL_SENTENCE.search(h.text)
+        assert m, h.text
+        row = agg.kernels.loc[h.rows[0]]
+        assert (m["wl"], m["var"]) == (row["workload"], row["variant"])
+        speed, lo, hi = row["speedup"], row["ci_lo"], row["ci_hi"]
+        if m["dir"] == "slower":
+            speed, lo, hi = 1 / speed, 1 / hi, 1 / lo
+        assert (m["x"], m["lo"], m["hi"]) == (f"{speed:.2f}", f"{lo:.2f}", f"{hi:.2f}")
+
+
+def test_headline_names_variants_that_failed_correctness(agg: Aggregates) -> None:
+    assert all("`flat`" in h.text for h in agg.headlines if h.table == "kernels")
+
+
+# --- HTML ------------------------------------------------------------------------------------
+
+def test_html_report_shows_headlines(html: str, agg: Aggregates) -> None:
+    assert 'class="headline"' in html and "faster than <code>forloop</code>" in html
+
+
+def test_html_report_loads_nothing_from_the_network(html: str) -> None:
+    assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?:", html)
+
+
+def test_unknown_format_is_refused_naming_the_known_ones(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'pdf'.*html"):
+        reports.build_report([run_dir], tmp_path / "r", fmt="pdf")
