@@ -20,7 +20,7 @@ import platform
 import sys
 import time
 import traceback
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from workloads import schema
 
@@ -94,51 +94,35 @@ def _autocast(dtype: str) -> Any:
     raise ValueError(f"unknown dtype {dtype!r} (known: fp32, bf16)")
 
 
-TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
-
-
-def check_correctness(spec: dict[str, Any], build_task: Callable[[], Any]) -> dict[str, Any]:
+def check_correctness(spec: dict[str, Any], task: Any) -> dict[str, Any]:
     """Run the case's kernel variant beside the reference torch.optim for ``check_steps`` steps.
 
-    Both start from the same weights and see the same batches (two tasks built from the
-    same seed); the figure is the largest parameter difference after each step, relative to
-    the largest reference parameter magnitude of that tensor.
+    Both copies start from the task's weights and see the same batches; the figure is the
+    largest relative parameter difference (workloads.optim.check).
     """
     import torch
 
     from workloads.optim import OPTIMIZERS
+    from workloads.optim.check import max_rel_diff_vs_reference, tolerance_for
 
     steps = int(spec.get("check_steps", 0))
     if steps <= 0:
         return {"checked": False, "reason": "check_steps = 0"}
     opt = OPTIMIZERS.get(spec["optimizer"])
-    hparams = opt.hparams(spec.get("hparams"))
-    variant_task, reference_task = build_task(), build_task()
-    variant = opt.build(variant_task.model, spec["kernel"], hparams)
-    reference = opt.reference(reference_task.model.parameters(), hparams)
-    worst = 0.0
     with _autocast(spec["dtype"]):
-        for _ in range(steps):
-            for task, updater in ((variant_task, variant), (reference_task, reference)):
-                inputs, targets = task.next_batch()
-                if task.frontend is not None:
-                    with torch.no_grad():
-                        inputs = task.frontend(inputs)
-                task.loss_fn(task.model(inputs), targets).backward()
-                updater.step()
-                updater.zero_grad()
-            with torch.no_grad():
-                for p, r in zip(variant_task.model.parameters(), reference_task.model.parameters(), strict=True):
-                    scale = float(r.abs().max()) or 1.0
-                    worst = max(worst, float((p - r).abs().max()) / scale)
-    tol = TOLERANCE[spec["dtype"]]
+        diff = max_rel_diff_vs_reference(
+            task.model, opt, spec["kernel"], opt.hparams(spec.get("hparams")), steps=steps,
+            make_batch=task.next_batch, loss_fn=task.loss_fn, frontend=task.frontend,
+            seed=int(spec["seed"]),
+        )
+    tol = tolerance_for(torch.bfloat16 if spec["dtype"] == "bf16" else torch.float32)
     return {
         "checked": True,
-        "reference": f"{type(reference).__module__}.{type(reference).__name__} (for-loop)",
+        "reference": f"{opt.name} via torch.optim, for-loop implementation",
         "steps": steps,
-        "max_rel_diff": worst,
+        "max_rel_diff": diff,
         "tolerance": tol,
-        "ok": worst <= tol,
+        "ok": diff <= tol,
     }
 
 
@@ -166,7 +150,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         torch.manual_seed(int(spec["seed"]))
         return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
 
-    correctness = check_correctness(spec, build_task)
+    correctness = check_correctness(spec, build_task())
     task = build_task()
     model = task.model
     model.train()

@@ -58,4 +58,4 @@ def all_kernels() -> list[str]:
     return sorted({k for name in OPTIMIZERS for k in OPTIMIZERS.get(name).kernels})
 
 
-from workloads.optim import torch_optims  # noqa: E402,F401  (fills the registry)
+from workloads.optim import extra, torch_optims  # noqa: E402,F401  (fill the registry)

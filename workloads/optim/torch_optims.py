@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from workloads.optim import OPTIMIZERS, OptimizerSpec
+from workloads.optim.nag_variants import with_nag_variants
 
 TORCH_KERNELS = ("forloop", "foreach", "fused")
 
@@ -30,7 +31,7 @@ def _sgd_args(hp: Mapping[str, Any], *, momentum: bool, nesterov: bool) -> dict[
     }
 
 
-def _register_sgd(name: str, description: str, *, momentum: bool, nesterov: bool) -> None:
+def _sgd_spec(name: str, description: str, *, momentum: bool, nesterov: bool) -> OptimizerSpec:
     defaults = {"lr": 0.05, "weight_decay": 0.0}
     if momentum:
         defaults["momentum"] = 0.9
@@ -45,24 +46,24 @@ def _register_sgd(name: str, description: str, *, momentum: bool, nesterov: bool
             model.parameters(), **_sgd_args(hp, momentum=momentum, nesterov=nesterov), **_impl(kernel)
         )
 
-    OPTIMIZERS.add(
-        name,
-        OptimizerSpec(
-            name=name,
-            description=description,
-            defaults=defaults,
-            kernels=TORCH_KERNELS,
-            state_tensors_per_param=1 if momentum else 0,
-            traffic_bytes_per_param=20 if momentum else 12,
-            build=build,
-            reference=reference,
-        ),
+    return OptimizerSpec(
+        name=name,
+        description=description,
+        defaults=defaults,
+        kernels=TORCH_KERNELS,
+        state_tensors_per_param=1 if momentum else 0,
+        traffic_bytes_per_param=20 if momentum else 12,
+        build=build,
+        reference=reference,
     )
 
 
-_register_sgd("nag", "SGD with Nesterov momentum (torch.optim.SGD, nesterov=True)", momentum=True, nesterov=True)
-_register_sgd("momentum", "SGD with heavy-ball momentum", momentum=True, nesterov=False)
-_register_sgd("sgd", "plain SGD", momentum=False, nesterov=False)
+# NAG also has our own kernels: compiled, flat and ort (workloads.optim.nag_variants).
+OPTIMIZERS.add("nag", with_nag_variants(_sgd_spec(
+    "nag", "SGD with Nesterov momentum (torch.optim.SGD, nesterov=True)", momentum=True, nesterov=True
+)))
+OPTIMIZERS.add("momentum", _sgd_spec("momentum", "SGD with heavy-ball momentum", momentum=True, nesterov=False))
+OPTIMIZERS.add("sgd", _sgd_spec("sgd", "plain SGD", momentum=False, nesterov=False))
 
 
 def _adamw_reference(params: Iterable[Any], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -1,0 +1,67 @@
+"""Sessions: bench, tests, lint, report, gate, microbench.
+
+Every environment installs with ``-c constraints.txt`` so torch is the pinned CPU build.
+Hardware runs go through ``bench`` with ``-- --device NAME``; a bare ``nox`` runs the
+tests and the linter only and needs no device.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = None  # the interpreter nox runs under (3.10+)
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    target = f".[{extras}]" if extras else "."
+    session.install("-c", "constraints.txt", "-e", target)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run a suite on a device (default: this machine) and write the HTML report."""
+    _install(session)
+    session.run("harness", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (real sshd, adbd and Chromium where installed)."""
+    _install(session, "test")
+    session.run("pytest", "--ignore=tests/bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff over the whole project."""
+    session.install("-c", "constraints.txt", "ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Rebuild a report from stored runs: nox -s report -- results/RUN [RUN ...] [--format md]."""
+    _install(session)
+    session.run("harness", "report", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gate(session: nox.Session) -> None:
+    """Gate a candidate run against a baseline: nox -s gate -- --baseline B --candidate C."""
+    _install(session)
+    session.run("harness", "gate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def microbench(session: nox.Session) -> None:
+    """pytest-benchmark micro-benchmarks of the optimizer update variants."""
+    _install(session, "test")
+    session.run("python", "-c", "import os; os.makedirs('results', exist_ok=True)")
+    session.run(
+        "pytest", "tests/bench", "--benchmark-only", "--benchmark-json=results/microbench.json",
+        *session.posargs,
+    )
