@@ -1,0 +1,77 @@
+"""Energy meters, looked up by name: ``open_meter(spec["energy"])`` and ``measure_idle``.
+
+``open_meter`` takes the profile's ``[energy]`` section as a plain dict (the host passes it
+inside the case spec) and never raises for a missing meter: it returns a :class:`NullMeter`
+whose readings say why nothing was measured. ``"auto"`` tries the measured meters in
+:data:`AUTO_ORDER`, then the cpu-model estimate if its watts are set, then gives up with
+every meter's reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from workloads.meters import cpu_model, fuel_gauge, hwmon, nvml, odpm, rapl, vcgencmd  # noqa: F401
+from workloads.meters.base import METERS, EnergyMeter, EnergyReading, NullMeter
+
+__all__ = [
+    "AUTO_ORDER",
+    "METERS",
+    "EnergyMeter",
+    "EnergyReading",
+    "NullMeter",
+    "measure_idle",
+    "open_meter",
+]
+
+AUTO_ORDER = ("odpm", "rapl", "jetson-ina3221", "vcgencmd", "hwmon", "nvml", "fuel-gauge")
+
+
+def _open(name: str, config: Mapping[str, Any]) -> tuple[EnergyMeter | None, str]:
+    cls = METERS.get(name)
+    reason = cls.probe(config)
+    if reason:
+        return None, reason
+    try:
+        return cls(config), ""
+    except (OSError, ValueError, RuntimeError) as exc:
+        return None, str(exc)
+
+
+def open_meter(config: Mapping[str, Any]) -> EnergyMeter:
+    """The meter the energy section asks for, or a NullMeter carrying the reason.
+
+    An unknown meter name raises ``UnknownNameError`` (a configuration mistake, not a
+    device limitation).
+    """
+    name = str(config.get("meter", "auto") or "auto")
+    if name == "none":
+        return NullMeter(config)
+    if name != "auto":
+        meter, reason = _open(name, config)
+        return meter if meter is not None else NullMeter(config, f"none available: {name}: {reason}")
+    reasons = []
+    for candidate in AUTO_ORDER:
+        meter, reason = _open(candidate, config)
+        if meter is not None:
+            return meter
+        reasons.append(f"{candidate}: {reason}")
+    meter, reason = _open("cpu-model", config)
+    if meter is not None:
+        return meter
+    reasons.append(f"cpu-model: {reason}")
+    return NullMeter(config, "none available: " + "; ".join(reasons))
+
+
+def measure_idle(meter: EnergyMeter, seconds: float) -> float | None:
+    """Mean power over ``seconds`` of doing nothing (the baseline draw), or None.
+
+    Reports subtract ``idle_power_w × duration`` from a case's energy to get its active
+    energy. None when the meter gives no energy or ``seconds`` is 0.
+    """
+    if seconds <= 0:
+        return None
+    meter.start()
+    time.sleep(seconds)
+    return meter.stop().power_w

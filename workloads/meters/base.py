@@ -1,0 +1,284 @@
+"""The energy-meter interface shared by every meter, and the helpers they share.
+
+A meter measures one window: ``start()`` then ``stop() -> EnergyReading``. Sources come in
+two kinds and a meter may mix them:
+
+- **counters** (RAPL ``energy_uj``, ODPM ``energy_value``, NVML total energy, hwmon
+  ``energy*_input``): read at start and stop, the difference is the energy;
+- **power** (fuel gauge, INA3221, ``vcgencmd pmic_read_adc``, hwmon ``power*_input``): a
+  background thread samples at ``sample_interval_s`` and integrates power over the real
+  monotonic timestamps of the samples (trapezoid rule).
+
+Every reading carries its source (``measured:<meter>``, ``estimated:cpu-model`` or
+``none``); a meter that cannot measure says why in ``reason`` instead of returning a number.
+Standard library only: this module travels in the agent bundle.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+from workloads.registry import Registry
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """Energy over one measured window, with its source and per-channel joules."""
+
+    energy_j: float | None
+    duration_ns: int
+    source: str  # measured:<meter> | estimated:cpu-model | none
+    channels: Mapping[str, float] = field(default_factory=dict)  # rail or group -> joules
+    reason: str = ""  # why energy_j is None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def power_w(self) -> float | None:
+        """Mean power over the window, or None without energy or duration."""
+        if self.energy_j is None or self.duration_ns <= 0:
+            return None
+        return self.energy_j / (self.duration_ns / 1e9)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form (for the agent's ``meter`` records)."""
+        return {
+            "energy_j": self.energy_j,
+            "duration_ns": self.duration_ns,
+            "source": self.source,
+            "channels": dict(self.channels),
+            "reason": self.reason,
+            "details": dict(self.details),
+            "power_w": self.power_w,
+        }
+
+
+class MeterUnavailable(RuntimeError):
+    """The meter cannot measure on this device; the message says why and how to fix it."""
+
+
+METERS: Registry[type[EnergyMeter]] = Registry("energy meter")
+
+
+def sysfs(root: str, path: str) -> Path:
+    """``path`` (absolute, e.g. ``/sys/class/...``) under an optional fixture root."""
+    return Path(root + path) if root else Path(path)
+
+
+def read_text(path: Path) -> str:
+    """A sysfs file's text, stripped; PermissionError and OSError propagate."""
+    return path.read_text(encoding="ascii", errors="replace").strip()
+
+
+def read_number(path: Path) -> float:
+    """A sysfs file holding one number."""
+    text = read_text(path)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{path}: expected a number, read {text!r}") from None
+
+
+def trapezoid_j(samples: list[tuple[int, float]]) -> float:
+    """Integrate (t_ns, power_w) samples over their own timestamps; joules."""
+    total = 0.0
+    for (t0, p0), (t1, p1) in zip(samples, samples[1:], strict=False):
+        total += (p0 + p1) / 2.0 * (t1 - t0) / 1e9
+    return total
+
+
+def group_channels(rails_j: Mapping[str, float], groups: Mapping[str, str]) -> dict[str, float]:
+    """Sum rails into the profile's groups (group -> regex, first match wins).
+
+    Rails that match no group go to ``other``; without groups the rails are returned as is.
+    """
+    if not groups:
+        return dict(rails_j)
+    compiled = []
+    for name, pattern in groups.items():
+        try:
+            compiled.append((name, re.compile(pattern)))
+        except re.error as exc:
+            raise ValueError(
+                f"energy.rails.{name} = {pattern!r} is not a valid regular expression ({exc}); "
+                "fix it in the device profile"
+            ) from None
+    out: dict[str, float] = {}
+    for rail, joules in rails_j.items():
+        group = next((g for g, rx in compiled if rx.search(rail)), "other")
+        out[group] = out.get(group, 0.0) + joules
+    return out
+
+
+class PowerSampler:
+    """A daemon thread that reads power channels every ``interval_s`` and integrates them."""
+
+    def __init__(self, read_power_w: Callable[[], Mapping[str, float]], interval_s: float) -> None:
+        self._read = read_power_w
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples: dict[str, list[tuple[int, float]]] = {}
+        self.error = ""
+
+    def _sample(self) -> None:
+        t_ns = time.monotonic_ns()
+        for name, watts in self._read().items():
+            self.samples.setdefault(name, []).append((t_ns, watts))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._sample()
+            except (OSError, ValueError) as exc:
+                self.error = f"sampling stopped: {exc}"
+                return
+
+    def start(self) -> None:
+        self._sample()  # the first sample is taken at start, in the caller's thread
+        self._thread = threading.Thread(target=self._loop, name="power-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Stop the thread, take a last sample, and return joules per channel."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if not self.error:
+            self._sample()
+        return {name: trapezoid_j(s) for name, s in self.samples.items()}
+
+    @property
+    def sample_count(self) -> int:
+        return max((len(s) for s in self.samples.values()), default=0)
+
+
+class EnergyMeter:
+    """Base of every meter: override ``read_energy_j`` and/or ``read_power_w``.
+
+    Subclasses set ``NAME`` (the registry name), ``HAS_COUNTERS``/``HAS_POWER``, and
+    implement ``probe`` (``None`` when usable, else the reason). ``total_j`` decides how
+    channels add up to the total (sum unless a meter knows better).
+    """
+
+    NAME: ClassVar[str] = ""
+    HAS_COUNTERS: ClassVar[bool] = False
+    HAS_POWER: ClassVar[bool] = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        self.root = str(config.get("root", "") or "")
+        self.interval_s = float(config.get("sample_interval_s", 0.05) or 0.05)
+        self.groups: Mapping[str, str] = dict(config.get("rails", {}) or {})
+        self._t0_ns = 0
+        self._start_counters: dict[str, float] = {}
+        self._sampler: PowerSampler | None = None
+        self._start_reason = ""
+
+    @property
+    def source(self) -> str:
+        return f"measured:{self.NAME}"
+
+    @classmethod
+    def probe(cls, config: Mapping[str, Any]) -> str | None:
+        """None when the meter can measure here, else the reason and the fix."""
+        raise NotImplementedError
+
+    def read_energy_j(self) -> dict[str, float]:
+        """Cumulative counters, joules per channel."""
+        return {}
+
+    def read_power_w(self) -> dict[str, float]:
+        """Instantaneous power, watts per channel."""
+        return {}
+
+    def counter_delta_j(self, start: Mapping[str, float], end: Mapping[str, float]) -> dict[str, float]:
+        """Energy per channel between two counter readings (RAPL overrides for wrap-around)."""
+        return {k: end[k] - start[k] for k in end if k in start}
+
+    def total_j(self, rails_j: Mapping[str, float]) -> float:
+        return sum(rails_j.values())
+
+    def check_start(self) -> str:
+        """Reason to refuse this window (e.g. charging), or empty; checked at ``start``."""
+        return ""
+
+    def extra_details(self) -> dict[str, Any]:
+        return {}
+
+    def start(self) -> None:
+        self._start_reason = self.check_start()
+        self._t0_ns = time.monotonic_ns()
+        if self._start_reason:
+            return
+        if self.HAS_COUNTERS:
+            self._start_counters = self.read_energy_j()
+        if self.HAS_POWER:
+            self._sampler = PowerSampler(self.read_power_w, self.interval_s)
+            self._sampler.start()
+
+    def stop(self) -> EnergyReading:
+        rails: dict[str, float] = {}
+        details: dict[str, Any] = {"meter": self.NAME}
+        if self._start_reason:
+            return self._none(self._start_reason)
+        try:
+            if self.HAS_COUNTERS:
+                rails.update(self.counter_delta_j(self._start_counters, self.read_energy_j()))
+        except (OSError, ValueError) as exc:
+            return self._none(f"{self.NAME}: reading counters failed: {exc}")
+        finally:
+            duration_ns = time.monotonic_ns() - self._t0_ns
+        if self._sampler is not None:
+            rails.update(self._sampler.stop())
+            details["samples"] = self._sampler.sample_count
+            details["sample_interval_s"] = self.interval_s
+            if self._sampler.error:
+                return self._none(f"{self.NAME}: {self._sampler.error}")
+            self._sampler = None
+        details.update(self.extra_details())
+        details["rails_j"] = dict(rails)
+        return EnergyReading(
+            energy_j=self.total_j(rails),
+            duration_ns=duration_ns,
+            source=self.source,
+            channels=group_channels(rails, self.groups),
+            details=details,
+        )
+
+    def _none(self, reason: str) -> EnergyReading:
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        return EnergyReading(None, time.monotonic_ns() - self._t0_ns, "none", reason=reason)
+
+    def close(self) -> None:
+        """Release handles (NVML); the default has none."""
+
+
+class NullMeter(EnergyMeter):
+    """No meter: every reading is ``none`` with the reason it was chosen."""
+
+    NAME = "none"
+
+    def __init__(self, config: Mapping[str, Any] | None = None, reason: str = "") -> None:
+        super().__init__(config or {})
+        self.reason = reason or "no energy meter configured (energy.meter = 'none')"
+
+    @property
+    def source(self) -> str:
+        return "none"
+
+    @classmethod
+    def probe(cls, config: Mapping[str, Any]) -> str | None:
+        return None
+
+    def start(self) -> None:
+        self._t0_ns = time.monotonic_ns()
+
+    def stop(self) -> EnergyReading:
+        return self._none(self.reason)
