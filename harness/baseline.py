@@ -1,0 +1,194 @@
+"""Stored baselines: a run's tables and manifest kept under ``baselines/<device>/<name>/``.
+
+A baseline is a frozen copy of a run's tables (``steps.parquet``, ``cases.parquet``,
+``manifest.json``, as :func:`harness.store.load_run` reads them) plus ``baseline.json`` saying where it came from. It is written to a
+temporary directory next to its destination and renamed into place, so a crash never leaves
+a half-written baseline that a later gate would trust. Baselines are per device because a
+phone's step times say nothing about a board's.
+
+Also here: :func:`load_pytest_benchmark`, which turns a pytest-benchmark JSON file into a
+steps-like frame so the same gate compares micro-benchmark runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import ConfigError
+
+INFO_FILE = "baseline.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class BaselineInfo:
+    """What a stored baseline is: its name, device, source run and commit."""
+
+    name: str
+    device: str
+    path: Path
+    run_id: str
+    commit: str
+    dirty: bool
+    created: str
+    saved: str
+
+
+def read_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(steps, cases, manifest) of a results or baseline directory, via ``harness.store``."""
+    from harness.store import load_run
+
+    try:
+        return load_run(Path(run_dir))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{exc}; pass a results/<run-id>/ directory written by `harness run`"
+                          " or a baselines/<device>/<name>/ directory",
+                          source=str(run_dir)) from exc
+
+
+def save_baseline(run_dir: Path | str, baselines_dir: Path | str, name: str, *,
+                  overwrite: bool = False) -> Path:
+    """Copy a run into ``baselines_dir/<device>/<name>/`` atomically; returns that path."""
+    run_dir, baselines_dir = Path(run_dir), Path(baselines_dir)
+    _check_name(name, "baseline name")
+    steps, cases, manifest = read_run(run_dir)
+    device = _device_of(manifest, cases, run_dir)
+    _check_name(device, "device name")
+    device_dir = baselines_dir / device
+    dest = device_dir / name
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"baseline {name!r} for device {device!r} already exists at {dest}; "
+                          "choose another name or pass overwrite=True (--force)")
+    device_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=device_dir))
+    try:
+        steps.to_parquet(tmp / "steps.parquet", index=False)
+        cases.to_parquet(tmp / "cases.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n",
+                                           encoding="utf-8")
+        info = {"name": name, "device": device, "run_id": str(manifest.get("run_id", "")),
+                "source": str(run_dir), "saved": datetime.now(timezone.utc).isoformat()}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _swap_into_place(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest``; an existing ``dest`` is moved aside first, then removed."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        dest.rename(old)
+    tmp.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_baselines(baselines_dir: Path | str) -> list[BaselineInfo]:
+    """Every stored baseline, sorted by device then name; an absent directory gives []."""
+    root = Path(baselines_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for info_path in sorted(root.glob(f"*/*/{INFO_FILE}")):
+        path = info_path.parent
+        if path.name.startswith("."):
+            continue  # a save in progress or an old copy being removed
+        found.append(_info(path))
+    return found
+
+
+def load_baseline(path_or_name: Path | str, baselines_dir: Path | str | None = None,
+                  device: str | None = None,
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(steps, cases, manifest) of a baseline given by directory, or by name and device."""
+    path = Path(path_or_name)
+    if not path.is_dir():
+        if baselines_dir is None or device is None:
+            raise ConfigError(f"baseline {str(path_or_name)!r} is not a directory; pass a "
+                              "path, or a name together with baselines_dir and device")
+        path = Path(baselines_dir) / device / str(path_or_name)
+        if not path.is_dir():
+            known = [b.name for b in list_baselines(baselines_dir) if b.device == device]
+            raise ConfigError(f"no baseline {str(path_or_name)!r} for device {device!r} under "
+                              f"{baselines_dir}; known: {', '.join(known) or 'none'}; save "
+                              "one with `harness baseline save`")
+    return read_run(path)
+
+
+def _info(path: Path) -> BaselineInfo:
+    info = json.loads((path / INFO_FILE).read_text(encoding="utf-8"))
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) \
+        if manifest_path.is_file() else {}
+    git = manifest.get("git") or {}
+    return BaselineInfo(
+        name=str(info.get("name", path.name)), device=str(info.get("device", path.parent.name)),
+        path=path, run_id=str(info.get("run_id", "")), commit=str(git.get("commit", "")),
+        dirty=bool(git.get("dirty", False)), created=str(manifest.get("created", "")),
+        saved=str(info.get("saved", "")))
+
+
+def _device_of(manifest: dict[str, Any], cases: pd.DataFrame, run_dir: Path) -> str:
+    device = (manifest.get("device") or {}).get("name")
+    if device:
+        return str(device)
+    names = sorted({str(d) for d in cases.get("device", pd.Series([])).dropna()})
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(f"cannot tell the device of {run_dir}: manifest has no device.name and "
+                      f"the cases name {names or 'none'}; save one device's run at a time",
+                      source=str(run_dir / "manifest.json"), key="device.name")
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _SAFE_NAME.match(name):
+        raise ConfigError(f"{what} {name!r} is not usable as a directory name; use letters, "
+                          "digits, '.', '_' and '-', starting with a letter or digit")
+
+
+def load_pytest_benchmark(path: Path | str) -> pd.DataFrame:
+    """A steps-like frame from a pytest-benchmark JSON file (``--benchmark-json`` / saves).
+
+    ``case_id`` is the benchmark's ``fullname``; ``step_ns`` is one round's time per
+    iteration in nanoseconds (a float: micro-benchmarks can be a few ns). With raw data
+    (``--benchmark-save-data``, or ``--benchmark-json`` which includes it) every round is a
+    row; without it one row holds the median and ``samples`` says ``"median-only"``, which
+    the gate can only hold against the floor.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read pytest-benchmark JSON {path}: {exc}",
+                          source=str(path)) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise ConfigError("not a pytest-benchmark file: no 'benchmarks' list; write one with "
+                          "--benchmark-json or --benchmark-autosave", source=str(path))
+    device = str((doc.get("machine_info") or {}).get("node", ""))
+    run_id = str(doc.get("datetime") or path.stem)
+    rows = []
+    for bench in doc["benchmarks"]:
+        stats = bench.get("stats") or {}
+        data = stats.get("data")
+        samples, kind = (data, "raw") if data else ([stats.get("median", math.nan)], "median-only")
+        for index, seconds in enumerate(samples):
+            rows.append({"run_id": run_id, "device": device, "case_id": str(bench["fullname"]),
+                         "workload": str(bench.get("group") or ""), "index": index,
+                         "warmup": False, "step_ns": float(seconds) * 1e9, "samples": kind})
+    columns = ["run_id", "device", "case_id", "workload", "index", "warmup", "step_ns", "samples"]
+    return pd.DataFrame(rows, columns=columns)
