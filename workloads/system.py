@@ -302,10 +302,11 @@ def _psutil_uss_pss() -> tuple[int | None, int | None]:
 class WarmupDetector:
     """Decides when warm-up is over from the step times seen so far.
 
-    Warm-up ends at the first step (after ``min_steps``) where the median of the last
-    ``short`` steps and the median of the last ``long`` steps differ by at most
-    ``tolerance`` (relative), or at ``max_steps`` regardless (``forced``). Steps observed
-    until then are warm-up steps.
+    Warm-up ends at the first step where the median of the last ``short`` steps and the
+    median of the last ``long`` steps differ by at most ``tolerance`` (relative), or at
+    ``max_steps`` regardless (``forced``). The test starts once ``min_steps`` and
+    ``min(2 × short, long)`` steps are in, so the long median always holds older steps than
+    the short one. Steps observed until then are warm-up steps.
     """
 
     def __init__(
@@ -331,7 +332,7 @@ class WarmupDetector:
         self.steps += 1
         self._window.append(step_ns)
         recent = list(self._window)
-        if self.steps >= max(self.min_steps, self.short):
+        if self.steps >= max(self.min_steps, min(2 * self.short, self._window.maxlen or 0)):
             short_med = statistics.median(recent[-self.short:])
             long_med = statistics.median(recent)
             if long_med > 0 and abs(short_med - long_med) / long_med <= self.tolerance:
