@@ -1,0 +1,124 @@
+"""What every workload family shares: channel rounding and turning a model into a Task.
+
+A workload's ``build`` makes a model and a batch source, then calls
+:func:`classification_task`, which adds the loss, the input shape and the facts the host
+reports beside the timings (parameter count, forward MACs per sample).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from workloads.data.sources import image_source
+from workloads.models.macs import count_macs, count_params
+from workloads.workload import Task
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor``, never more than 10 % below ``value``.
+
+    The rule from the MobileNet reference code; width multipliers go through it so that
+    width 1.0 gives exactly the published layer sizes.
+    """
+    floor = divisor if min_value is None else min_value
+    rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's initialisation: Kaiming fan-out convs, unit BN, small normal linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Initialise weights from ``seed`` without disturbing the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Refuse a size option that is not a positive number, quoting it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"option {name}={value!r} must be a positive number")
+
+
+def classification_task(
+    model: nn.Module,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    batch: int,
+    example: torch.Tensor,
+    domain: str,
+    num_classes: int,
+    frontend: nn.Module | None = None,
+    info: dict[str, Any] | None = None,
+) -> Task:
+    """Wrap a classifier and its batch source into a Task with cross-entropy loss.
+
+    ``example`` is one input sample with a leading batch dimension of 1, shaped like what
+    ``next_batch`` returns; it fixes ``input_shape`` and is run once (through the front end,
+    when there is one) to count the forward MACs of one sample. The batch source is not
+    touched, so the first batch the agent draws is the source's first batch.
+    """
+    features = frontend(example) if frontend is not None else example
+    facts = {
+        "domain": domain,
+        "num_classes": num_classes,
+        "params": count_params(model),
+        # two samples: batch norm in training mode refuses one value per channel
+        "forward_macs_per_sample": count_macs(model, torch.cat([features, features])) // 2,
+    }
+    if frontend is not None:
+        facts["frontend_output_shape"] = tuple(features.shape[1:])
+    facts.update(info or {})
+    return Task(
+        model=model,
+        next_batch=next_batch,
+        loss_fn=nn.CrossEntropyLoss(),
+        frontend=frontend,
+        input_shape=(batch, *example.shape[1:]),
+        info=facts,
+    )
+
+
+def image_task(
+    make_model: Callable[[], nn.Module],
+    *,
+    batch: int,
+    seed: int,
+    num_classes: int,
+    resolution: int,
+    data: str,
+    info: dict[str, Any],
+) -> Task:
+    """An image-classification Task: model built from ``seed``, images from ``data``."""
+    check_positive("num_classes", num_classes)
+    check_positive("resolution", resolution)
+    with seeded(seed):
+        model = make_model()
+    source = image_source(
+        data, batch=batch, seed=seed, num_classes=num_classes, resolution=resolution
+    )
+    return classification_task(
+        model, source, batch=batch, example=torch.zeros(1, 3, resolution, resolution),
+        domain="image", num_classes=num_classes, info={**info, "data": data},
+    )  # fmt: skip

@@ -1,0 +1,76 @@
+"""Multiply-accumulates of one forward pass, counted from the operators that actually run.
+
+Matrix products and convolutions are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+(which sees every ``mm``/``bmm``/``conv``/attention call, however a model spells it); it
+reports FLOPs with one MAC = 2 FLOPs. Recurrent layers run as one fused ``aten::lstm``/``gru``
+op that the counter does not see, so those are added from forward hooks; the CPU
+flash-attention kernel behind ``scaled_dot_product_attention`` gets the counter's own SDPA
+formula. Element-wise work
+(activations, normalisation, pooling) is not counted, as in the papers we compare with.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+_GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+
+
+def _cpu_sdpa_flops(
+    query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *_: Any, **__: Any
+) -> int:
+    """FLOPs of the CPU flash-attention kernel, which the counter has no formula for."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+}
+
+
+def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
+    """MACs of a recurrent layer: per step and layer, gates x hidden x (input + hidden)."""
+    x = inputs[0]
+    steps = x.shape[1] if module.batch_first else x.shape[0]
+    rows = x.shape[0] if module.batch_first else x.shape[1]
+    gates = _GATES[type(module)]
+    directions = 2 if module.bidirectional else 1
+    total = 0
+    size_in = module.input_size
+    for _ in range(module.num_layers):
+        total += gates * module.hidden_size * (size_in + module.hidden_size)
+        size_in = module.hidden_size * directions
+    return total * directions * steps * rows
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of ``model(example)``, summed over the batch in ``example``.
+
+    Runs one forward pass without gradients on a copy of the model in training mode: the
+    path a training step takes (eval-mode fast paths such as the fused Transformer encoder
+    hide their matrix products from the counter), and the model's own batch-norm
+    statistics stay untouched.
+    """
+    recurrent = 0
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], _output: Any) -> None:
+        nonlocal recurrent
+        recurrent += _recurrent_macs(module, inputs)  # type: ignore[arg-type]
+
+    probe = copy.deepcopy(model).train()
+    for module in probe.modules():
+        if type(module) in _GATES:
+            module.register_forward_hook(hook)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+        probe(example)
+    return int(counter.get_total_flops()) // 2 + recurrent
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameter elements (what the papers' parameter counts mean)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
