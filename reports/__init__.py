@@ -22,9 +22,12 @@ def build_report(run_dirs: list[Path], out: Path, fmt: str = "html") -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     agg = aggregate_dirs([Path(d) for d in run_dirs])
+    from plotly.offline import get_plotlyjs
+
+    from reports.plots import all_plots
     from reports.render_html import render_html
 
-    return render_html(agg, Path(out))
+    return render_html(agg, Path(out), plots=all_plots(agg), plotly_js=get_plotlyjs())
 
 
 __all__ = ["Aggregates", "ResultsError", "RunData", "aggregate", "aggregate_dirs",

@@ -28,8 +28,9 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Energy per case with its source; cases without an energy reading are left out."""
     has = (summary["energy_source"].ne("none") & summary["energy_j"].notna()
            & summary["status"].ne("failed"))
-    frame = summary.loc[has, ID_COLUMNS + ["energy_source", "energy_j", "energy_per_step_j",
-                                           "idle_power_w", "median_step_ns"]].copy()
+    frame = summary.loc[has, ID_COLUMNS + ["status", "correct_ok", "energy_source", "energy_j",
+                                           "energy_per_step_j", "idle_power_w",
+                                           "median_step_ns"]].copy()
     missing = frame["energy_per_step_j"].isna()
     steps = summary.loc[has, "steps"].replace(0, np.nan)
     frame.loc[missing, "energy_per_step_j"] = (frame["energy_j"] / steps)[missing]
@@ -39,8 +40,12 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def energy_comparisons(energy: pd.DataFrame, baseline_kernel: str) -> pd.DataFrame:
-    """Energy per step of each kernel variant relative to the baseline kernel, same source."""
+    """Energy per step of each kernel variant relative to the baseline kernel, same source.
+
+    Only correct cases are compared: a variant that failed its check is wrong, not frugal.
+    """
     rows = []
+    energy = energy.loc[energy["status"].eq("ok") & energy["correct_ok"]]
     match = ["run_id", "device", "workload", "optimizer", "threads", "batch", "dtype",
              "energy_source"]
     for keys, group in energy.groupby(match, sort=True):

@@ -69,7 +69,7 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
 
 def _manifests(agg: Aggregates) -> list[dict[str, str]]:
     return [{"run_id": str(m.get("run_id", "?")),
-             "text": json.dumps(m, indent=2, sort_keys=True, default=str)}
+             "text": json.dumps(m, indent=2, sort_keys=True, default=str, ensure_ascii=False)}
             for m in agg.data.manifests]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-KERNEL_FACTORS: dict[str, float] = {"forloop": 1.0, "foreach": 0.8, "fused": 0.75, "flat": 0.7}
+# Kernel factors scale the update phase only (that is all a kernel variant changes).
+KERNEL_FACTORS: dict[str, float] = {"forloop": 1.0, "foreach": 0.6, "fused": 0.5, "flat": 0.4}
 OPTIMIZER_FACTORS: dict[str, float] = {"nag": 1.0, "adam": 1.25, "sgd": 0.95}
 PHASE_SHARES: dict[str, float] = {"data_ns": 0.05, "forward_ns": 0.3, "backward_ns": 0.45,
                                   "update_ns": 0.2}
@@ -52,7 +53,7 @@ def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
         wrong = optimizer == "nag" and kernel == spec.wrong_kernel
         failed = optimizer == "adam" and workload == spec.failed_workload
         status = "failed" if failed else ("wrong" if wrong else "ok")
-        factor = (KERNEL_FACTORS.get(kernel, 1.0) * OPTIMIZER_FACTORS.get(optimizer, 1.0)
+        factor = (OPTIMIZER_FACTORS.get(optimizer, 1.0)
                   * (1 + 0.5 * spec.workloads.index(workload)) * (batch / 32) ** 0.5)
         rows.append({
             "run_id": spec.run_id, "device": spec.device, "case_id": case_id,
@@ -67,11 +68,11 @@ def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
             "peak_rss_bytes": 200_000_000 + 1_000_000 * batch,
             "baseline_rss_bytes": 150_000_000,
             "correct_max_rel_diff": 0.3 if wrong else 1e-7, "correct_ok": not wrong,
-            "flops_per_step": 6.0e8 * batch / 32, "update_bytes_per_step": 2_000_000.0,
+            "flops_per_step": 6.0e7 * batch / 32, "update_bytes_per_step": 2_000_000.0,
             "energy_source": spec.energy_source, "idle_power_w": 2.0,
             "temp_before_c": 45.0, "temp_after_c": 52.0, "freq_before_khz": 2_400_000.0,
             "freq_after_khz": 2_300_000.0, "throttled": False, "warnings": "",
-            "_factor": factor,
+            "_factor": factor, "_update_factor": KERNEL_FACTORS.get(kernel, 1.0),
         })
     return rows
 
@@ -82,10 +83,13 @@ def _steps(cases: list[dict[str, object]], spec: SyntheticSpec) -> pd.DataFrame:
     per_case = spec.steps + spec.warmup_steps
     n = len(live) * per_case
     factor = np.repeat([float(c["_factor"]) for c in live], per_case)
+    update_factor = np.repeat([float(c["_update_factor"]) for c in live], per_case)
     index = np.tile(np.arange(per_case), len(live))
     warmup = index < spec.warmup_steps
-    step = spec.base_step_ns * factor * rng.lognormal(0.0, spec.noise_sigma, n)
-    step = np.where(warmup, step * 3.0, step)
+    base = spec.base_step_ns * factor * rng.lognormal(0.0, spec.noise_sigma, n)
+    base = np.where(warmup, base * 3.0, base)
+    update_share = PHASE_SHARES["update_ns"]
+    step = base * (1.0 - update_share + update_share * update_factor)
     frame = {
         col: np.repeat([c[col] for c in live], per_case)
         for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads",
@@ -95,7 +99,8 @@ def _steps(cases: list[dict[str, object]], spec: SyntheticSpec) -> pd.DataFrame:
     frame["warmup"] = warmup
     frame["step_ns"] = step.astype(np.int64)
     for phase, share in PHASE_SHARES.items():
-        frame[phase] = (step * share).astype(np.int64)
+        scale = update_factor if phase == "update_ns" else 1.0
+        frame[phase] = (base * share * scale).astype(np.int64)
     frame["frontend_ns"] = np.zeros(n, dtype=np.int64)
     frame["loss"] = 2.3 * np.exp(-index / 40.0) + rng.normal(0, 0.02, n)
     out = pd.DataFrame(frame)
@@ -128,6 +133,7 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
     medians = measured.median().to_dict()
     for case in cases:
         case.pop("_factor")
+        case.pop("_update_factor")
         median = medians.get(case["case_id"], 0.0)
         case["wall_ns"] = int(median * (spec.steps + spec.warmup_steps))
         case["energy_per_step_j"] = 5.0 * median * 1e-9  # 5 W average
