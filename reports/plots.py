@@ -1,0 +1,261 @@
+"""Plotly figures for the report, built from aggregates — never from one point per step.
+
+A run can hold a million step rows; plotting them would make a page nobody can open. So
+distributions are box plots from quantiles computed in pandas, loss curves are binned to at
+most ``MAX_POINTS`` points per case, and everything else is one mark per case or pair.
+Each figure becomes a ``<div>`` that calls ``Plotly.newPlot``; plotly.js itself is inlined
+once by the page (see :mod:`reports.render_html`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from markupsafe import Markup
+from plotly.subplots import make_subplots
+
+from reports.build import Aggregates
+
+MAX_POINTS = 120  # per loss curve
+PHASES: tuple[str, ...] = ("data", "frontend", "forward", "backward", "update")
+_CONFIG = {"displaylogo": False, "responsive": True,
+           "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+_TEMPLATE = "plotly_white"
+_TOP_LEGEND = {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
+               "traceorder": "normal"}
+_BEFORE_AFTER = {"before": "#2f5fb3", "after": "#c0392b"}
+
+
+def case_labels(frame: pd.DataFrame) -> pd.Series:
+    """Short, unique label per case row: workload optimizer kernel tN bN dtype [device]."""
+    label = (frame["workload"].astype(str) + " " + frame["optimizer"].astype(str) + " "
+             + frame["kernel"].astype(str) + " t" + frame["threads"].astype(str) + " b"
+             + frame["batch"].astype(str) + " " + frame["dtype"].astype(str))
+    if frame["run_id"].nunique() > 1:
+        label = label + " @" + frame["device"].astype(str) + "/" + frame["run_id"].astype(str)
+    return label
+
+
+def _height(rows: int, per_row: int = 22, base: int = 140) -> int:
+    return int(min(max(360, base + per_row * rows), 6000))
+
+
+def to_div(fig: go.Figure, div_id: str) -> Markup:
+    """The figure as an embeddable ``<div>`` (no plotly.js included)."""
+    fig.update_layout(template=_TEMPLATE, margin={"l": 10, "r": 10, "t": 50, "b": 40})
+    html = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config=_CONFIG, default_height=f"{fig.layout.height or 420}px")
+    return Markup(f'<div class="plot" data-plot="{div_id}">{html}</div>')
+
+
+def distributions(summary: pd.DataFrame) -> go.Figure:
+    """Step-time box per case: box = IQR, line = median, whiskers = p10/p90 (ms)."""
+    s = summary.loc[summary["n_steps"] > 0]
+    fig = go.Figure(go.Box(
+        y=case_labels(s), q1=s["p25_ns"] / 1e6, median=s["median_step_ns"] / 1e6,
+        q3=s["p75_ns"] / 1e6, lowerfence=s["p10_ns"] / 1e6, upperfence=s["p90_ns"] / 1e6,
+        orientation="h", name="step time", boxpoints=False, marker_color="#2f5fb3"))
+    fig.update_layout(title="Step time per case (box: IQR, whiskers: p10–p90)",
+                      xaxis_title="step time (ms)", height=_height(len(s)), showlegend=False,
+                      yaxis={"autorange": "reversed", "automargin": True})
+    return fig
+
+
+def phases(summary: pd.DataFrame) -> go.Figure:
+    """Stacked median phase times per case (ms)."""
+    s = summary.loc[summary["n_steps"] > 0]
+    labels = case_labels(s)
+    fig = go.Figure()
+    for phase in PHASES:
+        values = s[f"median_{phase}_ns"] / 1e6
+        if values.fillna(0).eq(0).all():
+            continue
+        fig.add_trace(go.Bar(y=labels, x=values, name=phase, orientation="h"))
+    fig.update_layout(barmode="stack", title="Median time per phase", xaxis_title="ms",
+                      height=_height(len(s)), yaxis={"autorange": "reversed", "automargin": True},
+                      legend=_TOP_LEGEND)
+    return fig
+
+
+def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
+    """Speed-up with its 95 % CI per comparison (log axis, 1 = no difference)."""
+    c = comparisons.loc[np.isfinite(comparisons["speedup"])]
+    prefix = c["device"].astype(str) + " " + c["workload"].astype(str) + " "
+    if (c["kind"] == "kernel").all():
+        prefix = prefix + c["optimizer"].astype(str) + " "
+    label = (prefix + c["variant"] + " vs " + c["baseline"] + " t" + c["threads"].astype(str)
+             + " b" + c["batch"].astype(str))
+    fig = go.Figure()
+    for metric, frame in c.groupby("metric", sort=True):
+        lab = label.loc[frame.index]
+        fig.add_trace(go.Scatter(
+            x=frame["speedup"], y=lab, mode="markers", name=str(metric),
+            error_x={"type": "data", "symmetric": False,
+                     "array": frame["ci_hi"] - frame["speedup"],
+                     "arrayminus": frame["speedup"] - frame["ci_lo"]},
+            customdata=np.stack([frame["ci_lo"], frame["ci_hi"], frame["verdict"]], axis=-1),
+            hovertemplate="%{y}<br>speed-up %{x:.3f}× (CI %{customdata[0]:.3f}–"
+                          "%{customdata[1]:.3f}×)<br>%{customdata[2]}<extra></extra>"))
+    fig.add_vline(x=1.0, line_dash="dash", line_color="#888")
+    fig.update_layout(title=title, xaxis={"type": "log", "title": "speed-up (> 1 is faster)"},
+                      height=_height(label.nunique()),
+                      yaxis={"autorange": "reversed", "automargin": True})
+    return fig
+
+
+def binned_loss(steps: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Median loss per (case, index bin), at most ``max_points`` bins per case."""
+    cols = ["run_id", "case_id", "workload", "optimizer", "kernel", "index", "loss"]
+    s = steps.loc[np.isfinite(steps["loss"]), cols]
+    if s.empty:
+        return s
+    keys = ["run_id", "case_id"]
+    last = s.groupby(keys, observed=True)["index"].transform("max") + 1
+    width = np.maximum(1, np.ceil(last / max_points)).astype(np.int64)
+    s = s.assign(bin=(s["index"] // width).astype(np.int64))
+    binned = s.groupby(keys + ["bin"], observed=True).agg(
+        index=("index", "median"), loss=("loss", "median"), workload=("workload", "first"),
+        optimizer=("optimizer", "first"), kernel=("kernel", "first"))
+    return binned.reset_index()
+
+
+def loss_vs_step(steps: pd.DataFrame) -> go.Figure:
+    """Training loss against step index per case, binned (warm-up steps included)."""
+    b = binned_loss(steps)
+    fig = go.Figure()
+    several_runs = b["run_id"].nunique() > 1
+    for (run_id, case_id), frame in b.groupby(["run_id", "case_id"], observed=True, sort=True):
+        name = f"{case_id} ({run_id})" if several_runs else str(case_id)
+        fig.add_trace(go.Scatter(x=frame["index"], y=frame["loss"], mode="lines", name=name,
+                                 legendgroup=str(frame["workload"].iloc[0]),
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}"
+                                               "<extra></extra>"))
+    fig.update_layout(title="Loss vs step (per case, binned medians)", xaxis_title="step",
+                      yaxis_title="loss", height=460)
+    return fig
+
+
+def study(study_frame: pd.DataFrame) -> go.Figure:
+    """Optimizer study: loss against steps, seconds and joules (when recorded)."""
+    axes = [("step", "step")]
+    for col, title in (("elapsed_s", "seconds"), ("energy_j", "joules")):
+        if col in study_frame.columns and study_frame[col].notna().any():
+            axes.append((col, title))
+    fig = make_subplots(rows=1, cols=len(axes), subplot_titles=[f"loss vs {t}" for _, t in axes])
+    group_cols = [c for c in ("workload", "optimizer", "lr", "seed") if c in study_frame.columns]
+    for keys, frame in study_frame.groupby(group_cols, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        name = " ".join(f"{k}={v}" for k, v in zip(group_cols, keys, strict=True))
+        frame = frame.sort_values("step")
+        stride = max(1, len(frame) // MAX_POINTS)
+        frame = frame.iloc[::stride]
+        for i, (col, _) in enumerate(axes, start=1):
+            fig.add_trace(go.Scatter(x=frame[col], y=frame["loss"], mode="lines", name=name,
+                                       legendgroup=name, showlegend=i == 1), row=1, col=i)
+    fig.update_layout(title="Optimizer study", height=460)
+    return fig
+
+
+def roofline(ceilings: pd.DataFrame) -> go.Figure:
+    """Achieved update GB/s and step GFLOP/s per case, with the probed ceilings as lines."""
+    c = ceilings
+    labels = case_labels(c)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
+        "optimizer update: GB/s vs stream-triad bandwidth",
+        "training step: GFLOP/s vs matmul throughput"))
+    for col, (field, ceiling, unit, colour) in enumerate((
+            ("update_gbs", "bandwidth_gbs", "GB/s", "#2f5fb3"),
+            ("step_gflops", "matmul_gflops", "GFLOP/s", "#d9822b")), start=1):
+        fig.add_trace(go.Scatter(x=c[field], y=labels, mode="markers", name=field,
+                                 marker={"color": colour, "size": 9},
+                                 customdata=c[field] / c[ceiling],
+                                 hovertemplate="%{y}<br>%{x:.3g} " + unit
+                                               + " (%{customdata:.1%} of ceiling)<extra></extra>"),
+                      row=1, col=col)
+        values = pd.concat([c[field], c[ceiling]]).replace([np.inf, -np.inf], np.nan).dropna()
+        values = values[values > 0]
+        if not values.empty:
+            fig.update_xaxes(type="log", row=1, col=col, title=unit, range=[
+                np.log10(values.min()) - 0.3, np.log10(values.max()) + 0.3])
+        for value in sorted(c[ceiling].dropna().unique()):
+            fig.add_vline(x=float(value), line_dash="dash", line_color="#c0392b", row=1, col=col,
+                          annotation_text=f"ceiling {value:.3g} {unit}",
+                          annotation_position="top left")
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    fig.update_layout(title="Placement against the device's ceilings", showlegend=False,
+                      height=_height(len(c)))
+    return fig
+
+
+def energy(energy_frame: pd.DataFrame) -> go.Figure:
+    """Energy per step per case, one colour per energy source (sources never merged)."""
+    fig = go.Figure()
+    for source, frame in energy_frame.groupby("energy_source", sort=True):
+        fig.add_trace(go.Bar(x=frame["energy_per_step_j"], y=case_labels(frame),
+                             orientation="h", name=str(source)))
+    fig.update_layout(title="Energy per step", xaxis_title="J / step", barmode="group",
+                      height=_height(len(energy_frame)),
+                      yaxis={"autorange": "reversed", "automargin": True})
+    return fig
+
+
+def memory(memory_frame: pd.DataFrame) -> go.Figure:
+    """Parameters, optimizer state, activations and peak RSS per case (MiB)."""
+    labels = case_labels(memory_frame)
+    fig = go.Figure()
+    for col, name in (("param_bytes", "parameters"), ("state_bytes", "optimizer state"),
+                      ("activation_bytes", "activations (peak − baseline)"),
+                      ("peak_rss_bytes", "peak RSS")):
+        values = memory_frame[col] / 2**20
+        if values.notna().any():
+            fig.add_trace(go.Bar(x=values, y=labels, orientation="h", name=name))
+    fig.update_layout(title="Memory per case", xaxis={"title": "MiB", "type": "log"},
+                      barmode="group", height=_height(len(memory_frame), per_row=40),
+                      yaxis={"autorange": "reversed", "automargin": True}, legend=_TOP_LEGEND)
+    return fig
+
+
+def thermal(thermal_frame: pd.DataFrame) -> go.Figure:
+    """Temperature and CPU frequency before and after each case."""
+    labels = case_labels(thermal_frame)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("temperature (°C)", "frequency (MHz)"))
+    for col, (before, after, scale) in enumerate(
+            (("temp_before_c", "temp_after_c", 1.0),
+             ("freq_before_khz", "freq_after_khz", 1e-3)), start=1):
+        for field, name in ((before, "before"), (after, "after")):
+            fig.add_trace(go.Scatter(x=thermal_frame[field] * scale, y=labels, mode="markers",
+                                     name=name, legendgroup=name, showlegend=col == 1,
+                                     marker={"color": _BEFORE_AFTER[name], "size": 8}),
+                          row=1, col=col)
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    fig.update_layout(title="Stability: temperature and frequency", height=_height(len(labels)))
+    return fig
+
+
+def all_plots(agg: Aggregates) -> dict[str, Markup]:
+    """Every figure the page shows, as embeddable divs keyed by template slot."""
+    figures: dict[str, go.Figure] = {}
+    if (agg.summary["n_steps"] > 0).any():
+        figures["distributions"] = distributions(agg.summary)
+        figures["phases"] = phases(agg.summary)
+        figures["loss_steps"] = loss_vs_step(agg.data.steps)
+    for name, frame, title in (("forest_kernels", agg.kernels, "Kernel variants vs forloop"),
+                               ("forest_optimizers", agg.optimizers, "Optimizers vs NAG"),
+                               ("forest_devices", agg.devices, "Devices and runs")):
+        if np.isfinite(frame["speedup"]).any():
+            figures[name] = forest(frame, title)
+    if agg.data.study is not None and not agg.data.study.empty:
+        figures["study"] = study(agg.data.study)
+    if not agg.ceilings.empty:
+        figures["roofline"] = roofline(agg.ceilings)
+    if not agg.energy.empty:
+        figures["energy"] = energy(agg.energy)
+    if not agg.memory.empty:
+        figures["memory"] = memory(agg.memory)
+    if not agg.thermal.empty:
+        figures["thermal"] = thermal(agg.thermal)
+    return {name: to_div(fig, f"plot-{name}") for name, fig in figures.items()}
