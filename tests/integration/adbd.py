@@ -32,6 +32,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.conftest import need_part
+
 ADBD_CANDIDATES = ("/usr/lib/android-sdk/platform-tools/adbd", "/usr/sbin/adbd")
 ADBD_PORT = 5555
 START_TIMEOUT_S = 20.0
@@ -79,12 +81,7 @@ def missing_parts() -> list[str]:
 def require_real_parts() -> None:
     """Skip the calling test when parts are missing, or fail under HARNESS_REQUIRE_REAL_PARTS=1."""
     missing = missing_parts()
-    if not missing:
-        return
-    message = f"real adbd test needs {', '.join(missing)}; {INSTALL_HINT}"
-    if os.environ.get("HARNESS_REQUIRE_REAL_PARTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    need_part(not missing, f"{', '.join(missing)} for the real-adbd tests; {INSTALL_HINT}")
 
 
 @pytest.fixture(scope="module")
