@@ -11,17 +11,28 @@ from pathlib import Path
 from reports.build import Aggregates, aggregate, aggregate_dirs
 from reports.load import ResultsError, RunData, load_runs
 
-FORMATS = ("html",)
+FORMATS = ("html", "md", "csv")
 
 
 def build_report(run_dirs: list[Path], out: Path, fmt: str = "html") -> Path:
     """Aggregate ``run_dirs`` and write a report to ``out``; return the written path.
 
-    ``fmt="html"`` writes one self-contained page at ``out``.
+    ``fmt="html"`` writes one self-contained page at ``out`` (plotly.js inlined, opens
+    offline); ``fmt="md"`` writes a Markdown summary at ``out`` (for CI job summaries);
+    ``fmt="csv"`` treats ``out`` as a directory and writes every aggregate table there as
+    CSV and parquet.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     agg = aggregate_dirs([Path(d) for d in run_dirs])
+    if fmt == "md":
+        from reports.render_text import render_markdown
+
+        return render_markdown(agg, Path(out))
+    if fmt == "csv":
+        from reports.render_text import export_tables
+
+        return export_tables(agg, Path(out))
     from plotly.offline import get_plotlyjs
 
     from reports.plots import all_plots

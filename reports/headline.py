@@ -56,8 +56,9 @@ def _where(row: pd.Series) -> str:
 def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]:
     """Best correct NAG kernel variant vs ``forloop`` on whole-step time, per device/workload."""
     out: list[Headline] = []
-    frame = kernels.assign(label=labels)
-    frame = frame.loc[(frame["optimizer"] == BASELINE_OPTIMIZER) & (frame["metric"] == "step_ns")]
+    everything = kernels.assign(label=labels)
+    frame = everything.loc[(everything["optimizer"] == BASELINE_OPTIMIZER)
+                           & (everything["metric"] == "step_ns")]
     for (label, workload), group in frame.groupby(["label", "workload"], sort=True):
         valid = _setting(group)
         valid = valid.loc[np.isfinite(valid["speedup"])]
@@ -69,10 +70,21 @@ def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]
         called = "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
         ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], f"`{BASELINE_KERNEL}`")
         text = (f"On {label}, {workload}: NAG `{row['variant']}` is {ratio} per training step "
-                f"({_where(row)}){called}.")
+                f"({_where(row)}){called}")
+        rows = [int(idx)]
+        update = everything.loc[(everything["metric"] == "update_ns")
+                                & (everything["variant_case"] == row["variant_case"])
+                                & (everything["baseline_case"] == row["baseline_case"])]
+        update = update.loc[np.isfinite(update["speedup"])]
+        if not update.empty:
+            u = update.iloc[0]
+            text += ("; the update phase alone is "
+                     f"{fmt_ratio(u['speedup'], u['ci_lo'], u['ci_hi'], f'`{BASELINE_KERNEL}`')}")
+            rows.append(int(update.index[0]))
+        text += "."
         if wrong:
             text += f" Not compared (failed correctness): {', '.join(f'`{w}`' for w in wrong)}."
-        out.append(Headline(str(label), str(workload), text, "kernels", (int(idx),)))
+        out.append(Headline(str(label), str(workload), text, "kernels", tuple(rows)))
     return out
 
 

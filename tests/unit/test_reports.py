@@ -147,9 +147,21 @@ def test_ceilings_place_update_against_bandwidth(agg: Aggregates) -> None:
 
 # --- headline sentences ----------------------------------------------------------------------
 
+_RATIO = r"(?P<x{0}>[\d.]+)× (?P<dir{0}>faster|slower) than `forloop` \(95 % CI (?P<lo{0}>[\d.]+)–(?P<hi{0}>[\d.]+)×\)"
 _KERNEL_SENTENCE = re.compile(
-    r"On (?P<dev>\S+), (?P<wl>\w+): NAG `(?P<var>\w+)` is (?P<x>[\d.]+)× (?P<dir>faster|slower) "
-    r"than `forloop` \(95 % CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)×\)")
+    r"On (?P<dev>\S+), (?P<wl>\w+): NAG `(?P<var>\w+)` is " + _RATIO.format(1)
+    + r" per training step .*; the update phase alone is " + _RATIO.format(2))
+
+
+def _stated(match: re.Match[str], i: int) -> tuple[str, str, str]:
+    return match[f"x{i}"], match[f"lo{i}"], match[f"hi{i}"]
+
+
+def _as_stated(row: pd.Series, direction: str) -> tuple[str, str, str]:
+    speed, lo, hi = row["speedup"], row["ci_lo"], row["ci_hi"]
+    if direction == "slower":
+        speed, lo, hi = 1 / speed, 1 / hi, 1 / lo
+    return f"{speed:.2f}", f"{lo:.2f}", f"{hi:.2f}"
 
 
 def test_kernel_headline_numbers_match_the_kernel_table(agg: Aggregates) -> None:
@@ -158,12 +170,25 @@ def test_kernel_headline_numbers_match_the_kernel_table(agg: Aggregates) -> None
     for h in kernel_lines:
         m = _KERNEL_SENTENCE.search(h.text)
         assert m, h.text
-        row = agg.kernels.loc[h.rows[0]]
-        assert (m["wl"], m["var"]) == (row["workload"], row["variant"])
-        speed, lo, hi = row["speedup"], row["ci_lo"], row["ci_hi"]
-        if m["dir"] == "slower":
-            speed, lo, hi = 1 / speed, 1 / hi, 1 / lo
-        assert (m["x"], m["lo"], m["hi"]) == (f"{speed:.2f}", f"{lo:.2f}", f"{hi:.2f}")
+        step_row, update_row = (agg.kernels.loc[i] for i in h.rows)
+        assert (m["wl"], m["var"]) == (step_row["workload"], step_row["variant"])
+        assert (step_row["metric"], update_row["metric"]) == ("step_ns", "update_ns")
+        assert _stated(m, 1) == _as_stated(step_row, m["dir1"])
+        assert _stated(m, 2) == _as_stated(update_row, m["dir2"])
+
+
+def test_optimizer_headline_numbers_match_the_optimizer_table(agg: Aggregates) -> None:
+    lines = [h for h in agg.headlines if h.table == "optimizers"]
+    assert lines
+    for h in lines:
+        for i in h.rows:
+            row = agg.optimizers.loc[i]
+            pattern = re.compile(
+                rf"`{row['optimizer']}` is (?P<x>[\d.]+)× (?P<dir>faster|slower) "
+                r"\(95 % CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)×\)")
+            m = pattern.search(h.text)
+            assert m, h.text
+            assert _stated(m, "") == _as_stated(row, m["dir"])
 
 
 def test_headline_names_variants_that_failed_correctness(agg: Aggregates) -> None:
@@ -202,3 +227,26 @@ def test_loss_curves_are_binned_to_a_bounded_number_of_points(run_dir: Path) -> 
 
     binned = binned_loss(load_runs([run_dir]).steps, max_points=10)
     assert binned.groupby("case_id", observed=True).size().max() <= 10
+
+
+# --- Markdown and CSV ------------------------------------------------------------------------
+
+def test_markdown_summary_starts_with_the_answer(run_dir: Path, tmp_path: Path,
+                                                agg: Aggregates) -> None:
+    text = reports.build_report([run_dir], tmp_path / "s.md", fmt="md").read_text()
+    answer = text.split("## Answer", 1)[1].split("##", 1)[0]
+    assert "faster than `forloop`" in answer
+
+
+def test_csv_export_writes_every_table_as_csv_and_parquet(run_dir: Path, tmp_path: Path) -> None:
+    out = reports.build_report([run_dir], tmp_path / "tables", fmt="csv")
+    names = {p.name for p in out.iterdir()}
+    for table in ("cases", "kernels", "optimizers", "energy", "memory", "ceilings", "headlines"):
+        assert {f"{table}.csv", f"{table}.parquet"} <= names
+
+
+def test_csv_export_round_trips_the_kernel_speedups(run_dir: Path, tmp_path: Path,
+                                                    agg: Aggregates) -> None:
+    out = reports.build_report([run_dir], tmp_path / "tables", fmt="csv")
+    exported = pd.read_parquet(out / "kernels.parquet")
+    assert np.allclose(exported["speedup"].dropna(), agg.kernels["speedup"].dropna(), rtol=0.01)
