@@ -1,0 +1,410 @@
+"""The ``ssh`` transport: a Linux board reached with paramiko, behind the Connection protocol.
+
+- Hosts are ``~/.ssh/config`` aliases (or names); see :mod:`harness.transports.sshconfig`
+  for alias resolution, ProxyJump and the host-key policy (unknown keys are refused).
+- ``run`` sends one command line in which every argv element is ``shlex.quote``-d, so the
+  remote shell never interprets a value. The line is a small POSIX-sh wrapper that prints
+  its pid on stderr and then ``exec``-s the command, which sshd has made the leader of a new
+  process group (OpenSSH calls setsid() for every session; the wrapper calls ``setsid`` itself
+  when that is not so). At the deadline, on Ctrl-C, or when leftover children hold the
+  streams open after the command exited, a second exec ``kill -9 -PGID`` ends the whole
+  remote tree, as the local transport does with ``os.killpg``.
+- stdout lines reach the caller as they arrive; stderr is drained on its own thread, so
+  neither stream can fill the SSH window and hang the command.
+- Files go over SFTP: to a temporary name, checked (size, and sha256 when ``sha256sum``
+  exists), then renamed into place with posix-rename.
+
+paramiko references: https://docs.paramiko.org/en/stable/api/client.html,
+https://docs.paramiko.org/en/stable/api/channel.html (exec_command, recv_stderr,
+shutdown_write, exit status -1 when the server sends none) and
+https://docs.paramiko.org/en/stable/api/sftp.html (put, stat, posix_rename, normalize).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import re
+import shlex
+import signal
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import paramiko
+
+from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
+from harness.profiles import Profile
+from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, tail
+from harness.transports.sshconfig import LinkOptions, open_route, resolve_route, with_retries
+
+log = logging.getLogger(__name__)
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_KILL_TIMEOUT_S = 5.0
+_LEFTOVER_GRACE_S = 1.0  # after the command exits, how long its streams may stay open
+_LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
+PID_MARK = "__odt_pid__"
+_CHUNK = 65536
+
+
+class StreamPump:
+    """Threads that feed stdin and drain stdout (by line) and stderr of one channel.
+
+    The first stderr line carrying :data:`PID_MARK` is the wrapper's pid; it is taken out of
+    the stderr kept for the caller. An exception raised by the line sink is kept in
+    ``sink_error`` and sets ``failed`` so that ``run`` stops the command and re-raises it.
+    """
+
+    def __init__(self, chan: paramiko.Channel, on_line: LineSink, stdin: bytes) -> None:
+        self.chan, self.on_line = chan, on_line
+        self.pid: int | None = None
+        self.sink_error: BaseException | None = None
+        self.failed = threading.Event()
+        self._pid_seen = threading.Event()
+        self._stderr = bytearray()
+        self._threads = [threading.Thread(target=t, args=a, daemon=True) for t, a in (
+            (self._feed, (stdin,)), (self._drain_stdout, ()), (self._drain_stderr, ()))]
+        for thread in self._threads:
+            thread.start()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            if data:
+                self.chan.sendall(data)
+            self.chan.shutdown_write()
+        except _LINK_ERRORS:
+            pass  # the command ended or the link dropped; run() reports which
+
+    def _drain_stdout(self) -> None:
+        pending = b""
+        try:
+            while data := self.chan.recv(_CHUNK):
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    self.on_line(line.decode("utf-8", errors="replace").rstrip("\r"))
+            if pending:
+                self.on_line(pending.decode("utf-8", errors="replace").rstrip("\r"))
+        except _LINK_ERRORS:
+            pass
+        except BaseException as exc:  # the caller's sink failed: stop the command
+            self.sink_error = exc
+            self.failed.set()
+
+    def _drain_stderr(self) -> None:
+        head = b""  # stderr before the pid line (e.g. noise from a login script)
+        try:
+            while data := self.chan.recv_stderr(_CHUNK):
+                if self.pid is not None:
+                    self._keep(data)
+                    continue
+                head += data
+                while self.pid is None and b"\n" in head:
+                    line, head = head.split(b"\n", 1)
+                    if line.startswith(PID_MARK.encode()):
+                        self.pid = int(line.split()[1])
+                        self._pid_seen.set()
+                    else:
+                        self._keep(line + b"\n")
+                if self.pid is not None or len(head) > _CHUNK:
+                    self._keep(head)
+                    head = b""
+        except _LINK_ERRORS:
+            pass
+        finally:
+            self._keep(head)
+            self._pid_seen.set()
+
+    def _keep(self, data: bytes) -> None:
+        self._stderr += data
+        if len(self._stderr) > 4 * STDERR_TAIL_BYTES:
+            del self._stderr[: -2 * STDERR_TAIL_BYTES]
+
+    def wait_pid(self, timeout_s: float) -> int | None:
+        self._pid_seen.wait(timeout_s)
+        return self.pid
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for both output streams to end; True when they have."""
+        end_s = time.monotonic() + timeout_s
+        for thread in self._threads[1:]:
+            thread.join(max(0.0, end_s - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads[1:])
+
+    def stderr_tail(self) -> str:
+        return tail(bytes(self._stderr))
+
+
+def remote_command(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None) -> str:
+    """The shell line that runs argv verbatim in its own process group, announcing its pid."""
+    if not argv:
+        raise ConfigError("cannot run an empty command")
+    for key in env or {}:
+        if not _ENV_KEY.match(key):
+            raise ConfigError(f"environment variable name {key!r} is not valid; use letters, digits and _")
+    words = ["exec", "$odt_s"]
+    if env:
+        words += ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items())]
+    words += [shlex.quote(a) for a in argv]
+    command = " ".join(words)
+    if cwd:
+        command = f"cd -- {shlex.quote(cwd)} && {command}"
+    return "; ".join([
+        "odt_pg=$$",
+        "read -r odt_a odt_b odt_c odt_d odt_pg odt_r 2>/dev/null </proc/$$/stat",
+        'if [ "$odt_pg" != "$$" ] && command -v setsid >/dev/null 2>&1; then odt_s=setsid; else odt_s=; fi',
+        f"printf '{PID_MARK} %s\\n' \"$$\" >&2",
+        command,
+    ])
+
+
+class SSHConnection:
+    """A live SSH link to one device (and the jump hosts in front of it)."""
+
+    name = "ssh"
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int = 0,
+        user: str = "",
+        identity_file: str = "",
+        known_hosts: str = "",
+        trust_new_host_key: bool = False,
+        connect_timeout_s: float = 10.0,
+        keepalive_s: float = 15.0,
+        ssh_config: Path | str | None = None,
+        allow_agent: bool = True,
+        look_for_keys: bool = True,
+        connect_attempts: int = 3,
+        source: str = "",
+    ) -> None:
+        """Resolve ``host`` through the ssh config and connect (retrying transient faults).
+
+        ``ssh_config`` defaults to ``~/.ssh/config``; tests point it at their own file.
+        ``source`` (the profile path) is quoted in configuration errors.
+        """
+        self.route = resolve_route(host, port=port, user=user, identity_file=identity_file,
+                                   known_hosts=known_hosts, ssh_config=ssh_config)
+        options = LinkOptions(trust_new_host_key=trust_new_host_key, timeout_s=connect_timeout_s,
+                              keepalive_s=keepalive_s, allow_agent=allow_agent,
+                              look_for_keys=look_for_keys, source=source)
+        self._timeout_s = connect_timeout_s
+        self._sftp: paramiko.SFTPClient | None = None
+        self._home: str | None = None
+        self._clients = with_retries(lambda: open_route(self.route, options), attempts=connect_attempts,
+                                     what=f"connecting to {self.route.target.describe()}")
+
+    @classmethod
+    def from_profile(cls, profile: Profile, *, ssh_config: Path | str | None = None) -> SSHConnection:
+        """Connect as the profile's [connection] section says; its values override ~/.ssh/config."""
+        c = profile.connection
+        return cls(
+            c.host, port=c.port, user=c.user, identity_file=c.identity_file, known_hosts=c.known_hosts,
+            trust_new_host_key=c.trust_new_host_key, connect_timeout_s=c.connect_timeout_s,
+            keepalive_s=c.keepalive_s, ssh_config=ssh_config, connect_attempts=profile.agent.retries + 1,
+            source=profile.path,
+        )
+
+    @property
+    def _client(self) -> paramiko.SSHClient:
+        return self._clients[-1]
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    @contextmanager
+    def _link(self, what: str) -> Iterator[None]:
+        """Turn a dropped link into TransientError; a remote file error stays an OSError."""
+        try:
+            yield
+        except HarnessError:
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None and self._alive():
+                raise
+            raise TransientError(f"the link to {self.route.target.describe()} failed during {what}: "
+                                 f"{exc or type(exc).__name__}") from exc
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes = b"",
+        deadline_s: float,
+        on_stdout_line: LineSink,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> RunResult:
+        """Run argv remotely (a leading ``~/`` in argv or cwd means the remote home)."""
+        command = remote_command([self._expand(a) for a in argv],
+                                 cwd=self._expand(cwd) if cwd else None, env=env)
+        start_ns = time.monotonic_ns()
+        with self._link(f"starting {argv[0]!r}"):
+            chan = self._client.get_transport().open_session(timeout=self._timeout_s)
+            chan.exec_command(command)
+        pump = StreamPump(chan, on_stdout_line, stdin)
+        timed_out = False
+        try:
+            end_s = time.monotonic() + deadline_s
+            while not chan.status_event.wait(min(0.25, max(0.0, end_s - time.monotonic()))):
+                if pump.failed.is_set():
+                    break
+                if time.monotonic() >= end_s:
+                    timed_out = True
+                    break
+            if timed_out or pump.failed.is_set() or not pump.join(_LEFTOVER_GRACE_S):
+                self._kill_tree(pump)
+        except BaseException:  # Ctrl-C: leave no orphan on the device
+            self._kill_tree(pump)
+            chan.close()
+            raise
+        pump.join(_KILL_TIMEOUT_S)
+        chan.close()
+        if pump.sink_error is not None:
+            raise pump.sink_error
+        wall_ns = time.monotonic_ns() - start_ns
+        status = chan.exit_status if chan.status_event.is_set() else -1
+        if timed_out:
+            return RunResult(exit_code=None, signal=signal.SIGKILL, stderr=pump.stderr_tail(),
+                             wall_ns=wall_ns, timed_out=True)
+        if status == -1 and not self._alive():
+            raise TransientError(f"the link to {self.route.target.describe()} dropped while running "
+                                 f"{argv[0]!r}; stderr so far: {pump.stderr_tail()[-500:]!r}")
+        # -1 on a live link: the command died of a signal (paramiko ignores "exit-signal")
+        return RunResult(exit_code=None if status == -1 else status, stderr=pump.stderr_tail(),
+                         wall_ns=wall_ns)
+
+    def _kill_tree(self, pump: StreamPump) -> None:
+        """Kill the remote process group with a second exec; best effort."""
+        pid = pump.wait_pid(_KILL_TIMEOUT_S)
+        if pid is None or not self._alive():
+            log.warning("cannot kill the remote command on %s (pid %s unknown or link down)",
+                        self.route.target.describe(), pid)
+            return
+        try:
+            chan = self._client.get_transport().open_session(timeout=self._timeout_s)
+            chan.exec_command(f"kill -9 -{pid} 2>/dev/null || kill -9 {pid} 2>/dev/null; true")
+            chan.status_event.wait(_KILL_TIMEOUT_S)
+            chan.close()
+        except _LINK_ERRORS as exc:
+            log.warning("killing remote pid %d on %s failed: %s", pid, self.route.target.describe(), exc)
+
+    def _capture(self, argv: Sequence[str], deadline_s: float = 60.0) -> tuple[RunResult, list[str]]:
+        lines: list[str] = []
+        return self.run(argv, deadline_s=deadline_s, on_stdout_line=lines.append), lines
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            with self._link("opening SFTP"):
+                self._sftp = self._client.open_sftp()
+        return self._sftp
+
+    def _expand(self, path: str) -> str:
+        """``~`` and ``~/x`` on the device: its home directory, as SFTP reports it."""
+        if path != "~" and not path.startswith("~/"):
+            return path
+        if self._home is None:
+            with self._link("finding the remote home"):
+                self._home = self._sftp_client().normalize(".")
+        return self._home + path[1:]
+
+    def _makedirs(self, directory: str) -> None:
+        sftp = self._sftp_client()
+        missing: list[str] = []
+        while directory not in ("", "/"):
+            try:
+                sftp.stat(directory)
+                break
+            except FileNotFoundError:
+                missing.append(directory)
+                directory = posixpath.dirname(directory)
+        for path in reversed(missing):
+            sftp.mkdir(path)
+
+    def push(self, local: Path, remote: str) -> int:
+        """Copy a file over SFTP to a temporary name, verify it, rename it into place."""
+        size = Path(local).stat().st_size
+        dest = self._expand(remote)
+        tmp = f"{dest}.part-{uuid.uuid4().hex[:12]}"
+        with self._link(f"pushing {local} to {remote}"):
+            sftp = self._sftp_client()
+            self._makedirs(posixpath.dirname(dest))
+            try:
+                sent = sftp.put(str(local), tmp, confirm=False)
+                got = sftp.stat(tmp).st_size
+                if got != size:
+                    raise DeviceError(f"pushed {size} bytes of {local} but {remote} has {got}; "
+                                      f"check free space on the device (df -h)")
+                self._check_sha256(Path(local), tmp, remote)
+                try:
+                    sftp.posix_rename(tmp, dest)
+                except OSError:  # server without posix-rename@openssh.com
+                    if self.exists(dest):
+                        sftp.remove(dest)
+                    sftp.rename(tmp, dest)
+            except BaseException:
+                try:
+                    sftp.remove(tmp)
+                except (OSError, paramiko.SSHException, EOFError):
+                    pass
+                raise
+        log.debug("pushed %s to %s (%d bytes, %s)", local, dest, size, sent)
+        return size
+
+    def _check_sha256(self, local: Path, remote_tmp: str, remote: str) -> None:
+        result, lines = self._capture(["sha256sum", "--", remote_tmp])
+        if result.exit_code == 127 or not lines:
+            return  # no sha256sum on the device: the size check stands alone
+        want = hashlib.sha256(local.read_bytes()).hexdigest()
+        got = lines[0].split()[0] if lines[0].split() else ""
+        if got != want:
+            raise DeviceError(f"{remote} has sha256 {got!r} after the push, expected {want}; "
+                              f"the device's storage may be failing")
+
+    def pull(self, remote: str, local: Path) -> None:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".part")
+        with self._link(f"pulling {remote}"):
+            self._sftp_client().get(self._expand(remote), str(tmp))
+        tmp.replace(local)
+
+    def read_text(self, remote: str) -> str:
+        with self._link(f"reading {remote}"), self._sftp_client().open(self._expand(remote), "r") as f:
+            return f.read().decode("utf-8", errors="replace")
+
+    def exists(self, remote: str) -> bool:
+        with self._link(f"checking {remote}"):
+            try:
+                self._sftp_client().stat(self._expand(remote))
+            except FileNotFoundError:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        for client in reversed(self._clients):
+            client.close()
+        self._clients = self._clients[-1:]  # keep one (closed) client so _alive() stays answerable
+
+    def __enter__(self) -> SSHConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["SSHConnection", "StreamPump", "remote_command"]
