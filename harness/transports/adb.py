@@ -16,8 +16,10 @@ a person beforehand: the harness never restarts adbd).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import posixpath
 import re
 import secrets
 import shlex
@@ -31,13 +33,14 @@ from typing import Sequence
 import adbutils
 from adbutils.errors import AdbError
 
-from harness.errors import ConfigError, DeviceError, TransientError
+from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
 from harness.profiles import Profile
 from harness.transports.base import LineSink, RunResult, tail
 
 DEFAULT_SERVER = ("127.0.0.1", 5037)
 PGID_MARKER = b"ODT-PGID "
 KILL_GRACE_S = 5.0
+STAGING_DIR = "/data/local/tmp"  # writable and readable by adbd's uid on every Android
 _STDIN, _STDOUT, _STDERR, _EXIT, _CLOSE_STDIN = 0, 1, 2, 3, 4
 _PACKET_DATA_MAX = 4096 - 5  # adbd's shell-protocol buffer is 4 KiB including the header
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -50,11 +53,8 @@ def parse_server(address: str, *, source: str = "") -> tuple[str, int]:
         return DEFAULT_SERVER
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"adb_server must be 'host:port', e.g. '127.0.0.1:5037', got {address!r}",
-            source=source,
-            key="connection.adb_server",
-        )
+        raise ConfigError(f"adb_server must be 'host:port', e.g. '127.0.0.1:5037', got {address!r}",
+                          source=source, key="connection.adb_server")
     return host, int(port)
 
 
@@ -68,35 +68,25 @@ def choose_serial(devices: Sequence[tuple[str, str]], serial: str, *, source: st
     if serial:
         matches = [d for d in devices if d[0] == serial]
         if not matches:
-            raise TransientError(
-                f"no adb device with serial {serial!r} (attached: {listing}); plug it in or "
-                f"`adb connect {serial}`"
-            )
+            raise TransientError(f"no adb device with serial {serial!r} (attached: {listing}); "
+                                 f"plug it in or `adb connect {serial}`")
         chosen = matches[0]
     else:
         if not devices:
             raise TransientError("no adb device attached; plug one in and check `adb devices`")
         if len(devices) > 1:
-            raise ConfigError(
-                f"several adb devices attached ({listing}); set connection.serial in the "
-                f"profile or ANDROID_SERIAL",
-                source=source,
-                key="connection.serial",
-            )
+            raise ConfigError(f"several adb devices attached ({listing}); set connection.serial in "
+                              f"the profile or ANDROID_SERIAL", source=source, key="connection.serial")
         chosen = devices[0]
     name, state = chosen
     if state == "device":
         return name
     if state == "unauthorized":
-        raise DeviceError(
-            f"adb device {name!r} is unauthorized: accept the RSA prompt on the phone "
-            f"('Allow USB debugging'), then retry"
-        )
+        raise DeviceError(f"adb device {name!r} is unauthorized: accept the RSA prompt on the "
+                          f"phone ('Allow USB debugging'), then retry")
     if state == "no":  # "no permissions (user in plugdev group; ...)"
-        raise DeviceError(
-            f"no permission to open adb device {name!r}: install udev rules "
-            f"(Debian: android-sdk-platform-tools-common) and re-plug it"
-        )
+        raise DeviceError(f"no permission to open adb device {name!r}: install udev rules "
+                          f"(Debian: android-sdk-platform-tools-common) and re-plug it")
     if state in _TRANSIENT_STATES:
         raise TransientError(f"adb device {name!r} is {state}; wait for it or reconnect it")
     raise DeviceError(f"adb device {name!r} is in state {state!r}, not 'device'; boot it normally")
@@ -150,32 +140,31 @@ class _ShellV2:
             return []
         if not data:
             return None
-        self.buf += data
-        out: list[tuple[int, bytes]] = []
-        while len(self.buf) >= 5:
-            kind, length = struct.unpack("<BI", self.buf[:5])
-            if len(self.buf) < 5 + length:
+        buf, at, out = self.buf + data, 0, []
+        while len(buf) - at >= 5:
+            kind, length = struct.unpack_from("<BI", buf, at)
+            if len(buf) - at < 5 + length:
                 break
-            out.append((kind, self.buf[5 : 5 + length]))
-            self.buf = self.buf[5 + length :]
+            out.append((kind, buf[at + 5 : at + 5 + length]))
+            at += 5 + length
+        self.buf = buf[at:]
         return out
 
 
 class _Streams:
     """Splits stdout into lines for the sink; keeps stderr minus the process-group marker."""
 
-    def __init__(self, sink: LineSink | None, raw: bytearray | None = None) -> None:
-        self.sink = sink
-        self.raw = raw  # when given, stdout is kept as bytes instead of split into lines
+    def __init__(self, sink: LineSink | None) -> None:
+        self.sink = sink  # None: keep stdout as bytes in ``raw`` instead of splitting lines
+        self.raw = bytearray()
         self.partial = b""
         self.stderr = bytearray()
         self.pgid: int | None = None
         self.marker_done = False
 
     def stdout(self, data: bytes) -> None:
-        if self.raw is not None or self.sink is None:
-            if self.raw is not None:
-                self.raw += data
+        if self.sink is None:
+            self.raw += data
             return
         *lines, self.partial = (self.partial + data).split(b"\n")
         for line in lines:
@@ -210,11 +199,10 @@ class AdbConnection:
         self.device = client.device(serial)
         features = self._call(lambda: self.device.get_features(), "read features")
         if "shell_v2" not in features.split(","):
-            raise DeviceError(
-                f"adb device {serial!r} lacks shell protocol v2 (features: {features!r}); "
-                f"exit codes and stderr cannot be trusted: use Android 7 or newer"
-            )
+            raise DeviceError(f"adb device {serial!r} lacks shell protocol v2 (features: "
+                              f"{features!r}); exit codes and stderr cannot be trusted: use Android 7+")
         self._has_sha256: bool | None = None
+        self.staging_dir = STAGING_DIR
 
     @classmethod
     def from_profile(cls, profile: Profile) -> AdbConnection:
@@ -234,10 +222,8 @@ class AdbConnection:
         out: list[str] = []
         self.run(["id", "-u"], deadline_s=30, on_stdout_line=out.append)
         if out[:1] != ["0"]:
-            raise DeviceError(
-                f"root = 'adb-root' but adbd on {self.serial!r} runs as uid {out[:1]}; run "
-                f"`adb -s {self.serial} root` yourself (userdebug builds) or use root = 'su'"
-            )
+            raise DeviceError(f"root = 'adb-root' but adbd on {self.serial!r} runs as uid {out[:1]}; "
+                              f"run `adb -s {self.serial} root` yourself (userdebug) or use root = 'su'")
 
     def _call(self, fn, what: str):  # noqa: ANN001, ANN202 - thin wrapper over adbutils calls
         """Run an adbutils call; a refusal is classified by the device's state, not its text."""
@@ -282,6 +268,8 @@ class AdbConnection:
                     break  # closing the stream makes adbd hang up on what is left
                 wait_s = (deadline_at - now) if not timed_out else KILL_GRACE_S
                 packets = stream.packets(min(wait_s, 1.0))
+                if packets is None and not timed_out:
+                    raise OSError("the shell stream ended without an exit status")
                 if packets is None:
                     break
                 for kind, data in packets:
@@ -294,9 +282,12 @@ class AdbConnection:
                 if exit_code is not None and not stream.buf:
                     break
         except OSError as exc:
-            raise TransientError(f"adb link to {self.serial!r} dropped while running a command ({exc}); check `adb devices`") from None
+            raise TransientError(
+                f"adb link to {self.serial!r} dropped during a command ({exc}); check `adb devices`"
+            ) from None
         except BaseException:  # Ctrl-C: leave no remote orphan behind
-            self._kill_group(streams.pgid)
+            with contextlib.suppress(HarnessError):
+                self._kill_group(streams.pgid)
             raise
         finally:
             conn.close()
@@ -323,48 +314,67 @@ class AdbConnection:
 
     def _exec(self, command: str, *, deadline_s: float = 60, stdin: bytes = b"") -> tuple[int | None, bytes, str]:
         """Run a shell command line (already quoted); return exit code, stdout bytes, stderr."""
-        out = bytearray()
-        result = self._run_shell(command, stdin, deadline_s, _Streams(None, out))
-        return result.exit_code, bytes(out), result.stderr
+        streams = _Streams(None)
+        result = self._run_shell(command, stdin, deadline_s, streams)
+        return result.exit_code, bytes(streams.raw), result.stderr
 
-    def _check(self, command: str, what: str) -> bytes:
+    def _check(self, command: str) -> bytes:
         code, out, err = self._exec(command)
         if code != 0:
-            raise DeviceError(f"{what} failed on {self.serial!r} (exit {code}): {err.strip()!r}")
+            raise DeviceError(f"{command!r} failed on {self.serial!r} (exit {code}): {err.strip()!r}")
         return out
 
     def push(self, local: Path, remote: str) -> int:
         size = local.stat().st_size
-        parent = remote.rsplit("/", 1)[0] or "/"
-        part = f"{remote}.part-{secrets.token_hex(4)}"
-        self._check(f"mkdir -p {shlex.quote(parent)}", f"creating {parent!r}")
+        part = self._temp_name(remote)
+        self._check(wrap_root(f"mkdir -p {shlex.quote(posixpath.dirname(remote) or '.')}", self.root))
         try:
-            sent = self._call(lambda: self.device.sync.push(local, part, mode=0o644), f"push {local} to {part!r}")
+            sent = self._call(lambda: self.device.sync.push(local, part, mode=0o644), f"push to {part!r}")
             got = self._call(lambda: self.device.sync.stat(part).size, f"stat {part!r}")
             if sent != size or got != size:
-                raise DeviceError(f"push of {local} to {remote!r} is incomplete ({got} of {size} bytes); check free space on the device")
+                raise DeviceError(f"push of {local} to {remote!r} is incomplete ({got} of {size} "
+                                  f"bytes); check free space on the device")
             if self.has_sha256():
-                digest = _sha256(local)
-                remote_digest = self._check(f"sha256sum {shlex.quote(part)}", "sha256sum").split()[:1]
-                if remote_digest != [digest.encode()]:
-                    raise DeviceError(f"push of {local} to {remote!r} arrived corrupted (sha256 {remote_digest!r} != {digest!r}); retry")
-            self._check(f"mv -f {shlex.quote(part)} {shlex.quote(remote)}", f"renaming {part!r}")
+                digest = self._check(f"sha256sum {shlex.quote(part)}").split()[:1]
+                if digest != [_sha256(local).encode()]:
+                    raise DeviceError(f"push of {local} to {remote!r} arrived corrupted; retry")
+            self._check(wrap_root(f"mv -f {shlex.quote(part)} {shlex.quote(remote)}", self.root))
         except BaseException:
-            self._exec(f"rm -f {shlex.quote(part)}")
+            with contextlib.suppress(HarnessError):
+                self._exec(wrap_root(f"rm -f {shlex.quote(part)}", self.root))
             raise
         return size
 
     def pull(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f"{local.name}.part-{secrets.token_hex(4)}")
+        source = remote
         try:
-            got = self._call(lambda: self.device.sync.pull_file(remote, tmp), f"pull {remote!r}")
-            size = self._call(lambda: self.device.sync.stat(remote).size, f"stat {remote!r}")
+            if self.root == "su":  # the file may be readable by root only: copy it where adbd can read
+                source = self._temp_name(remote)
+                self._check(wrap_root(f"cp -- {shlex.quote(remote)} {shlex.quote(source)} && "
+                                      f"chmod 644 {shlex.quote(source)}", self.root))
+            got = self._call(lambda: self.device.sync.pull_file(source, tmp), f"pull {remote!r}")
+            size = self._call(lambda: self.device.sync.stat(source).size, f"stat {source!r}")
             if got != size:
                 raise TransientError(f"pull of {remote!r} got {got} of {size} bytes; retry")
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
+            if source != remote:
+                with contextlib.suppress(HarnessError):
+                    self._exec(wrap_root(f"rm -f {shlex.quote(source)}", self.root))
+
+    def _temp_name(self, remote: str) -> str:
+        """Where a transfer lands first: beside the target, or (su) in adbd's own staging dir.
+
+        With ``su`` the work directory belongs to root, so adbd (uid shell on a phone) can
+        neither write into it nor read root's 0600 files; its staging dir it can.
+        """
+        token = secrets.token_hex(4)
+        if self.root == "su":
+            return f"{self.staging_dir}/.odt-{token}-{posixpath.basename(remote)}"
+        return f"{remote}.part-{token}"
 
     def read_text(self, remote: str) -> str:
         code, out, err = self._exec(wrap_root(f"cat -- {shlex.quote(remote)}", self.root))
@@ -396,10 +406,8 @@ def open_client(host: str, port: int) -> adbutils.AdbClient:
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as exc:
-        raise TransientError(
-            f"no adb server at {host}:{port} ({exc.strerror or exc}); start it with "
-            f"`adb -P {port} start-server` or fix connection.adb_server"
-        ) from None
+        raise TransientError(f"no adb server at {host}:{port} ({exc.strerror or exc}); start it "
+                             f"with `adb -P {port} start-server` or fix connection.adb_server") from None
     return adbutils.AdbClient(host=host, port=port)
 
 

@@ -209,6 +209,21 @@ def test_push_replaces_an_existing_file_and_leaves_no_temporary(conn: AdbConnect
     assert (remote_dir / "app.pyz").read_bytes() == b"new contents"
 
 
+def test_su_mode_moves_files_through_the_staging_dir_and_cleans_it(
+    adb_sandbox: AdbSandbox, tmp_path: Path  # noqa: F811
+) -> None:
+    connection = AdbConnection.from_profile(adb_profile(adb_sandbox, root="su"))
+    connection.staging_dir = str(tmp_path / "staging")
+    (tmp_path / "staging").mkdir()
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(100_000))
+    remote = str(tmp_path / "root-owned" / "payload.bin")
+    connection.push(src, remote)
+    connection.pull(remote, tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
 def test_exists_tells_whether_a_push_can_be_skipped(conn: AdbConnection, tmp_path: Path) -> None:
     src = tmp_path / "agent-0123abcd.pyz"
     src.write_bytes(b"zipapp")
