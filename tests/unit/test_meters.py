@@ -18,6 +18,7 @@ from tests.fixtures.sysfs import (
 )
 from workloads.meters import NullMeter, measure_idle, open_meter
 from workloads.meters.base import EnergyReading, group_channels, trapezoid_j
+from workloads.meters.case import CaseInstruments
 from workloads.meters.cpu_model import CpuModelMeter, parse_proc_stat
 from workloads.meters.fuel_gauge import FuelGaugeMeter, detect_units, discharge_power_w
 from workloads.meters.hwmon import HwmonMeter, JetsonMeter
@@ -27,6 +28,7 @@ from workloads.meters.odpm import OdpmMeter, parse_enabled_rails, parse_energy_v
 from workloads.meters.rapl import RaplMeter, wrapped_delta_uj
 from workloads.meters.vcgencmd import VcgencmdMeter, parse_pmic_read_adc
 from workloads.registry import UnknownNameError
+from workloads.schema import Meter, dump_line, parse_line
 
 FAST = {"sample_interval_s": 0.005}
 
@@ -273,6 +275,12 @@ def test_generic_hwmon_reads_energy_counters_and_integrates_power(tmp_path: Path
     assert reading.channels["power_meter:power2"] == pytest.approx(2.0 * seconds, rel=0.05)
 
 
+def test_hwmon_with_only_energy_counters_keeps_the_wall_window(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"/sys/class/hwmon/hwmon0/name": "x", "/sys/class/hwmon/hwmon0/energy1_input": 0})
+    reading = measure(open_meter({"meter": "hwmon", "root": str(tmp_path)}), seconds=0.02)
+    assert reading.duration_ns >= 20_000_000
+
+
 def test_pmic_read_adc_pairs_currents_and_voltages_per_rail() -> None:
     rails = parse_pmic_read_adc(pmic_read_adc_text())
     assert rails["VDD_CORE"] == pytest.approx(2.31876 * 0.870608)
@@ -385,3 +393,51 @@ def test_metadata_refuses_a_bad_value_quoting_it(name: str, value: object, messa
 
 def test_metadata_refuses_an_unknown_key() -> None:
     assert "unknown metadata key 'temp'" in validate_all({"temp": 1.0})[0]
+
+
+# --- around a case ------------------------------------------------------------------------
+
+
+def run_instruments(spec: dict) -> tuple[list[Meter], dict]:
+    """The agent's call order around a case, with a fake measured window."""
+    inst = CaseInstruments(spec)
+    inst.reset_memory()
+    inst.settle()
+    inst.start()
+    time.sleep(0.03)
+    inst.stop()
+    inst.close()
+    return inst.finish("case-1", [100_000] * 20)
+
+
+def test_case_instruments_measure_energy_idle_power_and_state(tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "/sys/class/hwmon/hwmon0/name": "board", "/sys/class/hwmon/hwmon0/power1_input": 2_000_000,
+        "/sys/class/thermal/thermal_zone0/type": "BIG", "/sys/class/thermal/thermal_zone0/temp": 41_000,
+    })
+    root = str(tmp_path)
+    spec = {"energy": {"meter": "hwmon", "root": root, "idle_window_s": 0.02, **FAST},
+            "thermal": {"root": root, "cooldown_c": 45.0}}
+    records, summary = run_instruments(spec)
+    assert summary["energy_source"] == "measured:hwmon"
+    assert summary["idle_power_w"] == pytest.approx(2.0, rel=0.05)
+    assert summary["energy_per_step_j"] == pytest.approx(summary["energy_j"] / 20)
+    assert summary["temp_before_c"] == 41.0 and summary["warnings"] == ""
+    assert summary["cooldown_timed_out"] is False
+
+
+def test_case_summary_uses_only_registered_metadata_keys(tmp_path: Path) -> None:
+    _, summary = run_instruments({"energy": {"meter": "none"}})
+    assert validate_all(summary) == []
+
+
+def test_case_meter_records_pass_the_protocol_check() -> None:
+    records, _ = run_instruments({})
+    names = [parse_line(dump_line(r)).name for r in records]
+    assert names == ["energy_j", "idle_power_w", "state_before", "state_after", "cooldown_s"]
+
+
+def test_a_case_without_an_energy_section_reports_no_meter_and_says_why() -> None:
+    _, summary = run_instruments({})
+    assert summary["energy_source"] == "none" and summary["energy_j"] is None
+    assert "energy.meter = 'none'" in summary["energy_reason"]

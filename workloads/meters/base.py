@@ -153,6 +153,12 @@ class PowerSampler:
         return {name: trapezoid_j(s) for name, s in self.samples.items()}
 
     @property
+    def span_ns(self) -> int:
+        """Time from the first sample to the last, over all channels."""
+        stamps = [t for series in self.samples.values() for t, _ in series]
+        return max(stamps) - min(stamps) if stamps else 0
+
+    @property
     def sample_count(self) -> int:
         return max((len(s) for s in self.samples.values()), default=0)
 
@@ -231,10 +237,11 @@ class EnergyMeter:
                 rails.update(self.counter_delta_j(self._start_counters, self.read_energy_j()))
         except (OSError, ValueError) as exc:
             return self._none(f"{self.NAME}: reading counters failed: {exc}")
-        finally:
-            duration_ns = time.monotonic_ns() - self._t0_ns
+        duration_ns = time.monotonic_ns() - self._t0_ns
         if self._sampler is not None:
             rails.update(self._sampler.stop())
+            # the integral spans the samples' own stamps: that is the window it measured
+            duration_ns = self._sampler.span_ns or duration_ns
             details["samples"] = self._sampler.sample_count
             details["sample_interval_s"] = self.interval_s
             if self._sampler.error:

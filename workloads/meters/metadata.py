@@ -58,6 +58,17 @@ _key("peak_reset", "bool", "", "whether clearing VmHWM before the case worked")
 _key("cooldown_s", "float", "s", "time waited for thermal zones to cool before the case", 0)
 _key("cooldown_timed_out", "bool", "", "the cooldown gave up before reaching cooldown_c")
 _key("warmup_steps", "int", "", "steps the warm-up detector needed before measuring", 0)
+_key("energy_reason", "str", "", "why energy_j is missing (empty when measured)")
+_key("energy_per_step_j", "float", "J", "energy_j divided by the measured steps", 0)
+_key("energy_window_ns", "int", "ns", "length of the energy meter's window", 0)
+_key("baseline_rss_bytes", "int", "B", "RSS before the measured task was built", 0)
+_key("temp_before_c", "float", "°C", "hottest selected zone when the measured window began")
+_key("temp_after_c", "float", "°C", "hottest selected zone when the measured window ended")
+_key("freq_before_khz", "float", "kHz", "mean current frequency of the case's CPUs, before", 0)
+_key("freq_after_khz", "float", "kHz", "mean current frequency of the case's CPUs, after", 0)
+_key("throttled", "bool", "", "throttling evidence between the before and after snapshots")
+_key("throttle_reasons", "str", "", "that evidence, one sentence per reason, '; '-separated")
+_key("warnings", "str", "", "stability flags, ';'-separated (noisy, throttled, hot, ...)")
 
 _SCALARS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
