@@ -110,7 +110,7 @@ class CaseInstruments:
             "throttled": bool(reasons),
             "throttle_reasons": "; ".join(reasons),
             "battery_pct": self.before.get("battery_pct"),
-            "charging": bool(self.before.get("charging")),
+            "charging": self.before.get("charging"),
             "cooldown_s": cool.waited_s if cool else 0.0,
             "cooldown_timed_out": bool(cool and cool.timed_out),
             "warnings": ";".join(flags),
