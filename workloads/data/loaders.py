@@ -14,6 +14,7 @@ Only the standard library and torch: this module travels in the agent bundle.
 from __future__ import annotations
 
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ class TensorBatches:
         targets: torch.Tensor,
         batch: int,
         seed: int,
-        transform: object = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -58,7 +59,7 @@ class TensorBatches:
         index = self._order[self._next : self._next + self.batch]
         self._next += self.batch
         inputs = self.inputs[index]
-        if callable(self.transform):
+        if self.transform is not None:
             inputs = self.transform(inputs)
         return inputs, self.targets[index]
 

@@ -20,7 +20,9 @@ Workloads ``ds_cnn`` (option ``size``) and ``kwt1``; ``next_batch`` gives raw wa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -228,12 +230,18 @@ class KWT(nn.Module):
 
 
 def speech_task(
-    make_model: object, *, batch: int, seed: int, num_classes: int, data: str, info: dict
+    make_model: Callable[[], nn.Module],
+    *,
+    batch: int,
+    seed: int,
+    num_classes: int,
+    data: str,
+    info: dict[str, Any],
 ) -> Task:
     """A keyword-spotting Task: raw 1 s waveforms from ``data``, the log-mel front end."""
     check_positive("num_classes", num_classes)
     with seeded(seed):
-        model = make_model()  # type: ignore[operator]
+        model = make_model()
     return classification_task(
         model,
         speech_source(data, batch=batch, seed=seed, num_classes=num_classes),
@@ -250,6 +258,7 @@ def speech_task(
 )
 def build_ds_cnn(batch: int, seed: int, *, size: str, num_classes: int, data: str) -> Task:
     """DS-CNN of the given size on 98 x 40 log-mel features of one-second clips."""
+    size = str(size).upper()
     if size not in DS_CNN_SIZES:
         raise ValueError(f"ds_cnn size {size!r} is unknown; use one of {', '.join(DS_CNN_SIZES)}")
     cfg = DS_CNN_SIZES[size]

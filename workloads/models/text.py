@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,7 +132,7 @@ TEXT_DEFAULTS = {"vocab_size": 4096, "seq_len": 64, "num_classes": 4, "data": SY
 
 def text_task(
     make_model: Callable[[int], nn.Module], *, batch: int, seed: int, vocab_size: int,
-    seq_len: int, num_classes: int, data: str, vocab: str, info: dict,
+    seq_len: int, num_classes: int, data: str, vocab: str, info: dict[str, Any],
 ) -> Task:  # fmt: skip
     """A text-classification Task; ``make_model(pad_id)`` builds the classifier."""
     for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len),
