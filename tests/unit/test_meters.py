@@ -146,6 +146,23 @@ def test_fuel_gauge_integrates_discharge_power(tmp_path: Path, current: int, vol
     assert reading.details["samples"] >= 2
 
 
+def test_a_sensor_that_vanishes_gives_a_reason_not_an_exception(tmp_path: Path) -> None:
+    battery(tmp_path, -500_000, 4_000_000)
+    meter = open_meter({"meter": "fuel-gauge", "root": str(tmp_path)})
+    (tmp_path / "sys/class/power_supply/battery/current_now").unlink()
+    reading = measure(meter, seconds=0)
+    assert reading.energy_j is None
+    assert reading.reason.startswith("fuel-gauge: reading at start failed:")
+
+
+def test_a_sensor_that_vanishes_mid_window_gives_a_reason(tmp_path: Path) -> None:
+    battery(tmp_path, -500_000, 4_000_000)
+    meter = open_meter({"meter": "fuel-gauge", "root": str(tmp_path), **FAST})
+    gone = tmp_path / "sys/class/power_supply/battery/voltage_now"
+    reading = measure(meter, between=gone.unlink)
+    assert reading.energy_j is None and "sampling stopped" in reading.reason
+
+
 def test_fuel_gauge_refuses_while_charging_and_says_how_to_fix_it(tmp_path: Path) -> None:
     battery(tmp_path, 1_000_000, 4_000_000, status="Charging")
     reading = measure(FuelGaugeMeter({"root": str(tmp_path)}))

@@ -149,7 +149,10 @@ class PowerSampler:
         if self._thread is not None:
             self._thread.join()
         if not self.error:
-            self._sample()
+            try:
+                self._sample()
+            except (OSError, ValueError) as exc:
+                self.error = f"sampling stopped: {exc}"
         return {name: trapezoid_j(s) for name, s in self.samples.items()}
 
     @property
@@ -217,15 +220,21 @@ class EnergyMeter:
         return {}
 
     def start(self) -> None:
-        self._start_reason = self.check_start()
+        """Begin the window; a failure here becomes the reading's reason, never an exception."""
         self._t0_ns = time.monotonic_ns()
-        if self._start_reason:
-            return
-        if self.HAS_COUNTERS:
-            self._start_counters = self.read_energy_j()
-        if self.HAS_POWER:
-            self._sampler = PowerSampler(self.read_power_w, self.interval_s)
-            self._sampler.start()
+        self._sampler = None
+        try:
+            self._start_reason = self.check_start()
+            if self._start_reason:
+                return
+            if self.HAS_COUNTERS:
+                self._start_counters = self.read_energy_j()
+            if self.HAS_POWER:
+                self._sampler = PowerSampler(self.read_power_w, self.interval_s)
+                self._sampler.start()
+        except (OSError, ValueError) as exc:
+            self._sampler = None
+            self._start_reason = f"{self.NAME}: reading at start failed: {exc}"
 
     def stop(self) -> EnergyReading:
         rails: dict[str, float] = {}

@@ -69,10 +69,13 @@ class NvmlMeter(EnergyMeter):
         return reason or None
 
     def read_energy_j(self) -> dict[str, float]:
-        return {
-            f"gpu{i}": self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
-            for i, h in enumerate(self.handles)
-        }
+        try:
+            return {
+                f"gpu{i}": self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
+                for i, h in enumerate(self.handles)
+            }
+        except Exception as exc:  # NVMLError (GPU lost, driver reset) becomes the reason
+            raise OSError(f"NVML energy counter: {exc}") from None
 
     def close(self) -> None:
         try:
