@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.errors import ConfigError, TransientError
@@ -311,3 +314,71 @@ def test_proxy_jump_tunnels_through_the_jump_host(sshd_server: SshdServer, tmp_p
         _, lines = run_lines(conn, ["echo", "via jump"])
     assert lines == ["via jump"]
     assert log.read_text().count("server_request_direct_tcpip") == tunnels_before + 1
+
+
+# -- end to end: `harness bench` over ssh ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+# one case of the smoke suite keeps three runs (ssh, ssh again, local) to about a minute
+E2E_FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "forloop",
+               "--no-report")
+PUSHED = re.compile(r"bundle agent-\w+\.pyz: (\d+) bytes pushed")
+
+
+def write_loopback_profile(path: Path, server: SshdServer, workdir: Path) -> Path:
+    """A device profile that reaches this machine through the fixture's sshd."""
+    path.write_text(
+        'name = "ssh-loopback"\n'
+        "[connection]\n"
+        f'transport = "ssh"\nhost = "127.0.0.1"\nport = {server.port}\nuser = "{server.user}"\n'
+        f'identity_file = "{server.client_key}"\nknown_hosts = "{server.known_hosts}"\n'
+        "[agent]\n"
+        f'python = ["{sys.executable}"]\nworkdir = "{workdir}"\n'
+        "[energy]\n"
+        'meter = "auto"\nidle_window_s = 0.5\n'
+    )
+    return path
+
+
+def harness_bench(device: str, out: Path, run_id: str, lock_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HARNESS_LOCK_DIR": str(lock_dir)}  # others' runs on "local" do not block ours
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--device", device, *E2E_FILTERS, "--out", str(out),
+         "--run-id", run_id], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def bench_runs(sshd_server: SshdServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Two `harness bench` runs over ssh and one local run of the same plan."""
+    tmp = tmp_path_factory.mktemp("bench-over-ssh")
+    profile = write_loopback_profile(tmp / "ssh-loopback.toml", sshd_server, tmp / "device")
+    out, locks = tmp / "results", tmp / "locks"
+    runs = {}
+    for run_id, device in (("ssh-1", str(profile)), ("ssh-2", str(profile)), ("local", "local")):
+        runs[run_id] = (out / run_id, harness_bench(device, out, run_id, locks))
+    return runs
+
+
+@pytest.mark.slow
+def test_a_bench_run_over_ssh_finishes_every_case_ok(bench_runs: dict[str, tuple]) -> None:
+    run_dir, proc = bench_runs["ssh-1"]
+    assert proc.returncode == 0, proc.stderr
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    assert len(cases) == 1 and set(cases["status"]) == {"ok"}
+    assert len(pd.read_parquet(run_dir / "steps.parquet")) > 0
+
+
+@pytest.mark.slow
+def test_results_over_ssh_have_the_columns_of_a_local_run(bench_runs: dict[str, tuple]) -> None:
+    (ssh_dir, _), (local_dir, local) = bench_runs["ssh-1"], bench_runs["local"]
+    assert local.returncode == 0, local.stderr
+    for table in ("steps.parquet", "cases.parquet"):
+        assert list(pd.read_parquet(ssh_dir / table).columns) == list(pd.read_parquet(local_dir / table).columns)
+
+
+@pytest.mark.slow
+def test_a_second_run_over_ssh_pushes_no_bundle_bytes(bench_runs: dict[str, tuple]) -> None:
+    (_, first), (_, second) = bench_runs["ssh-1"], bench_runs["ssh-2"]
+    assert second.returncode == 0, second.stderr
+    assert int(PUSHED.search(first.stderr).group(1)) > 0
+    assert int(PUSHED.search(second.stderr).group(1)) == 0
