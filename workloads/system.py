@@ -353,7 +353,7 @@ def stability_flags(
 
     ``cfg`` keys (all optional): ``noisy_cv`` (0.10), ``min_steps`` (10), ``hot_c`` (85),
     ``cooldown`` (a CooldownResult or its dict), ``long_cooldown_s`` (60),
-    ``energy_source`` (a reading's source).
+    ``energy_source`` (a reading's source), ``low_battery_pct`` (20).
     """
     flags = []
     if len(step_ns) < int(cfg.get("min_steps", 10)):
@@ -375,4 +375,7 @@ def stability_flags(
             flags.append("long-cooldown")
     if str(cfg.get("energy_source", "")).startswith("estimated"):
         flags.append("energy-estimated")
+    level = before.get("battery_pct")
+    if level is not None and level < float(cfg.get("low_battery_pct", 20.0)):
+        flags.append("low-battery")  # phones throttle and change governors when low
     return flags

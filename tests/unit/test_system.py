@@ -226,6 +226,7 @@ def test_a_steady_cool_measured_case_has_no_flags() -> None:
         (STEADY, {}, {}, {"cooldown": CooldownResult(120.0, True, 60.0)}, "long-cooldown"),
         (STEADY, {}, {}, {"energy_source": "estimated:cpu-model"}, "energy-estimated"),
         ([100] * 3, {}, {}, {}, "too-few-steps"),
+        (STEADY, {"battery_pct": 12.0}, {}, {}, "low-battery"),
     ],
 )
 def test_each_instability_raises_its_flag(steps: list, before: dict, after: dict, cfg: dict, flag: str) -> None:
