@@ -105,20 +105,49 @@ def read_wav(path: str | Path, samples: int = CLIP_SAMPLES) -> torch.Tensor:
     return audio
 
 
-def read_speech_commands(root: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Waveforms ``[N, 16000]``, labels ``[N]`` and label names (sorted folder names)."""
+def index_speech_commands(root: str | Path) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """WAV paths, their labels ``[N]`` and the label names (sorted folder names)."""
     base = Path(root)
     names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    waves, labels = [], []
+    paths: list[Path] = []
+    labels: list[int] = []
     for index, name in enumerate(names):
-        for path in sorted((base / name).glob("*.wav")):
-            waves.append(read_wav(path))
-            labels.append(index)
-    if not waves:
+        found = sorted((base / name).glob("*.wav"))
+        paths += found
+        labels += [index] * len(found)
+    if not paths:
         raise FileNotFoundError(
             f"no <label>/*.wav files under {str(root)!r}; expected the Speech Commands layout"
         )
-    return torch.stack(waves), torch.tensor(labels), names
+    return paths, torch.tensor(labels), names
+
+
+def read_wavs(paths: list[Path]) -> torch.Tensor:
+    """Several clips as one ``[N, 16000]`` tensor."""
+    return torch.stack([read_wav(path) for path in paths])
+
+
+def read_speech_commands(root: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every clip in memory: waveforms ``[N, 16000]``, labels ``[N]`` and label names.
+
+    The full data set is several GB as float32; :func:`wav_batches` reads per batch instead.
+    """
+    paths, labels, names = index_speech_commands(root)
+    return read_wavs(paths), labels, names
+
+
+def wav_batches(root: str | Path, batch: int, seed: int) -> tuple[TensorBatches, torch.Tensor]:
+    """Shuffled batches of a Speech Commands folder, each decoded from disk when drawn.
+
+    Only the file list stays in memory (so a phone can use the whole data set); decoding a
+    batch is then part of the data phase. Also returns every label, for checks.
+    """
+    paths, labels, _ = index_speech_commands(root)
+
+    def decode(indices: torch.Tensor) -> torch.Tensor:
+        return read_wavs([paths[i] for i in indices.tolist()])
+
+    return TensorBatches(torch.arange(len(paths)), labels, batch, seed, transform=decode), labels
 
 
 def read_vocab(path: str | Path) -> dict[str, int]:

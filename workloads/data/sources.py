@@ -16,9 +16,9 @@ from workloads.data import PAD_ID, BatchSource
 from workloads.data.loaders import (
     TensorBatches,
     read_cifar10,
-    read_speech_commands,
     read_text_tsv,
     read_vocab,
+    wav_batches,
 )
 from workloads.data.synthetic import SyntheticImages, SyntheticSpeech, SyntheticText
 
@@ -64,12 +64,12 @@ def image_source(
 
 
 def speech_source(data: str, *, batch: int, seed: int, num_classes: int) -> BatchSource:
-    """Synthetic chirps, or the WAV files of a Speech Commands-style folder ``data``."""
+    """Synthetic chirps, or the WAV files of a Speech Commands-style folder (read per batch)."""
     if data == SYNTHETIC:
         return SyntheticSpeech(batch, seed, num_classes=num_classes)
-    waves, labels, _ = read_speech_commands(_existing(data))
+    source, labels = wav_batches(_existing(data), batch, seed)
     _check_classes(labels, num_classes, data)
-    return TensorBatches(waves, labels, batch, seed)
+    return source
 
 
 def text_source(
