@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 import reports
-from reports.bootstrap import bootstrap_medians, mann_whitney_p, percentile_interval
+from reports.bootstrap import (
+    bootstrap_medians,
+    bootstrap_medians_resampled,
+    mann_whitney_p,
+    percentile_interval,
+)
 from reports.build import Aggregates, aggregate_dirs
 from reports.load import ResultsError, load_runs
 from reports.synthetic import KERNEL_FACTORS, SyntheticSpec, write_synthetic_run
@@ -67,6 +72,29 @@ def test_bootstrap_median_interval_contains_the_sample_median() -> None:
 
 def test_bootstrap_of_constant_sample_is_that_constant() -> None:
     assert np.all(bootstrap_medians(np.full(10, 3.0), 50) == 3.0)
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_exact_bootstrap_median_matches_full_enumeration_of_resamples(n: int) -> None:
+    import itertools
+
+    data = np.arange(n) * 10.0
+    exact: dict[float, float] = {}
+    for resample in itertools.product(range(n), repeat=n):
+        median = float(np.median(data[list(resample)]))
+        exact[median] = exact.get(median, 0.0) + n ** -n
+    draws = bootstrap_medians(data, 100_000, np.random.default_rng(3))
+    for value, prob in exact.items():
+        assert np.mean(draws == value) == pytest.approx(prob, abs=0.006)
+
+
+def test_exact_bootstrap_median_agrees_with_explicit_resampling_on_large_samples() -> None:
+    values = np.random.default_rng(4).lognormal(size=2000)
+    fast = bootstrap_medians(values, 4000, np.random.default_rng(5))
+    slow = bootstrap_medians_resampled(values, 4000, np.random.default_rng(6))
+    spread = np.std(slow)
+    assert np.allclose(np.quantile(fast, [0.025, 0.5, 0.975]),
+                       np.quantile(slow, [0.025, 0.5, 0.975]), atol=0.15 * spread)
 
 
 def test_mann_whitney_separates_shifted_samples() -> None:
