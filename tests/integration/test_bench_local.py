@@ -1,0 +1,96 @@
+"""`harness bench --suite smoke` on the local device, through the real CLI, agent and store."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def harness(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("results")
+    proc = harness("bench", "--suite", "smoke", "--out", str(out), "--run-id", "smoke")
+    return out / "smoke", proc
+
+
+def test_the_smoke_run_succeeds_and_prints_the_report_path(smoke_run):
+    run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {(run_dir / 'report.html').resolve()}" in proc.stdout
+
+
+def test_every_case_finished_with_its_variant_checked(smoke_run):
+    run_dir, _ = smoke_run
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    assert len(cases) == 18
+    assert set(cases["status"]) == {"ok"}
+    assert cases["correct_checked"].all() and cases["correct_ok"].all()
+    assert set(cases["domain"]) == {"image", "nlp", "speech"}
+    assert (cases["peak_rss_bytes"] > 50e6).all()  # torch alone is resident past 50 MB
+    nag = cases[cases["optimizer"] == "nag"]
+    assert set(nag["kernel"]) == {"forloop", "foreach", "fused"}
+    assert (nag["state_bytes"] == nag["param_bytes"]).all()  # one momentum buffer per parameter
+
+
+def test_steps_hold_every_sample_with_per_phase_times(smoke_run):
+    run_dir, _ = smoke_run
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    per_case = steps.groupby("case_id").agg(n=("index", "size"), warm=("warmup", "sum"))
+    assert (per_case["n"] == 23).all() and (per_case["warm"] == 3).all()
+    for phase in ("data_ns", "forward_ns", "backward_ns", "update_ns"):
+        assert (steps[phase] > 0).all(), phase
+    speech = steps["workload"] == "ds_cnn"
+    assert (steps.loc[speech, "frontend_ns"] > 0).all()
+    assert (steps.loc[~speech, "frontend_ns"] == 0).all()
+    phases = steps[["data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns"]].sum(axis=1)
+    assert (phases <= steps["step_ns"]).all()
+
+
+def test_tables_are_rebuilt_from_raw_jsonl(smoke_run):
+    from harness.store import build_tables, read_raw
+
+    run_dir, _ = smoke_run
+    steps, _ = build_tables(run_dir)
+    raw_steps = [e for e in read_raw(run_dir / "raw.jsonl") if '"type":"step"' in e.get("line", "")]
+    assert len(steps) == len(raw_steps) == len(pd.read_parquet(run_dir / "steps.parquet"))
+
+
+def test_the_manifest_says_how_to_reproduce_the_run(smoke_run):
+    run_dir, _ = smoke_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["suite"] == "smoke" and manifest["seed"] == 0
+    assert manifest["argv"][:2] == ["harness", "bench"]
+    assert len(manifest["git"]["commit"]) == 40 and isinstance(manifest["git"]["dirty"], bool)
+    assert manifest["versions"]["torch"].startswith("2.")
+    assert manifest["device"]["profile"]["connection"]["transport"] == "local"
+    assert sorted(manifest["case_order"]) != manifest["case_order"]  # shuffled
+
+
+def test_the_report_is_one_self_contained_file(smoke_run):
+    run_dir, _ = smoke_run
+    html = (run_dir / "report.html").read_text()
+    assert not re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(?:https?:)?//', html)
+    for workload in ("mobilenet_v2", "bert_tiny", "ds_cnn"):
+        assert workload in html
+
+
+def test_a_second_run_pushes_no_bundle_bytes(smoke_run, tmp_path):
+    proc = harness("bench", "--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag",
+                   "--kernel", "foreach", "--steps", "2", "--warmup", "0", "--out", str(tmp_path),
+                   "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    assert ": 0 bytes pushed" in proc.stderr
