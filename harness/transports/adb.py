@@ -1,17 +1,11 @@
 """The ``adb`` transport: a phone (or any adbd) reached through an adb server.
 
-Commands go over the adb *shell protocol v2* (``shell,v2,raw:``), the only adb service that
-keeps stdout and stderr apart and returns the exit code; devices without it (Android < 7)
-are refused rather than guessed at. Every argv element is quoted with :func:`shlex.quote`
-into one shell string, so no value is ever interpreted by the device's shell. Each command
-runs in its own session (``setsid -w``) and announces its process-group id on stderr first,
-so a deadline can kill the whole remote process tree from a second shell.
-
-Files move with the adb sync protocol to a temporary name, are checked by size and, where
-the device has ``sha256sum`` (toybox, coreutils), by hash, then renamed into place.
-Root modes: ``none``; ``su`` wraps each command as ``su -c '<command>'`` (Magisk's ``su``);
-``adb-root`` expects adbd itself to run as root (``adb root`` on userdebug builds, done by
-a person beforehand: the harness never restarts adbd).
+Commands go over adb's *shell protocol v2* (``shell,v2,raw:``), the only service that keeps
+stdout and stderr apart and returns the exit code; devices without it are refused. Every argv
+element is ``shlex.quote``-d into one line, run in its own session that announces its
+process-group id, so a deadline kills the whole remote tree from a second shell. Files move by
+the sync protocol to a temporary name, checked by size and SHA-256, then renamed. Root modes
+and the reasons behind each choice: docs/adb.md.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import adbutils
 from adbutils.errors import AdbError
@@ -45,6 +39,7 @@ _STDIN, _STDOUT, _STDERR, _EXIT, _CLOSE_STDIN = 0, 1, 2, 3, 4
 _PACKET_DATA_MAX = 4096 - 5  # adbd's shell-protocol buffer is 4 KiB including the header
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRANSIENT_STATES = {"offline", "authorizing", "connecting", "bootloader", "recovery", "sideload", "rescue"}
+T = TypeVar("T")
 
 
 def parse_server(address: str, *, source: str = "") -> tuple[str, int]:
@@ -59,11 +54,8 @@ def parse_server(address: str, *, source: str = "") -> tuple[str, int]:
 
 
 def choose_serial(devices: Sequence[tuple[str, str]], serial: str, *, source: str = "") -> str:
-    """Pick the device to use from ``(serial, state)`` pairs, or say exactly what is wrong.
-
-    Unauthorized and permission problems are stable (a person must act); offline, absent
-    and booting devices are transient.
-    """
+    """Pick the device from ``(serial, state)`` pairs, or raise what is wrong: stable when a
+    person must act (unauthorized, no permission), transient when it may pass (offline)."""
     listing = ", ".join(f"{s} ({st})" for s, st in devices) or "none"
     if serial:
         matches = [d for d in devices if d[0] == serial]
@@ -118,68 +110,65 @@ def session_command(command: str) -> str:
     return f"exec setsid -w sh -c {shlex.quote(inner)}"
 
 
-class _ShellV2:
-    """One ``shell,v2,raw:`` stream: framed stdin out, framed stdout/stderr/exit in."""
+class _ShellStream:
+    """One ``shell,v2,raw:`` stream: framed stdin out; stdout lines, stderr and exit code in.
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
+    stdout goes to ``sink`` line by line, or into ``raw`` when there is no sink. The first
+    stderr line, when it is the process-group marker, is taken off stderr into ``pgid``.
+    """
+
+    def __init__(self, sock: socket.socket, sink: LineSink | None) -> None:
+        self.sock, self.sink = sock, sink
+        self.buf = self.partial = b""
+        self.raw, self.stderr = bytearray(), bytearray()
+        self.pgid: int | None = None
+        self.exit_code: int | None = None
+        self.marker_done = False
 
     def send_stdin(self, data: bytes) -> None:
-        for i in range(0, len(data), _PACKET_DATA_MAX):
-            chunk = data[i : i + _PACKET_DATA_MAX]
-            self.sock.sendall(struct.pack("<BI", _STDIN, len(chunk)) + chunk)
-        self.sock.sendall(struct.pack("<BI", _CLOSE_STDIN, 0))
+        with contextlib.suppress(OSError):  # the command ended before reading all its stdin
+            for i in range(0, len(data), _PACKET_DATA_MAX):
+                chunk = data[i : i + _PACKET_DATA_MAX]
+                self.sock.sendall(struct.pack("<BI", _STDIN, len(chunk)) + chunk)
+            self.sock.sendall(struct.pack("<BI", _CLOSE_STDIN, 0))
 
-    def packets(self, timeout_s: float) -> list[tuple[int, bytes]] | None:
-        """Packets that arrive within ``timeout_s``; [] on timeout, None at end of stream."""
+    def pump(self, timeout_s: float) -> bool:
+        """Handle what arrives within ``timeout_s``; False once the stream has ended."""
         self.sock.settimeout(max(timeout_s, 0.001))
         try:
             data = self.sock.recv(262144)
         except TimeoutError:
-            return []
+            return True
         if not data:
-            return None
-        buf, at, out = self.buf + data, 0, []
+            return False
+        buf, at = self.buf + data, 0
         while len(buf) - at >= 5:
             kind, length = struct.unpack_from("<BI", buf, at)
             if len(buf) - at < 5 + length:
                 break
-            out.append((kind, buf[at + 5 : at + 5 + length]))
+            self._packet(kind, buf[at + 5 : at + 5 + length])
             at += 5 + length
         self.buf = buf[at:]
-        return out
+        return True
 
-
-class _Streams:
-    """Splits stdout into lines for the sink; keeps stderr minus the process-group marker."""
-
-    def __init__(self, sink: LineSink | None) -> None:
-        self.sink = sink  # None: keep stdout as bytes in ``raw`` instead of splitting lines
-        self.raw = bytearray()
-        self.partial = b""
-        self.stderr = bytearray()
-        self.pgid: int | None = None
-        self.marker_done = False
-
-    def stdout(self, data: bytes) -> None:
-        if self.sink is None:
+    def _packet(self, kind: int, data: bytes) -> None:
+        if kind == _STDOUT and self.sink is None:
             self.raw += data
-            return
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        for line in lines:
-            self.sink(line.decode("utf-8", errors="replace").rstrip("\r"))
-
-    def err(self, data: bytes) -> None:
-        self.stderr += data
-        if not self.marker_done and b"\n" in self.stderr:
-            first, _, rest = bytes(self.stderr).partition(b"\n")
-            if first.startswith(PGID_MARKER) and first[len(PGID_MARKER) :].isdigit():
-                self.pgid = int(first[len(PGID_MARKER) :])
-                self.stderr = bytearray(rest)
-            self.marker_done = True
-        if len(self.stderr) > 2_097_152:
-            del self.stderr[:-1_048_576]
+        elif kind == _STDOUT:
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            for line in lines:
+                self.sink(line.decode("utf-8", errors="replace").rstrip("\r"))
+        elif kind == _STDERR:
+            self.stderr += data
+            if not self.marker_done and b"\n" in self.stderr:
+                first, _, rest = bytes(self.stderr).partition(b"\n")
+                if first.startswith(PGID_MARKER) and first[len(PGID_MARKER) :].isdigit():
+                    self.pgid, self.stderr = int(first[len(PGID_MARKER) :]), bytearray(rest)
+                self.marker_done = True
+            if len(self.stderr) > 2_097_152:
+                del self.stderr[:-1_048_576]
+        elif kind == _EXIT:
+            self.exit_code = data[0] if data else 255
 
     def flush(self) -> None:
         if self.partial and self.sink is not None:
@@ -193,16 +182,14 @@ class AdbConnection:
     name = "adb"
 
     def __init__(self, client: adbutils.AdbClient, serial: str, *, root: str = "none") -> None:
-        self.client = client
-        self.serial = serial
-        self.root = root
+        self.client, self.serial, self.root = client, serial, root
         self.device = client.device(serial)
+        self.staging_dir = STAGING_DIR
+        self._has_sha256: bool | None = None
         features = self._call(lambda: self.device.get_features(), "read features")
         if "shell_v2" not in features.split(","):
             raise DeviceError(f"adb device {serial!r} lacks shell protocol v2 (features: "
                               f"{features!r}); exit codes and stderr cannot be trusted: use Android 7+")
-        self._has_sha256: bool | None = None
-        self.staging_dir = STAGING_DIR
 
     @classmethod
     def from_profile(cls, profile: Profile) -> AdbConnection:
@@ -219,13 +206,12 @@ class AdbConnection:
 
     def check_adb_root(self) -> None:
         """Refuse root mode 'adb-root' when adbd does not run as root."""
-        out: list[str] = []
-        self.run(["id", "-u"], deadline_s=30, on_stdout_line=out.append)
-        if out[:1] != ["0"]:
-            raise DeviceError(f"root = 'adb-root' but adbd on {self.serial!r} runs as uid {out[:1]}; "
+        out = self._exec("id -u")[1].split()[:1]
+        if out != [b"0"]:
+            raise DeviceError(f"root = 'adb-root' but adbd on {self.serial!r} runs as uid {out}; "
                               f"run `adb -s {self.serial} root` yourself (userdebug) or use root = 'su'")
 
-    def _call(self, fn, what: str):  # noqa: ANN001, ANN202 - thin wrapper over adbutils calls
+    def _call(self, fn: Callable[[], T], what: str) -> T:
         """Run an adbutils call; a refusal is classified by the device's state, not its text."""
         try:
             return _call(fn, f"{what} on {self.serial!r}")
@@ -245,41 +231,30 @@ class AdbConnection:
         env: dict[str, str] | None = None,
     ) -> RunResult:
         command = wrap_root(session_command(shell_line(argv, cwd=cwd, env=env)), self.root)
-        return self._run_shell(command, stdin, deadline_s, _Streams(on_stdout_line))
+        return self._run_shell(command, stdin, deadline_s, on_stdout_line)[0]
 
-    def _run_shell(self, command: str, stdin: bytes, deadline_s: float, streams: _Streams) -> RunResult:
+    def _run_shell(
+        self, command: str, stdin: bytes, deadline_s: float, sink: LineSink | None
+    ) -> tuple[RunResult, bytes]:
+        """Run a quoted command line; stdout to ``sink``, or returned as bytes without one."""
         start = time.monotonic_ns()
         deadline_at = time.monotonic() + deadline_s
         conn = self._call(lambda: self._open_shell(command), "open a shell")
-        stream = _ShellV2(conn.conn)
-        writer = threading.Thread(target=_send_quietly, args=(stream, stdin), daemon=True)
-        writer.start()
-        exit_code: int | None = None
+        stream = _ShellStream(conn.conn, sink)
+        threading.Thread(target=stream.send_stdin, args=(stdin,), daemon=True).start()
         timed_out = killed = False
         try:
-            while True:
+            while stream.exit_code is None or stream.buf:
                 now = time.monotonic()
-                if not timed_out and now >= deadline_at:
-                    timed_out = True
-                if timed_out and not killed and streams.pgid is not None:
-                    self._kill_group(streams.pgid)
+                timed_out = timed_out or now >= deadline_at
+                if timed_out and not killed and stream.pgid is not None:
+                    self._kill_group(stream.pgid)
                     killed = True
                 if timed_out and now - deadline_at > KILL_GRACE_S:
                     break  # closing the stream makes adbd hang up on what is left
-                wait_s = (deadline_at - now) if not timed_out else KILL_GRACE_S
-                packets = stream.packets(min(wait_s, 1.0))
-                if packets is None and not timed_out:
-                    raise OSError("the shell stream ended without an exit status")
-                if packets is None:
-                    break
-                for kind, data in packets:
-                    if kind == _STDOUT:
-                        streams.stdout(data)
-                    elif kind == _STDERR:
-                        streams.err(data)
-                    elif kind == _EXIT:
-                        exit_code = data[0] if data else None
-                if exit_code is not None and not stream.buf:
+                if not stream.pump(min(deadline_at - now if not timed_out else KILL_GRACE_S, 1.0)):
+                    if not timed_out:
+                        raise OSError("the shell stream ended without an exit status")
                     break
         except OSError as exc:
             raise TransientError(
@@ -287,23 +262,24 @@ class AdbConnection:
             ) from None
         except BaseException:  # Ctrl-C: leave no remote orphan behind
             with contextlib.suppress(HarnessError):
-                self._kill_group(streams.pgid)
+                self._kill_group(stream.pgid)
             raise
         finally:
             conn.close()
-        streams.flush()
-        return RunResult(
-            exit_code=None if timed_out else exit_code,
+        stream.flush()
+        result = RunResult(
+            exit_code=None if timed_out else stream.exit_code,
             signal=9 if timed_out else None,
-            stderr=tail(bytes(streams.stderr)),
+            stderr=tail(bytes(stream.stderr)),
             wall_ns=time.monotonic_ns() - start,
             timed_out=timed_out,
         )
+        return result, bytes(stream.raw)
 
     def _open_shell(self, command: str) -> adbutils.AdbConnection:
         conn = self.device.open_transport(timeout=None)
         conn.send_command(f"shell,v2,raw:{command}")
-        conn.check_okay()
+        conn.check_okay()  # raises AdbError with the server's FAIL message
         return conn
 
     def _kill_group(self, pgid: int | None) -> None:
@@ -312,11 +288,10 @@ class AdbConnection:
             return
         self._exec(wrap_root(f"kill -9 -{pgid}", self.root), deadline_s=30)
 
-    def _exec(self, command: str, *, deadline_s: float = 60, stdin: bytes = b"") -> tuple[int | None, bytes, str]:
+    def _exec(self, command: str, *, deadline_s: float = 60) -> tuple[int | None, bytes, str]:
         """Run a shell command line (already quoted); return exit code, stdout bytes, stderr."""
-        streams = _Streams(None)
-        result = self._run_shell(command, stdin, deadline_s, streams)
-        return result.exit_code, bytes(streams.raw), result.stderr
+        result, out = self._run_shell(command, b"", deadline_s, None)
+        return result.exit_code, out, result.stderr
 
     def _check(self, command: str) -> bytes:
         code, out, err = self._exec(command)
@@ -337,7 +312,7 @@ class AdbConnection:
             if self.has_sha256():
                 digest = self._check(f"sha256sum {shlex.quote(part)}").split()[:1]
                 if digest != [_sha256(local).encode()]:
-                    raise DeviceError(f"push of {local} to {remote!r} arrived corrupted; retry")
+                    raise TransientError(f"push of {local} to {remote!r} arrived corrupted; retry")
             self._check(wrap_root(f"mv -f {shlex.quote(part)} {shlex.quote(remote)}", self.root))
         except BaseException:
             with contextlib.suppress(HarnessError):
@@ -366,15 +341,10 @@ class AdbConnection:
                     self._exec(wrap_root(f"rm -f {shlex.quote(source)}", self.root))
 
     def _temp_name(self, remote: str) -> str:
-        """Where a transfer lands first: beside the target, or (su) in adbd's own staging dir.
-
-        With ``su`` the work directory belongs to root, so adbd (uid shell on a phone) can
-        neither write into it nor read root's 0600 files; its staging dir it can.
-        """
-        token = secrets.token_hex(4)
-        if self.root == "su":
-            return f"{self.staging_dir}/.odt-{token}-{posixpath.basename(remote)}"
-        return f"{remote}.part-{token}"
+        """Beside the target, or with ``su`` (a root-owned workdir adbd cannot write to, root's
+        0600 files it cannot read) in adbd's own staging dir."""
+        token, name = secrets.token_hex(4), posixpath.basename(remote)
+        return f"{self.staging_dir}/.odt-{token}-{name}" if self.root == "su" else f"{remote}.part-{token}"
 
     def read_text(self, remote: str) -> str:
         code, out, err = self._exec(wrap_root(f"cat -- {shlex.quote(remote)}", self.root))
@@ -393,12 +363,11 @@ class AdbConnection:
     def has_sha256(self) -> bool:
         """Whether the device has ``sha256sum`` (toybox since Android 6, coreutils)."""
         if self._has_sha256 is None:
-            code, _, _ = self._exec("command -v sha256sum >/dev/null")
-            self._has_sha256 = code == 0
+            self._has_sha256 = self._exec("command -v sha256sum >/dev/null")[0] == 0
         return self._has_sha256
 
     def close(self) -> None:
-        pass
+        """Nothing to release: every command and transfer opens its own adb stream."""
 
 
 def open_client(host: str, port: int) -> adbutils.AdbClient:
@@ -411,7 +380,7 @@ def open_client(host: str, port: int) -> adbutils.AdbClient:
     return adbutils.AdbClient(host=host, port=port)
 
 
-def _call(fn, what: str):  # noqa: ANN001, ANN202 - thin wrapper over adbutils calls
+def _call(fn: Callable[[], T], what: str) -> T:
     """Run an adbutils call: a broken link is a TransientError, a refusal a DeviceError."""
     try:
         return fn()
@@ -419,13 +388,6 @@ def _call(fn, what: str):  # noqa: ANN001, ANN202 - thin wrapper over adbutils c
         raise TransientError(f"adb: cannot {what} ({exc}); check `adb devices`") from None
     except AdbError as exc:
         raise DeviceError(f"adb: cannot {what} ({exc})") from None
-
-
-def _send_quietly(stream: _ShellV2, data: bytes) -> None:
-    try:
-        stream.send_stdin(data)
-    except OSError:
-        pass  # the command ended before reading its stdin; its exit code tells
 
 
 def _sha256(path: Path) -> str:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.errors import ConfigError, DeviceError, TransientError
@@ -283,3 +285,47 @@ def test_a_device_without_shell_v2_is_refused() -> None:
             AdbConnection.from_profile(fake_profile(server))
     finally:
         server.close()
+
+
+# ---- end to end: the whole harness over adb, compared with the local transport ------------
+
+BENCH_ARGS = ["--suite", "smoke", "--workload", "ds_cnn", "--steps", "3", "--warmup", "1", "--no-report"]
+
+
+def bench(profile_toml: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
+    """Run ``python -m harness bench`` on one profile; return its cases, steps and file names."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--device", str(profile_toml), "--out", str(out), *BENCH_ARGS],
+        capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (run_dir,) = out.iterdir()
+    files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file() and p.parent.name != "logs"}
+    return pd.read_parquet(run_dir / "cases.parquet"), pd.read_parquet(run_dir / "steps.parquet"), files
+
+
+@pytest.mark.slow
+def test_bench_over_adb_gives_results_shaped_like_the_local_transport(
+    adb_sandbox: AdbSandbox, tmp_path: Path  # noqa: F811
+) -> None:
+    # The "device" is this host behind adbd, so its Python is this Python; the smoke suite is
+    # cut to one workload (all of its kernels and optimizers) to spare the shared CPU.
+    tag = f"{os.getpid()}-{tmp_path.name}"[-40:]
+    adb_toml, local_toml = tmp_path / "adb.toml", tmp_path / "local.toml"
+    adb_toml.write_text(
+        f'name = "adbd-sandbox-{tag}"\n[connection]\ntransport = "adb"\nserial = "{adb_sandbox.serial}"\n'
+        f'adb_server = "{adb_sandbox.adb_server}"\n[agent]\npython = ["{sys.executable}"]\n'
+        f'workdir = "{tmp_path}/adb-work"\n'
+    )
+    local_toml.write_text(
+        f'name = "local-ref-{tag}"\n[connection]\ntransport = "local"\n[agent]\n'
+        f'python = ["{sys.executable}"]\nworkdir = "{tmp_path}/local-work"\n'
+    )
+    adb_cases, adb_steps, adb_files = bench(adb_toml, tmp_path / "adb-out")
+    local_cases, local_steps, local_files = bench(local_toml, tmp_path / "local-out")
+    assert set(adb_cases["status"]) == {"ok"}
+    assert adb_files == local_files
+    assert dict(adb_cases.dtypes) == dict(local_cases.dtypes)
+    assert dict(adb_steps.dtypes) == dict(local_steps.dtypes)
+    assert sorted(adb_cases["case_id"]) == sorted(local_cases["case_id"])
+    assert len(adb_steps) == len(local_steps)
