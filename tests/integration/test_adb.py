@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,13 @@ from harness.errors import ConfigError, DeviceError, TransientError
 from harness.profiles import Profile, parse_profile
 from harness.transports import connect
 from harness.transports.adb import AdbConnection
-from tests.integration.adbd import AdbSandbox, FakeAdbServer, adb_sandbox  # noqa: F401 - fixture
+from tests.integration.adbd import (  # noqa: F401 - adb_sandbox is a fixture
+    AdbSandbox,
+    FakeAdbServer,
+    adb_sandbox,
+    require_real_parts,
+    running_sandbox,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +192,19 @@ def test_a_deadline_kills_the_remote_process_tree(conn: AdbConnection) -> None:
             "[ -n \"$s\" ] && [ \"$s\" != Z ] && echo alive $p; done; true"
     alive, _ = run_lines(conn, ["sh", "-c", probe, "probe", *lines])
     assert alive == []
+
+
+def test_adbd_dying_during_a_command_is_a_transient_error(tmp_path: Path) -> None:
+    require_real_parts()
+    with running_sandbox(tmp_path) as sandbox:  # its own adbd: this test kills it
+        connection = AdbConnection.from_profile(adb_profile(sandbox))
+
+        def kill_adbd_on_first_line(line: str) -> None:
+            os.kill(sandbox.adbd_pid, signal.SIGKILL)
+
+        with pytest.raises(TransientError, match="adb link to"):
+            connection.run(["sh", "-c", "echo started; sleep 30"], deadline_s=60,
+                           on_stdout_line=kill_adbd_on_first_line)
 
 
 # ---- files ------------------------------------------------------------------------------
