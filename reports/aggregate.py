@@ -89,9 +89,17 @@ def case_summary(cases: pd.DataFrame, samples: StepSamples, steps: pd.DataFrame)
         per_case[col] = per_case[col].astype(str)
     summary = left.merge(per_case, on=list(CASE_KEY), how="left")
     summary["n_steps"] = summary["n_steps"].fillna(0).astype(int)
+    order = list(CONFIG_COLUMNS[1:]) + ["run_id"]
+    summary = summary.sort_values(order, key=_natural_key).reset_index(drop=True)
     for col in CONFIG_COLUMNS:
         summary[col] = summary[col].astype(str)
-    return summary.sort_values(list(CONFIG_COLUMNS[1:]) + ["run_id"]).reset_index(drop=True)
+    return summary
+
+
+def _natural_key(column: pd.Series) -> pd.Series:
+    """Sort numbers as numbers (batch 8 before 16) and everything else as text."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    return numeric if numeric.notna().all() else column.astype(str)
 
 
 def _verdict(speedup: float, lo: float, hi: float, p: float, rule: CallRule) -> str:

@@ -29,7 +29,12 @@ from reports.derived import (
     thermal_table,
     warnings_table,
 )
-from reports.headline import Headline, kernel_headlines, optimizer_headlines
+from reports.headline import (
+    Headline,
+    device_headlines,
+    kernel_headlines,
+    optimizer_headlines,
+)
 from reports.load import RunData, load_runs
 
 
@@ -87,7 +92,8 @@ def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | N
     devices = compare_devices(summary, samples, call_rule, run_order)
     energy = energy_table(summary)
     headlines = (kernel_headlines(kernels, _labels_for(kernels, summary))
-                 + optimizer_headlines(optimizers, _labels_for(optimizers, summary)))
+                 + optimizer_headlines(optimizers, _labels_for(optimizers, summary))
+                 + device_headlines(devices))
     headlines.sort(key=lambda h: (h.device, h.workload, h.table))
     return Aggregates(
         data=data, summary=summary, kernels=kernels, optimizers=optimizers, devices=devices,

@@ -39,13 +39,22 @@ def fmt_ratio(speedup: float, lo: float, hi: float, than: str = "") -> str:
 
 
 def _setting(group: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the most common (threads, batch, dtype) in the group (ties: most threads)."""
+    """Rows of the most common (threads, batch, dtype) in the group.
+
+    Ties go to the most threads, then the largest batch: the setting closest to real use.
+    """
     counts = group.groupby(["threads", "batch", "dtype"]).size().reset_index(name="n")
     counts["threads_num"] = pd.to_numeric(counts["threads"], errors="coerce")
-    best = counts.sort_values(["n", "threads_num"], ascending=False).iloc[0]
+    counts["batch_num"] = pd.to_numeric(counts["batch"], errors="coerce")
+    best = counts.sort_values(["n", "threads_num", "batch_num"], ascending=False).iloc[0]
     mask = ((group["threads"] == best["threads"]) & (group["batch"] == best["batch"])
             & (group["dtype"] == best["dtype"]))
     return group.loc[mask]
+
+
+def _uncalled(row: pd.Series) -> str:
+    """Suffix for a ratio that the call rule does not call a difference."""
+    return "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
 
 
 def _where(row: pd.Series) -> str:
@@ -67,10 +76,9 @@ def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]
             continue
         idx = valid["speedup"].idxmax()
         row = valid.loc[idx]
-        called = "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
         ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], f"`{BASELINE_KERNEL}`")
         text = (f"On {label}, {workload}: NAG `{row['variant']}` is {ratio} per training step "
-                f"({_where(row)}){called}")
+                f"({_where(row)}){_uncalled(row)}")
         rows = [int(idx)]
         update = everything.loc[(everything["metric"] == "update_ns")
                                 & (everything["variant_case"] == row["variant_case"])
@@ -79,7 +87,8 @@ def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]
         if not update.empty:
             u = update.iloc[0]
             text += ("; the update phase alone is "
-                     f"{fmt_ratio(u['speedup'], u['ci_lo'], u['ci_hi'], f'`{BASELINE_KERNEL}`')}")
+                     f"{fmt_ratio(u['speedup'], u['ci_lo'], u['ci_hi'], f'`{BASELINE_KERNEL}`')}"
+                     f"{_uncalled(u)}")
             rows.append(int(update.index[0]))
         text += "."
         if wrong:
@@ -99,9 +108,28 @@ def optimizer_headlines(optimizers: pd.DataFrame, labels: pd.Series) -> list[Hea
         if valid.empty:
             continue
         parts = [f"`{r['optimizer']}` is {fmt_ratio(r['speedup'], r['ci_lo'], r['ci_hi'])}"
+                 f"{_uncalled(r)}"
                  for _, r in valid.iterrows()]
         text = (f"On {label}, {workload}, per training step against NAG with "
                 f"`{BASELINE_KERNEL}` ({_where(valid.iloc[0])}): " + "; ".join(parts) + ".")
         out.append(Headline(str(label), str(workload), text, "optimizers",
                             tuple(int(i) for i in valid.index)))
+    return out
+
+
+def device_headlines(devices: pd.DataFrame) -> list[Headline]:
+    """Each device (or run) against the reference one, NAG ``forloop``, per workload."""
+    out: list[Headline] = []
+    frame = devices.loc[(devices["optimizer"] == BASELINE_OPTIMIZER)
+                        & (devices["kernel"] == BASELINE_KERNEL)]
+    for (variant, workload), group in frame.groupby(["variant", "workload"], sort=True):
+        valid = _setting(group)
+        valid = valid.loc[np.isfinite(valid["speedup"])]
+        if valid.empty:
+            continue
+        row = valid.iloc[0]
+        ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], str(row["baseline"]))
+        text = (f"For {workload} with NAG `{BASELINE_KERNEL}` ({_where(row)}), {variant} is "
+                f"{ratio} per training step{_uncalled(row)}.")
+        out.append(Headline(str(variant), str(workload), text, "devices", (int(valid.index[0]),)))
     return out

@@ -79,14 +79,25 @@ def phases(summary: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def forest_labels(c: pd.DataFrame) -> pd.Series:
+    """What each comparison row holds fixed and what it varies, in a few words."""
+    setting = " t" + c["threads"].astype(str) + " b" + c["batch"].astype(str)
+    wl = c["workload"].astype(str)
+    by_kind = {
+        "kernel": c["device"].astype(str) + " " + wl + " " + c["optimizer"].astype(str) + ": ",
+        "optimizer": c["device"].astype(str) + " " + wl + ": ",
+        "device": wl + " " + c["optimizer"].astype(str) + " " + c["kernel"].astype(str) + ": ",
+    }
+    prefix = pd.Series("", index=c.index)
+    for kind, text in by_kind.items():
+        prefix = prefix.where(c["kind"] != kind, text)
+    return prefix + c["variant"] + " vs " + c["baseline"] + setting
+
+
 def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
     """Speed-up with its 95 % CI per comparison (log axis, 1 = no difference)."""
     c = comparisons.loc[np.isfinite(comparisons["speedup"])]
-    prefix = c["device"].astype(str) + " " + c["workload"].astype(str) + " "
-    if (c["kind"] == "kernel").all():
-        prefix = prefix + c["optimizer"].astype(str) + " "
-    label = (prefix + c["variant"] + " vs " + c["baseline"] + " t" + c["threads"].astype(str)
-             + " b" + c["batch"].astype(str))
+    label = forest_labels(c)
     fig = go.Figure()
     for metric, frame in c.groupby("metric", sort=True):
         lab = label.loc[frame.index]

@@ -278,3 +278,35 @@ def test_csv_export_round_trips_the_kernel_speedups(run_dir: Path, tmp_path: Pat
     out = reports.build_report([run_dir], tmp_path / "tables", fmt="csv")
     exported = pd.read_parquet(out / "kernels.parquet")
     assert np.allclose(exported["speedup"].dropna(), agg.kernels["speedup"].dropna(), rtol=0.01)
+
+
+def test_report_renders_from_required_columns_only(run_dir: Path, tmp_path: Path) -> None:
+    from reports.load import CASE_COLUMNS, STEP_COLUMNS
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    pd.read_parquet(run_dir / "steps.parquet", columns=list(STEP_COLUMNS)).to_parquet(
+        bare / "steps.parquet")
+    pd.read_parquet(run_dir / "cases.parquet", columns=list(CASE_COLUMNS)).to_parquet(
+        bare / "cases.parquet")
+    html = reports.build_report([bare], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="plot-distributions"' in html and "No energy readings" in html
+
+
+def test_report_of_two_devices_has_a_device_section(run_dir: Path, tmp_path: Path) -> None:
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    html = reports.build_report([run_dir, other], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="plot-forest_devices"' in html and "On pixel7, mlp" in html
+
+
+def test_device_headline_numbers_match_the_device_table(run_dir: Path, tmp_path: Path) -> None:
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    combined = aggregate_dirs([run_dir, other], n_boot=200)
+    lines = [h for h in combined.headlines if h.table == "devices"]
+    assert lines
+    for h in lines:
+        row = combined.devices.loc[h.rows[0]]
+        m = re.search(r"pixel7 is (?P<x>[\d.]+)× (?P<dir>faster|slower) than local "
+                      r"\(95 % CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)×\)", h.text)
+        assert m, h.text
+        assert (m["x"], m["lo"], m["hi"]) == _as_stated(row, m["dir"])
