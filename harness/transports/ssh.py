@@ -261,13 +261,17 @@ class SSHConnection:
                 if time.monotonic() >= end_s:
                     timed_out = True
                     break
-            if timed_out or pump.failed.is_set() or not pump.join(_LEFTOVER_GRACE_S):
+            if timed_out or pump.failed.is_set():
                 self._kill_tree(pump)
+                pump.join(_KILL_TIMEOUT_S)
+            else:  # the command exited: end leftover children, let buffered output drain
+                if not pump.join(_LEFTOVER_GRACE_S):
+                    self._kill_tree(pump)
+                pump.join(max(_KILL_TIMEOUT_S, end_s - time.monotonic()))
         except BaseException:  # Ctrl-C: leave no orphan on the device
             self._kill_tree(pump)
             chan.close()
             raise
-        pump.join(_KILL_TIMEOUT_S)
         chan.close()
         if pump.sink_error is not None:
             raise pump.sink_error
@@ -276,12 +280,22 @@ class SSHConnection:
         if timed_out:
             return RunResult(exit_code=None, signal=signal.SIGKILL, stderr=pump.stderr_tail(),
                              wall_ns=wall_ns, timed_out=True)
-        if status == -1 and not self._alive():
+        if status == -1 and self._link_dropped():
             raise TransientError(f"the link to {self.route.target.describe()} dropped while running "
                                  f"{argv[0]!r}; stderr so far: {pump.stderr_tail()[-500:]!r}")
         # -1 on a live link: the command died of a signal (paramiko ignores "exit-signal")
         return RunResult(exit_code=None if status == -1 else status, stderr=pump.stderr_tail(),
                          wall_ns=wall_ns)
+
+    def _link_dropped(self, settle_s: float = 0.5) -> bool:
+        """Whether the transport died. paramiko closes the channels a moment before it marks
+        the transport inactive, so give it ``settle_s`` to say so."""
+        end_s = time.monotonic() + settle_s
+        while self._alive():
+            if time.monotonic() >= end_s:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _kill_tree(self, pump: StreamPump) -> None:
         """Kill the remote process group with a second exec; best effort."""

@@ -143,6 +143,33 @@ def test_an_error_in_the_line_sink_stops_the_command_and_is_raised(ssh_conn: SSH
     assert remote_processes_matching(marker) == []
 
 
+def test_children_left_behind_by_a_finished_command_are_killed(ssh_conn: SSHConnection) -> None:
+    marker = f"1000.{uuid.uuid4().int % 10**9}"
+    result, lines = run_lines(ssh_conn, ["sh", "-c", 'sleep "$1" & echo done', "sh", marker])
+    assert result.ok and lines == ["done"]
+    assert remote_processes_matching(marker) == []
+
+
+def test_a_command_killed_by_a_signal_has_no_exit_code(ssh_conn: SSHConnection) -> None:
+    result, _ = run_lines(ssh_conn, ["sh", "-c", "kill -TERM $$"])
+    assert result.exit_code is None and not result.timed_out and not result.ok
+
+
+def test_a_link_that_drops_mid_command_is_a_transient_error(ssh_conn: SSHConnection) -> None:
+    marker = f"1000.{uuid.uuid4().int % 10**9}"
+
+    def drop_the_link(line: str) -> None:  # the line is the pid of sshd's session process
+        os.kill(int(line), signal.SIGKILL)
+
+    try:
+        with pytest.raises(TransientError, match="dropped while running"):
+            ssh_conn.run(["sh", "-c", 'echo $PPID; exec sleep "$1"', "sh", marker], deadline_s=60,
+                         on_stdout_line=drop_the_link)
+    finally:  # the harness cannot reach the device any more; clean up as its owner would
+        for line in remote_processes_matching(marker, wait_s=0):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
 HOSTILE = [
     "; rm -rf {victim}",
     "$(touch {pwned})",
