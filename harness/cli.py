@@ -37,6 +37,8 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", action="append", default=[], help="thread counts (replace the suite's)")
     p.add_argument("--batch", action="append", default=[], help="batch sizes (replace the suite's)")
     p.add_argument("--dtype", action="append", default=[], help="fp32 or bf16 (replace the suite's)")
+    p.add_argument("--mode", action="append", default=[], help="eager, compile or channels_last (replace the suite's)")
+    p.add_argument("--accel", action="append", default=[], help="cpu or cuda (replace the suite's)")
     p.add_argument("--steps", type=int, help="measured steps per case")
     p.add_argument("--warmup", type=int, help="warm-up steps per case (recorded, not summarised)")
     p.add_argument("--seed", type=int, help="seed for data, weights and case order")
@@ -90,6 +92,8 @@ def _filters(args: argparse.Namespace):
         threads=ints(args.threads, "--threads"),
         batch=ints(args.batch, "--batch"),
         dtype=tuple(x for s in args.dtype for x in _csv(s)),
+        modes=tuple(x for s in args.mode for x in _csv(s)),
+        accel=tuple(x for s in args.accel for x in _csv(s)),
         steps=args.steps,
         warmup=args.warmup,
         seed=args.seed,

@@ -24,11 +24,13 @@ from harness.errors import ConfigError
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DTYPES = ("fp32", "bf16")
+MODES = ("eager", "compile", "channels_last")  # workloads.trainer.MODES
+ACCELS = ("cpu", "cuda")
 _SUITE_KEYS = {
     "description", "steps", "warmup", "check_steps", "threads", "batch", "dtype", "seed",
-    "options", "matrix", "timeout_s",
+    "options", "matrix", "timeout_s", "modes", "accel", "hparams",
 }
-_MATRIX_KEYS = {"workloads", "optimizers", "kernels", "threads", "batch", "dtype"}
+_MATRIX_KEYS = {"workloads", "optimizers", "kernels", "threads", "batch", "dtype", "modes", "accel"}
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,20 @@ class Case:
     check_steps: int
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float = 0.0
+    mode: str = "eager"
+    accel: str = "cpu"
+    hparams: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def case_id(self) -> str:
         base = f"{self.workload}-{self.optimizer}-{self.kernel}-t{self.threads}-b{self.batch}-{self.dtype}"
+        if self.mode != "eager":
+            base += f"-{self.mode}"
+        if self.accel != "cpu":
+            base += f"-{self.accel}"
+        if self.hparams:
+            digest = hashlib.sha256(json.dumps(dict(self.hparams), sort_keys=True).encode()).hexdigest()
+            base += f"-h{digest[:8]}"
         if self.options:
             digest = hashlib.sha256(json.dumps(dict(self.options), sort_keys=True).encode()).hexdigest()
             base += f"-o{digest[:8]}"
@@ -61,6 +73,7 @@ class Case:
         """The explicit case spec the agent receives (everything it needs, nothing implied)."""
         data = asdict(self)
         data["options"] = dict(self.options)
+        data["hparams"] = dict(self.hparams)
         data["case_id"] = self.case_id
         data.pop("timeout_s")
         return data
@@ -84,6 +97,8 @@ class Filters:
     threads: tuple[int, ...] = ()
     batch: tuple[int, ...] = ()
     dtype: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
+    accel: tuple[str, ...] = ()
     steps: int | None = None
     warmup: int | None = None
     seed: int | None = None
@@ -192,6 +207,10 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
         _require_known(name, kernels_known, "kernel", "command line", "--kernel")
     for name in filters.dtype:
         _require_known(name, DTYPES, "dtype", "command line", "--dtype")
+    for name in filters.modes:
+        _require_known(name, MODES, "mode", "command line", "--mode")
+    for name in filters.accel:
+        _require_known(name, ACCELS, "accel", "command line", "--accel")
 
     steps = filters.steps if filters.steps is not None else _int(data.get("steps", 20), src, "steps", minimum=1)
     warmup = filters.warmup if filters.warmup is not None else _int(data.get("warmup", 3), src, "warmup", minimum=0)
@@ -210,6 +229,17 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
             raise ConfigError("expected a table of option = value", source=src, key=f"options.{wname}")
         for key in wopts:
             _require_known(key, sorted(spec.defaults), f"option of {wname}", src, f"options.{wname}.{key}")
+    hparams = data.get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise ConfigError("expected a table of optimizer -> hyper-parameters", source=src, key="hparams")
+    for oname, ohp in hparams.items():
+        _require_known(oname, optimizers_known, "optimizer", src, f"hparams.{oname}")
+        if not isinstance(ohp, dict):
+            raise ConfigError("expected a table of name = value", source=src, key=f"hparams.{oname}")
+        for key, value in ohp.items():
+            _require_known(key, sorted(OPTIMIZERS.get(oname).defaults), f"hyper-parameter of {oname}", src, f"hparams.{oname}.{key}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"expected a number, got {value!r}", source=src, key=f"hparams.{oname}.{key}")
 
     cases: dict[str, Case] = {}
     for i, block in enumerate(data["matrix"]):
@@ -220,7 +250,9 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
         th = list(filters.threads) or _ints(block.get("threads", data.get("threads", [default_threads])), src, f"{where}.threads", minimum=1)
         bs = list(filters.batch) or _ints(block.get("batch", data.get("batch", [8])), src, f"{where}.batch", minimum=1)
         dt = list(filters.dtype) or _names(block.get("dtype", data.get("dtype", ["fp32"])), DTYPES, "dtype", src, f"{where}.dtype")
-        for w, o, k, t, b, d in itertools.product(wl, op, kn, th, bs, dt):
+        md = list(filters.modes) or _names(block.get("modes", data.get("modes", ["eager"])), MODES, "mode", src, f"{where}.modes")
+        ac = list(filters.accel) or _names(block.get("accel", data.get("accel", ["cpu"])), ACCELS, "accel", src, f"{where}.accel")
+        for w, o, k, t, b, d, m, a in itertools.product(wl, op, kn, th, bs, dt, md, ac):
             if filters.workloads and w not in filters.workloads:
                 continue
             if filters.optimizers and o not in filters.optimizers:
@@ -229,10 +261,13 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
                 continue
             if k not in OPTIMIZERS.get(o).kernels:
                 continue
+            if m == "channels_last" and WORKLOADS.get(w).domain != "image":
+                continue
             case = Case(
                 workload=w, domain=WORKLOADS.get(w).domain, optimizer=o, kernel=k, threads=t,
                 batch=b, dtype=d, steps=steps, warmup=warmup, seed=seed, check_steps=check_steps,
-                options=dict(options.get(w, {})), timeout_s=float(timeout_s),
+                options=dict(options.get(w, {})), timeout_s=float(timeout_s), mode=m, accel=a,
+                hparams=dict(hparams.get(o, {})),
             )
             cases.setdefault(case.case_id, case)
     if not cases:

@@ -25,7 +25,6 @@ from typing import Any, TextIO
 from workloads import schema
 
 AGENT_VERSION = "0.1.0"
-PHASES = ("data", "frontend", "forward", "backward", "update")
 
 
 class Emitter:
@@ -82,18 +81,6 @@ def _setup_threads(spec: dict[str, Any]) -> None:
         os.sched_setaffinity(0, set(int(c) for c in cores))
 
 
-def _autocast(dtype: str) -> Any:
-    import contextlib
-
-    import torch
-
-    if dtype == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    raise ValueError(f"unknown dtype {dtype!r} (known: fp32, bf16)")
-
-
 def check_correctness(spec: dict[str, Any], task: Any) -> dict[str, Any]:
     """Run the case's kernel variant beside the reference torch.optim for ``check_steps`` steps.
 
@@ -102,6 +89,7 @@ def check_correctness(spec: dict[str, Any], task: Any) -> dict[str, Any]:
     """
     import torch
 
+    from workloads import trainer
     from workloads.optim import OPTIMIZERS
     from workloads.optim.check import max_rel_diff_vs_reference, tolerance_for
 
@@ -109,7 +97,7 @@ def check_correctness(spec: dict[str, Any], task: Any) -> dict[str, Any]:
     if steps <= 0:
         return {"checked": False, "reason": "check_steps = 0"}
     opt = OPTIMIZERS.get(spec["optimizer"])
-    with _autocast(spec["dtype"]):
+    with trainer.autocast(spec["dtype"]):
         diff = max_rel_diff_vs_reference(
             task.model, opt, spec["kernel"], opt.hparams(spec.get("hparams")), steps=steps,
             make_batch=task.next_batch, loss_fn=task.loss_fn, frontend=task.frontend,
@@ -131,7 +119,9 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     import torch
 
     import workloads.models  # noqa: F401  (fills the workload registry)
+    from workloads import trainer
     from workloads.optim import OPTIMIZERS, state_bytes
+    from workloads.probe import flops_per_step
     from workloads.workload import WORKLOADS
 
     case_id = spec["case_id"]
@@ -151,64 +141,43 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
 
     correctness = check_correctness(spec, build_task())
-    task = build_task()
-    model = task.model
-    model.train()
-    updater = opt_spec.build(model, spec["kernel"], hparams)
-    params = [p for p in model.parameters() if p.requires_grad]
+    prepared = trainer.prepare(build_task(), spec)
+    task = prepared.task
+    updater = opt_spec.build(task.model, spec["kernel"], hparams)
+    params = [p for p in task.model.parameters() if p.requires_grad]
     param_count = sum(p.numel() for p in params)
     param_bytes = sum(p.numel() * p.element_size() for p in params)
+    inputs, targets = task.next_batch()
+    with trainer.autocast(spec["dtype"], prepared.device.type):
+        flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
     emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count, param_bytes=param_bytes))
 
-    total = int(spec["warmup"]) + int(spec["steps"])
-    clock = time.monotonic_ns
-    frontend = task.frontend
-    with _autocast(spec["dtype"]):
-        for index in range(total):
-            t0 = clock()
-            inputs, targets = task.next_batch()
-            t1 = clock()
-            if frontend is not None:
-                with torch.no_grad():
-                    inputs = frontend(inputs)
-            t2 = clock()
-            loss = task.loss_fn(model(inputs), targets)
-            t3 = clock()
-            loss.backward()
-            t4 = clock()
-            updater.step()
-            updater.zero_grad()
-            t5 = clock()
-            phases = {
-                "data": t1 - t0,
-                "frontend": t2 - t1 if frontend is not None else 0,
-                "forward": t3 - t2,
-                "backward": t4 - t3,
-                "update": t5 - t4,
-            }
-            emit(
-                schema.Step(
-                    case_id=case_id,
-                    index=index,
-                    warmup=index < int(spec["warmup"]),
-                    phases_ns=phases,
-                    step_ns=t5 - t0,
-                    loss=float(loss.detach()),
-                )
-            )
+    compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
+    trainer.reset_peak_memory(prepared)
+    warmup = int(spec["warmup"])
+    for index in range(warmup + int(spec["steps"])):
+        phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"])
+        emit(schema.Step(case_id=case_id, index=index, warmup=index < warmup,
+                         phases_ns=phases, step_ns=step_ns, loss=float(loss.detach())))
+    summary: dict[str, Any] = {
+        "compile_ns": compile_ns + int(getattr(updater, "compile_ns", 0) or 0),
+        "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
+        "flops_per_step": flops,
+        "accel": prepared.device.type,
+    }
+    device_peak = trainer.device_peak_bytes(prepared)
+    if device_peak is not None:
+        summary["device_peak_bytes"] = device_peak
     emit(
         schema.CaseEnd(
             case_id=case_id,
             steps=int(spec["steps"]),
-            warmup_steps=int(spec["warmup"]),
-            wall_ns=clock() - start,
+            warmup_steps=warmup,
+            wall_ns=time.monotonic_ns() - start,
             peak_rss_bytes=peak_rss_bytes(),
             state_bytes=state_bytes(updater),
             correctness=correctness,
-            summary={
-                "compile_ns": int(getattr(updater, "compile_ns", 0) or 0),
-                "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
-            },
+            summary=summary,
         )
     )
     return True
