@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--run-id", help="name of the run directory (default: UTC time and a random suffix)")
     bench.add_argument("--csv", action="store_true", help="also write steps.csv and cases.csv")
     bench.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    bench.add_argument("--no-probe", action="store_true",
+                       help="skip the device ceilings probe (memory bandwidth, matmul throughput)")
 
     sub.add_parser("list", help="workloads, optimizers, kernels, suites and devices")
     sub.add_parser("devices", help="device profiles and how each is reached")
@@ -132,7 +134,7 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     raw = store.RawLog(run_dir / "raw.jsonl")
     try:
         outcomes = run_devices(profiles, order, bundle, raw, run_dir,
-                               lambda p, i, n: Progress(p.name, i, n))
+                               lambda p, i, n: Progress(p.name, i, n), probe=not args.no_probe)
     finally:
         raw.close()
         steps, cases_df = store.write_tables(run_dir, csv=args.csv)
@@ -140,6 +142,9 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["device_outcomes"] = [vars(o) for o in outcomes]
     store.write_json(run_dir / "manifest.json", manifest)
+    probes = [o.probe for o in outcomes if o.probe]
+    if probes:
+        store.write_json(run_dir / "probe.json", probes[0] if len(probes) == 1 else probes)
     for o in outcomes:
         pushed = f"bundle {bundle.name}: {o.bytes_pushed} bytes pushed"
         print(f"{o.device}: {o.status} ({o.cases_ok} ok, {o.cases_failed} failed; {pushed})"

@@ -30,6 +30,10 @@ class DeviceError(HarnessError):
     """The device cannot run the work as configured (stable: retrying will not help)."""
 
 
+class DeviceBusy(DeviceError):
+    """Another harness process holds the device's lock."""
+
+
 class TransientError(HarnessError):
     """A fault that may pass: a dropped link, an offline device, a missed deadline."""
 

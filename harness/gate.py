@@ -31,7 +31,14 @@ import pandas as pd
 
 from harness.baseline import load_pytest_benchmark  # noqa: F401  (part of the gate API)
 from harness.errors import ConfigError
-from harness.stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Comparison, compare
+from harness.stats import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    Comparison,
+    compare,
+    widen_for_drift,
+)
 
 RULES = ("not-negligible", "point", "strict")
 DEFAULT_RULE = "not-negligible"
@@ -281,6 +288,13 @@ class _Side:
             return self.steps.get(case_id, pd.DataFrame()).get(metric.column, pd.Series([]))
         return self.ok_cases(case_id).get(metric.column, pd.Series([]))
 
+    def runs(self, case_id: str) -> int:
+        """How many runs contributed steps to the case (distinct run_id; 1 if unknown)."""
+        rows = self.steps.get(case_id)
+        if rows is None or "run_id" not in rows.columns:
+            return 1
+        return max(1, int(rows["run_id"].nunique()))
+
     def energy_sources(self, case_id: str) -> set[str]:
         rows = self.ok_cases(case_id)
         if "energy_source" not in rows.columns:
@@ -297,11 +311,14 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
          candidate_manifest: Mapping[str, Any] | None = None,
          n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
          seed: int = DEFAULT_SEED, min_samples: int = DEFAULT_MIN_SAMPLES,
-         strict_missing: bool = False) -> GateResult:
+         strict_missing: bool = False, run_drift: float = 0.0) -> GateResult:
     """Compare a candidate run with a baseline; see the module docstring for the rule.
 
     ``*_cases`` may be None (e.g. pytest-benchmark input): cases then come from the steps.
     Several runs of one side may be concatenated: steps pool, per-case values become repeats.
+    ``run_drift`` is the run-to-run standard deviation of a case's log median (measured by
+    :func:`harness.calibrate.estimate_run_drift`); it widens each interval by
+    ``run_drift * sqrt(1/runs_baseline + 1/runs_candidate)``, so repeats narrow it again.
     """
     floor_map = parse_floors(floors)
     chosen = [METRICS[_known_metric(m)] for m in metrics]
@@ -326,7 +343,8 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         for metric in chosen:
             outcome = _judge(case_id, metric, base, cand, floor_map[metric.name], alpha,
                              rule=rule, gate_estimated=gate_estimated, n_resamples=n_resamples,
-                             confidence=confidence, seed=seed, min_samples=min_samples)
+                             confidence=confidence, seed=seed, min_samples=min_samples,
+                             run_drift=run_drift)
             if isinstance(outcome, str):
                 notes[outcome] = notes.get(outcome, 0) + 1
             elif outcome is not None:
@@ -357,7 +375,8 @@ def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict
 
 def _judge(case_id: str, metric: Metric, base: _Side, cand: _Side, floor: float,
            alpha: float, *, rule: str, gate_estimated: bool, n_resamples: int,
-           confidence: float, seed: int, min_samples: int) -> MetricVerdict | str | None:
+           confidence: float, seed: int, min_samples: int,
+           run_drift: float = 0.0) -> MetricVerdict | str | None:
     """One (case, metric) verdict; a note string when the metric is skipped on purpose;
     None when the metric was simply not measured for this case."""
     if metric.table == "steps" and not (metric.column in base.step_columns
@@ -375,6 +394,9 @@ def _judge(case_id: str, metric: Metric, base: _Side, cand: _Side, floor: float,
     if metric.table == "cases":
         b, c = b[b > 0], c[c > 0]
     comparison = compare(b, c, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if run_drift > 0 and metric.table == "steps":
+        drift = run_drift * math.sqrt(1 / base.runs(case_id) + 1 / cand.runs(case_id))
+        comparison = widen_for_drift(comparison, drift)
     few = min(b.size, c.size) < min_samples
     if few and metric.small_sample == "inconclusive":
         return MetricVerdict(case_id, metric.name, "inconclusive", floor, "",

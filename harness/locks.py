@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DeviceError
+from harness.errors import DeviceBusy
 
 LOCK_DIR = Path(os.environ.get("HARNESS_LOCK_DIR", Path.home() / ".cache" / "odt-harness" / "locks"))
 
@@ -40,7 +40,7 @@ class DeviceLock:
                 f"pid {holder.get('pid')} on {holder.get('host')} (run {holder.get('run_id')}, "
                 f"since {holder.get('since')})" if holder else "another process"
             )
-            raise DeviceError(
+            raise DeviceBusy(
                 f"device {self.device!r} is being measured by {who}; wait for it to finish "
                 f"or stop it (lock file {self.path})"
             ) from None

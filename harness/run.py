@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.deploy import Bundle, Deployment, deploy
-from harness.errors import DeviceError, HarnessError, TransientError
+from harness.errors import DeviceBusy, DeviceError, HarnessError, TransientError
 from harness.locks import DeviceLock
 from harness.plan import Case
 from harness.profiles import Profile
@@ -25,7 +25,7 @@ from harness.progress import Progress
 from harness.store import RawLog
 from harness.transports import connect
 from harness.transports.base import Connection
-from workloads.schema import CaseEnd, Error, Hello, ProtocolError, Step, parse_line
+from workloads.schema import CaseEnd, Error, Hello, Probe, ProtocolError, Step, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ class DeviceOutcome:
     """How one device's share of a run ended."""
 
     device: str
-    status: str = "ok"  # ok | some-failed | unreachable | error
+    status: str = "ok"  # ok | some-failed | busy | unreachable | error
     message: str = ""
     cases_ok: int = 0
     cases_failed: int = 0
     bytes_pushed: int = 0
-    hello: dict[str, Any] = field(default_factory=dict)
+    probe: dict[str, Any] | None = None
 
 
 @dataclass
@@ -138,9 +138,34 @@ def run_case(
     return status
 
 
+def run_probe(conn: Connection, deployment: Deployment, profile: Profile, threads: int,
+              raw: RawLog) -> dict[str, Any] | None:
+    """Measure the device's ceilings (bandwidth, matmul) once; None when the probe failed."""
+    found: list[Probe] = []
+
+    def on_line(line: str) -> None:
+        raw.agent_line(profile.name, "", 0, line)
+        try:
+            rec = parse_line(line)
+        except ProtocolError:
+            return
+        if isinstance(rec, Probe):
+            found.append(rec)
+
+    result = conn.run(deployment.argv("probe"), stdin=json.dumps({"threads": threads}).encode(),
+                      deadline_s=600, on_stdout_line=on_line, cwd=deployment.workdir)
+    if not found:
+        log.warning("%s: the ceilings probe failed (exit %s): %s", profile.name,
+                    result.exit_code, result.stderr.strip()[-300:])
+        return None
+    data = found[-1].to_dict()
+    data.pop("v"), data.pop("type")
+    return {"device": profile.name, **data}
+
+
 def run_device(
     profile: Profile, cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
-    progress: Progress, *, backoff_s: float = 1.0,
+    progress: Progress, *, backoff_s: float = 1.0, probe: bool = True,
 ) -> DeviceOutcome:
     """Run every case on one device, under its lock."""
     outcome = DeviceOutcome(profile.name)
@@ -159,6 +184,9 @@ def run_device(
                             conn = connect(profile)
                             deployment = deploy(conn, profile, bundle)
                             outcome.bytes_pushed += deployment.bytes_pushed
+                        if probe and outcome.probe is None:
+                            threads = max(c.threads for c in cases)
+                            outcome.probe = run_probe(conn, deployment, profile, threads, raw) or {}
                         status = run_case(conn, deployment, profile, case, attempt, raw, progress, log_dir)
                         break
                     except TransientError as exc:
@@ -184,7 +212,12 @@ def run_device(
             if conn is not None:
                 _close_quietly(conn)
     except HarnessError as exc:
-        outcome.status = "unreachable" if isinstance(exc, (TransientError, DeviceError)) else "error"
+        if isinstance(exc, DeviceBusy):
+            outcome.status = "busy"
+        elif isinstance(exc, (TransientError, DeviceError)):
+            outcome.status = "unreachable"
+        else:
+            outcome.status = "error"
         outcome.message = str(exc)
         return outcome
     outcome.status = "ok" if outcome.cases_failed == 0 else "some-failed"
@@ -200,15 +233,16 @@ def _close_quietly(conn: Connection) -> None:
 
 def run_devices(
     profiles: list[Profile], cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
-    progress_factory: Callable[[Profile, int, int], Progress],
+    progress_factory: Callable[[Profile, int, int], Progress], *, probe: bool = True,
 ) -> list[DeviceOutcome]:
     """Run the plan on every device at once, one worker per device."""
     if len(profiles) == 1:
         return [run_device(profiles[0], cases, bundle, raw, run_dir,
-                           progress_factory(profiles[0], 0, len(cases)))]
+                           progress_factory(profiles[0], 0, len(cases)), probe=probe)]
     with ThreadPoolExecutor(max_workers=len(profiles)) as pool:
         futures = [
-            pool.submit(run_device, p, cases, bundle, raw, run_dir, progress_factory(p, i, len(cases)))
+            pool.submit(run_device, p, cases, bundle, raw, run_dir,
+                        progress_factory(p, i, len(cases)), probe=probe)
             for i, p in enumerate(profiles)
         ]
         return [f.result() for f in futures]

@@ -15,7 +15,7 @@ same intervals. The bootstrap is vectorised: one matrix of resample indices per 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -166,6 +166,24 @@ def compare(baseline: npt.ArrayLike, candidate: npt.ArrayLike, *,
         ratio_ci_low=low, ratio_ci_high=high, p_value=mann_whitney_p(a, b),
         confidence=confidence,
     )
+
+
+def widen_for_drift(comparison: Comparison, log_sd: float) -> Comparison:
+    """The comparison with its ratio interval widened by run-to-run drift.
+
+    Steps within one run cannot show how much a case's median moves between runs (CPU
+    frequency, heat, memory layout). ``log_sd`` is that drift as the standard deviation of
+    the log ratio; it is added in quadrature to each half-width of the interval in log
+    space, as a random run effect would be. Zero leaves the comparison unchanged.
+    """
+    c = comparison
+    if not log_sd > 0 or not all(v > 0 for v in (c.ratio, c.ratio_ci_low, c.ratio_ci_high)):
+        return c
+    extra = float(scipy_stats.norm.ppf(0.5 + c.confidence / 2.0)) * log_sd
+    center = math.log(c.ratio)
+    low = center - math.hypot(center - math.log(c.ratio_ci_low), extra)
+    high = center + math.hypot(math.log(c.ratio_ci_high) - center, extra)
+    return replace(c, ratio_ci_low=math.exp(low), ratio_ci_high=math.exp(high))
 
 
 def _safe_div(numerator: float, denominator: float) -> float:
