@@ -310,3 +310,20 @@ def test_device_headline_numbers_match_the_device_table(run_dir: Path, tmp_path:
                       r"\(95 % CI (?P<lo>[\d.]+)–(?P<hi>[\d.]+)×\)", h.text)
         assert m, h.text
         assert (m["x"], m["lo"], m["hi"]) == _as_stated(row, m["dir"])
+
+
+def test_noisy_cases_are_flagged_above_the_cv_threshold(tmp_path: Path) -> None:
+    d = write_synthetic_run(tmp_path / "n", replace(SPEC, noise_sigma=0.4), False)
+    warnings = aggregate_dirs([d], n_boot=50).warnings
+    assert (warnings["warning"] == "noisy").sum() == 6 * 2  # every case of 2 workloads × 6
+
+
+def test_text_from_results_is_escaped_in_the_page(run_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    cases.loc[0, ["status", "error_message"]] = ["failed", "<script>alert(1)</script>"]
+    cases.to_parquet(bad / "cases.parquet")
+    (bad / "steps.parquet").write_bytes((run_dir / "steps.parquet").read_bytes())
+    html = reports.build_report([bad], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
