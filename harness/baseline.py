@@ -1,13 +1,16 @@
 """Stored baselines: a run's tables and manifest kept under ``baselines/<device>/<name>/``.
 
 A baseline is a frozen copy of a run's tables (``steps.parquet``, ``cases.parquet``,
-``manifest.json``, as :func:`harness.store.load_run` reads them) plus ``baseline.json`` saying where it came from. It is written to a
-temporary directory next to its destination and renamed into place, so a crash never leaves
-a half-written baseline that a later gate would trust. Baselines are per device because a
-phone's step times say nothing about a board's.
+``manifest.json``, as :func:`harness.store.load_run` reads them) plus ``baseline.json``
+saying where it came from. It is written to a temporary directory next to its destination
+and renamed into place, so a crash never leaves a half-written baseline that a later gate
+would trust. Baselines are per device because a phone's step times say nothing about a
+board's.
 
-Also here: :func:`load_pytest_benchmark`, which turns a pytest-benchmark JSON file into a
-steps-like frame so the same gate compares micro-benchmark runs.
+Also here, because they are about what is being compared rather than how: the manifest
+check :func:`stack_mismatches`, and :func:`load_pytest_benchmark`, which turns a
+pytest-benchmark JSON file into a steps-like frame so the same gate compares
+micro-benchmark runs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,3 +196,30 @@ def load_pytest_benchmark(path: Path | str) -> pd.DataFrame:
                          "warmup": False, "step_ns": float(seconds) * 1e9, "samples": kind})
     columns = ["run_id", "device", "case_id", "workload", "index", "warmup", "step_ns", "samples"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def stack_mismatches(baseline_manifest: Mapping[str, Any] | None,
+                     candidate_manifest: Mapping[str, Any] | None) -> list[str]:
+    """Loud warnings when the two runs did not measure the same device and software stack."""
+    if not baseline_manifest or not candidate_manifest:
+        return ["a manifest is missing: device and software stack could not be checked"]
+    checks = (("device name", ("device", "name")), ("device model", ("device", "model")),
+              ("torch version", ("versions", "torch")),
+              ("python version", ("versions", "python")))
+    warnings = []
+    for label, path in checks:
+        base, cand = _dig(baseline_manifest, path), _dig(candidate_manifest, path)
+        if base != cand:
+            warnings.append(f"{label} differs: baseline {base!r}, candidate {cand!r}; "
+                            "the comparison mixes devices or stacks")
+    if _dig(candidate_manifest, ("git", "dirty")):
+        warnings.append("candidate was built from a dirty git tree: the commit does not "
+                        "identify the code that ran")
+    return warnings
+
+
+def _dig(mapping: Mapping[str, Any], path: Sequence[str]) -> Any:
+    value: Any = mapping
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value

@@ -34,7 +34,7 @@ from harness.gate import (
     decide,
     gate,
 )
-from harness.stats import DEFAULT_RESAMPLES
+from harness.stats import DEFAULT_RESAMPLES, bootstrap_medians
 
 Pair = tuple[pd.DataFrame, pd.DataFrame]
 
@@ -112,7 +112,7 @@ def _redecide(verdict: MetricVerdict, alpha: float, rule: str) -> str:
 def run_trials(pairs: Sequence[Pair], *, metric: str = "step_time", effect: float = 0.0,
                floor: float | None = None, alpha: float = DEFAULT_ALPHA,
                rules: Sequence[str] = RULES, n_resamples: int = DEFAULT_RESAMPLES,
-               seed: int = 0) -> list[TrialRates]:
+               seed: int = 0, run_drift: float = 0.0) -> list[TrialRates]:
     """Gate every pair (candidate slowed by ``effect``) and return verdict shares per rule.
 
     ``effect=0`` gives the A/A false-alarm rate; ``effect=0.05`` the power against a 5 %
@@ -127,7 +127,7 @@ def run_trials(pairs: Sequence[Pair], *, metric: str = "step_time", effect: floa
     for i, (base, cand) in enumerate(pairs):
         candidate = inject_slowdown(cand, effect, spec.column) if effect else cand
         results.append(gate(base, None, candidate, None, floors, alpha, metrics=(metric,),
-                            n_resamples=n_resamples, seed=seed + i))
+                            n_resamples=n_resamples, seed=seed + i, run_drift=run_drift))
     return trial_rates(results, effect, rules)
 
 
@@ -145,6 +145,36 @@ def minimum_detectable_effect(pairs: Sequence[Pair], *, target: float = 0.9,
         if rates.regression_rate >= target:
             return effect
     return math.nan
+
+
+def estimate_run_drift(runs: Sequence[pd.DataFrame], column: str = "step_ns", *,
+                       n_resamples: int = 200, seed: int = 0) -> float:
+    """Run-to-run drift: the standard deviation of a case's log median between runs.
+
+    For every case present in two or more runs, the variance of its log medians across
+    runs, less the part that sampling within a run explains (the mean bootstrap variance of
+    each run's log median), pooled over cases. The result feeds ``gate(run_drift=...)``.
+    NaN with fewer than two runs: drift cannot be seen in one run.
+    """
+    if len(runs) < 2:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    per_case: dict[str, list[tuple[float, float]]] = {}
+    for steps in runs:
+        measured = steps[~steps["warmup"].astype(bool)] if "warmup" in steps.columns else steps
+        for case_id, group in measured.groupby("case_id", sort=False):
+            values = group[column].to_numpy(float)
+            values = values[values > 0]
+            if values.size < 2:
+                continue
+            draws = np.log(bootstrap_medians(values, n_resamples, rng))
+            per_case.setdefault(str(case_id), []).append(
+                (math.log(float(np.median(values))), float(np.var(draws, ddof=1))))
+    excess = [np.var([m for m, _ in pairs], ddof=1) - np.mean([v for _, v in pairs])
+              for pairs in per_case.values() if len(pairs) >= 2]
+    if not excess:
+        return math.nan
+    return math.sqrt(max(0.0, float(np.mean(excess))))
 
 
 def synthetic_run(n_cases: int, n_steps: int, rng: np.random.Generator, *,
@@ -171,11 +201,12 @@ def synthetic_run(n_cases: int, n_steps: int, rng: np.random.Generator, *,
 
 def simulate(n_steps_list: Sequence[int], *, n_cases: int = 200,
              effects: Sequence[float] = (0.0, 0.05), seed: int = 0,
-             n_resamples: int = DEFAULT_RESAMPLES, **noise: float) -> pd.DataFrame:
+             n_resamples: int = DEFAULT_RESAMPLES, run_drift: float = 0.0,
+             **noise: float) -> pd.DataFrame:
     """Verdict shares per (steps per case, effect, rule) on synthetic runs: one row each.
 
     Every (n_steps, effect) draws fresh baseline and candidate runs of ``n_cases`` cases,
-    each case one trial. ``noise`` goes to :func:`synthetic_run`.
+    each case one trial. ``noise`` goes to :func:`synthetic_run`; ``run_drift`` to the gate.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -184,7 +215,7 @@ def simulate(n_steps_list: Sequence[int], *, n_cases: int = 200,
             pair = (synthetic_run(n_cases, n_steps, rng, **noise),
                     synthetic_run(n_cases, n_steps, rng, **noise))
             for rates in run_trials([pair], effect=effect, n_resamples=n_resamples,
-                                    seed=seed):
+                                    seed=seed, run_drift=run_drift):
                 rows.append({"n_steps": n_steps, **asdict(rates),
                              "false_alarm_rate": rates.false_alarm_rate})
     return pd.DataFrame(rows)

@@ -29,7 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.baseline import load_pytest_benchmark  # noqa: F401  (part of the gate API)
+from harness.baseline import (
+    load_pytest_benchmark,  # noqa: F401  (part of the gate API)
+    stack_mismatches,
+)
 from harness.errors import ConfigError
 from harness.stats import (
     DEFAULT_CONFIDENCE,
@@ -219,33 +222,6 @@ def _beyond(rule: str, ratio: float, ci_low: float, ci_high: float, upper: float
     if rule == "point":
         return ratio > upper
     return ci_high > upper
-
-
-def stack_mismatches(baseline_manifest: Mapping[str, Any] | None,
-                     candidate_manifest: Mapping[str, Any] | None) -> list[str]:
-    """Loud warnings when the two runs did not measure the same device and software stack."""
-    if not baseline_manifest or not candidate_manifest:
-        return ["a manifest is missing: device and software stack could not be checked"]
-    checks = (("device name", ("device", "name")), ("device model", ("device", "model")),
-              ("torch version", ("versions", "torch")),
-              ("python version", ("versions", "python")))
-    warnings = []
-    for label, path in checks:
-        base, cand = _dig(baseline_manifest, path), _dig(candidate_manifest, path)
-        if base != cand:
-            warnings.append(f"{label} differs: baseline {base!r}, candidate {cand!r}; "
-                            "the comparison mixes devices or stacks")
-    if _dig(candidate_manifest, ("git", "dirty")):
-        warnings.append("candidate was built from a dirty git tree: the commit does not "
-                        "identify the code that ran")
-    return warnings
-
-
-def _dig(mapping: Mapping[str, Any], path: Sequence[str]) -> Any:
-    value: Any = mapping
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
 
 
 def inconclusive_cases(result: GateResult) -> list[str]:

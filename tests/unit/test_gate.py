@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.calibrate import aa_pairs, inject_slowdown, run_trials, simulate
+from harness.calibrate import (
+    aa_pairs,
+    estimate_run_drift,
+    inject_slowdown,
+    run_trials,
+    simulate,
+    synthetic_run,
+)
 from harness.ci_outputs import append_step_summary, render_markdown, write_junit
 from harness.errors import ConfigError
 from harness.gate import (
@@ -325,6 +332,14 @@ def test_a_file_without_benchmarks_is_a_config_error(tmp_path: Path) -> None:
         load_pytest_benchmark(tmp_path / "x.json")
 
 
+def test_known_run_drift_turns_a_small_shift_between_runs_into_no_call() -> None:
+    base, cand = steps("c", 1000, seed=1), steps("c", 1000, seed=2, scale=1.06)
+    assert gate(base, None, cand, None, metrics=("step_time",)).verdicts[0].verdict == \
+        "regression"
+    drifting = gate(base, None, cand, None, metrics=("step_time",), run_drift=0.03)
+    assert drifting.verdicts[0].verdict == "inconclusive"
+
+
 # --- calibration --------------------------------------------------------------------------------
 
 def test_one_run_splits_into_interleaved_halves_for_aa_trials() -> None:
@@ -347,3 +362,13 @@ def test_simulated_five_percent_slowdown_is_caught_with_enough_steps() -> None:
     table = simulate([300], n_cases=30, effects=(0.05,), n_resamples=300)
     row = table[table["rule"] == "not-negligible"].iloc[0]
     assert row["regression_rate"] >= 0.9
+
+
+def test_run_drift_is_estimated_from_the_spread_of_case_medians_between_runs() -> None:
+    rng = np.random.default_rng(0)
+    runs = [synthetic_run(40, 100, rng, run_shift_sd=0.03) for _ in range(4)]
+    assert estimate_run_drift(runs, n_resamples=100) == pytest.approx(0.03, abs=0.01)
+
+
+def test_run_drift_needs_two_runs() -> None:
+    assert math.isnan(estimate_run_drift([steps("c", 10)]))

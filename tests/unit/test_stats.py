@@ -13,6 +13,7 @@ from harness.stats import (
     mann_whitney_p,
     percentile_interval,
     summarize,
+    widen_for_drift,
 )
 
 
@@ -103,3 +104,15 @@ def test_all_equal_constant_samples_give_p_one() -> None:
 def test_comparison_with_an_empty_side_is_nan_not_an_error() -> None:
     c = compare([], [1.0, 2.0])
     assert math.isnan(c.ratio) and math.isnan(c.p_value) and c.n_baseline == 0
+
+
+def test_drift_widens_the_ratio_interval_on_both_sides_around_the_same_ratio() -> None:
+    c = compare(lognormal(200, 1), lognormal(200, 2))
+    wide = widen_for_drift(c, 0.03)
+    assert wide.ratio == c.ratio
+    assert wide.ratio_ci_low < c.ratio_ci_low and wide.ratio_ci_high > c.ratio_ci_high
+
+
+def test_zero_drift_leaves_the_comparison_unchanged() -> None:
+    c = compare(lognormal(50, 1), lognormal(50, 2))
+    assert widen_for_drift(c, 0.0) == c
