@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="workloads, optimizers, kernels, suites and devices")
     sub.add_parser("devices", help="device profiles and how each is reached")
+    doctor = sub.add_parser("doctor", help="check that a device is ready to measure, with the fix for each problem")
+    doctor.add_argument("--device", default="local", help="profile name or .toml path (default local)")
 
     report = sub.add_parser("report", help="rebuild a report from stored runs")
     report.add_argument("runs", nargs="+", type=Path, help="run directories (combined into one report)")
@@ -223,7 +225,20 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
+def cmd_doctor(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.deploy import build_bundle
+    from harness.doctor import format_checks, run_doctor
+    from harness.profiles import load_profile
+
+    profile = load_profile(args.device)
+    checks = run_doctor(profile, build_bundle())
+    print(f"{profile.name} ({profile.path})")
+    print(format_checks(checks))
+    essential = {"reachable", "python", "torch", "free space"}
+    return EXIT_OK if all(c.ok for c in checks if c.name in essential) else EXIT_FAILED
+
+
+COMMANDS = {"doctor": cmd_doctor, "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -212,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     if command == "hello":
         emit(schema.Bye(cases_ok=0, cases_failed=0))
         return 0
+    if command == "doctor":
+        from workloads.doctor import device_checks
+
+        request = json.loads(sys.stdin.read() or "{}")
+        base = hello()
+        emit(schema.Hello(**{**base.__dict__, "env": {**base.env, "checks": device_checks(request)}}))
+        emit(schema.Bye(cases_ok=0, cases_failed=0))
+        return 0
     if command == "probe":
         from workloads.probe import run_probe
 
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(schema.Bye(cases_ok=0, cases_failed=0))
         return 0
     if command != "run":
-        emit(schema.Error(case_id="", kind="usage", message=f"unknown agent command {command!r} (run, probe, hello)"))
+        emit(schema.Error(case_id="", kind="usage", message=f"unknown agent command {command!r} (run, probe, doctor, hello)"))
         return 2
     case_id = ""
     try:

@@ -1,0 +1,114 @@
+"""``harness doctor --device X``: is this device ready to measure, and if not, what to do.
+
+Each check is one line: what was checked, what was found, and the fix when it failed.
+Checks stop early only where later ones cannot run (no link, no Python).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from harness.deploy import Bundle, deploy, host_python, resolve_workdir
+from harness.errors import HarnessError
+from harness.profiles import Profile
+from harness.transports import connect
+from workloads.schema import Hello, ProtocolError, parse_line
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+
+
+def _agent_records(conn: Any, argv: list[str], cwd: str, stdin: bytes = b"") -> tuple[list[Any], str]:
+    records: list[Any] = []
+
+    def on_line(line: str) -> None:
+        try:
+            records.append(parse_line(line))
+        except ProtocolError as exc:
+            records.append(exc)
+
+    result = conn.run(argv, stdin=stdin, deadline_s=120, on_stdout_line=on_line, cwd=cwd)
+    return records, result.stderr
+
+
+def run_doctor(profile: Profile, bundle: Bundle) -> list[Check]:
+    """Run every check against the device a profile describes."""
+    checks: list[Check] = []
+    try:
+        conn = connect(profile)
+    except HarnessError as exc:
+        return [Check("reachable", False, str(exc), _reach_fix(profile))]
+    try:
+        checks.append(Check("reachable", True, f"{profile.connection.transport} link is up"))
+        python = host_python(profile)
+        try:
+            workdir = resolve_workdir(conn, python, profile.agent.workdir)
+        except HarnessError as exc:
+            checks.append(Check("python", False, str(exc),
+                                "install Python ≥ 3.10 on the device or set [agent].python to one"))
+            return checks
+        checks.append(Check("python", True, f"{' '.join(python)} runs; work directory {workdir}"))
+        free = _free_bytes(conn, python, workdir)
+        checks.append(Check(
+            "free space", free is not None and free >= MIN_FREE_BYTES,
+            f"{free / 2**20:.0f} MiB free in {workdir}" if free is not None else "could not read free space",
+            f"free at least {MIN_FREE_BYTES // 2**20} MiB in the work directory or point [agent].workdir elsewhere",
+        ))
+        deployment = deploy(conn, profile, bundle)
+        request = {"energy": profile.to_dict()["energy"], "thermal": profile.to_dict()["thermal"]}
+        records, stderr = _agent_records(conn, deployment.argv("doctor"), workdir,
+                                         json.dumps(request, default=list).encode())
+        hellos = [r for r in records if isinstance(r, Hello)]
+        hello = hellos[-1] if hellos else None  # the doctor's hello carries env["checks"]
+        if hello is None:
+            tail = stderr.strip().splitlines()[-1:] or [str(records[:1])]
+            checks.append(Check("torch", False, f"the agent could not start: {tail[0]}",
+                                "install torch for the device's python (pip install torch) "
+                                "or point [agent].python at an interpreter that has it"))
+            return checks
+        checks.append(Check("torch", True, f"python {hello.python}, torch {hello.torch}, "
+                                           f"{hello.cpu_count} CPUs, {hello.machine}"))
+        for item in hello.env.get("checks", []):
+            checks.append(Check(str(item.get("name", "?")), bool(item.get("ok")),
+                                str(item.get("found", "")), str(item.get("fix", ""))))
+        return checks
+    finally:
+        conn.close()
+
+
+def _free_bytes(conn: Any, python: tuple[str, ...], workdir: str) -> int | None:
+    out: list[str] = []
+    code = "import shutil,sys;print(shutil.disk_usage(sys.argv[1]).free)"
+    result = conn.run([*python, "-c", code, workdir], deadline_s=60, on_stdout_line=out.append)
+    try:
+        return int(out[-1]) if result.ok and out else None
+    except ValueError:
+        return None
+
+
+def _reach_fix(profile: Profile) -> str:
+    c = profile.connection
+    if c.transport == "ssh":
+        return f"check that `ssh {c.host}` works from this machine (host key, user, key file)"
+    if c.transport == "adb":
+        return "check `adb devices`: the phone must be listed as 'device' (USB debugging on, RSA key accepted)"
+    return ""
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        mark = "ok  " if c.ok else "FAIL"
+        lines.append(f"[{mark}] {c.name:<14} {c.found}")
+        if not c.ok and c.fix:
+            lines.append(f"       fix: {c.fix}")
+    return "\n".join(lines)
