@@ -152,13 +152,19 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{o.device}: {o.status} ({o.cases_ok} ok, {o.cases_failed} failed; {pushed})"
               + (f" — {o.message}" if o.message else ""), file=sys.stderr)
     _print_cases(cases_df)
+    failed = any(o.status != "ok" for o in outcomes) or (cases_df["status"] != "ok").any()
     if not args.no_report:
         from reports import build_report
 
-        path = build_report([run_dir], run_dir / "report.html")
-        print(f"report: {path.resolve()}")
+        try:
+            path = build_report([run_dir], run_dir / "report.html")
+            print(f"report: {path.resolve()}")
+        except Exception as exc:  # the measurements are stored; a report bug must not hide them
+            logging.getLogger(__name__).debug("report failed", exc_info=True)
+            print(f"error: the report could not be built ({type(exc).__name__}: {exc}); the results "
+                  f"are stored, rebuild it with `harness report {run_dir}`", file=sys.stderr)
+            failed = True
     print(f"results: {run_dir.resolve()}")
-    failed = any(o.status != "ok" for o in outcomes) or (cases_df["status"] != "ok").any()
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -34,6 +34,12 @@ STEP_COLUMNS = (
     "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
     "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss",
 )
+STEP_DTYPES = {
+    "run_id": "string", "device": "string", "case_id": "string", "workload": "string",
+    "optimizer": "string", "kernel": "string", "threads": "int64", "batch": "int64",
+    "dtype": "string", "index": "int64", "warmup": "bool", "step_ns": "int64",
+    **{c: "int64" for c in PHASE_COLUMNS}, "loss": "float64",
+}
 CASE_COLUMNS = (
     "run_id", "device", "case_id", *CASE_KEYS, "status", "error_kind", "error_message",
     "attempts", "steps", "warmup_steps", "wall_ns", "host_wall_ns", "param_count",
@@ -216,7 +222,7 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
             row[m.name] = m.value
             row[f"{m.name}_source"] = m.source
         case_rows.append(row)
-    steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS))
+    steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS)).astype(STEP_DTYPES)
     cases = pd.DataFrame(case_rows)
     for col in CASE_COLUMNS:
         if col not in cases.columns:
