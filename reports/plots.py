@@ -117,34 +117,60 @@ def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
 
 
 def binned_loss(steps: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """Median loss per (case, index bin), at most ``max_points`` bins per case."""
-    cols = ["run_id", "case_id", "workload", "optimizer", "kernel", "index", "loss"]
-    s = steps.loc[np.isfinite(steps["loss"]), cols]
+    """Median loss per (case, index bin), at most ``max_points`` bins per case.
+
+    Also carries ``elapsed_s`` (cumulative step time at the end of the bin, warm-up included)
+    and ``steps_done`` (steps finished by then), so loss can be drawn against time or energy.
+    """
+    cols = ["run_id", "case_id", "workload", "optimizer", "kernel", "index", "step_ns", "loss"]
+    keys = ["run_id", "case_id"]
+    s = steps[cols].sort_values(keys + ["index"])
+    s = s.assign(elapsed_s=s.groupby(keys, observed=True)["step_ns"].cumsum() * 1e-9,
+                 steps_done=s.groupby(keys, observed=True).cumcount() + 1)
+    s = s.loc[np.isfinite(s["loss"])]
     if s.empty:
         return s
-    keys = ["run_id", "case_id"]
     last = s.groupby(keys, observed=True)["index"].transform("max") + 1
     width = np.maximum(1, np.ceil(last / max_points)).astype(np.int64)
     s = s.assign(bin=(s["index"] // width).astype(np.int64))
     binned = s.groupby(keys + ["bin"], observed=True).agg(
-        index=("index", "median"), loss=("loss", "median"), workload=("workload", "first"),
+        index=("index", "median"), loss=("loss", "median"), elapsed_s=("elapsed_s", "max"),
+        steps_done=("steps_done", "max"), workload=("workload", "first"),
         optimizer=("optimizer", "first"), kernel=("kernel", "first"))
     return binned.reset_index()
 
 
-def loss_vs_step(steps: pd.DataFrame) -> go.Figure:
-    """Training loss against step index per case, binned (warm-up steps included)."""
+def loss_curves(steps: pd.DataFrame, energy_frame: pd.DataFrame) -> go.Figure:
+    """Loss per case against step, seconds and (where the case has energy) joules.
+
+    Joules = steps finished × the case's energy per step, labelled with its source.
+    """
     b = binned_loss(steps)
-    fig = go.Figure()
+    per_step = energy_frame.astype({"run_id": str, "case_id": str}).set_index(
+        ["run_id", "case_id"])[["energy_per_step_j", "energy_source"]] if len(energy_frame) \
+        else pd.DataFrame(columns=["energy_per_step_j", "energy_source"])
+    sources = sorted(set(per_step["energy_source"]))
+    panels = ["loss vs step", "loss vs seconds"]
+    if sources:
+        panels.append(f"loss vs joules ({', '.join(sources)})")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels)
     several_runs = b["run_id"].nunique() > 1
     for (run_id, case_id), frame in b.groupby(["run_id", "case_id"], observed=True, sort=True):
         name = f"{case_id} ({run_id})" if several_runs else str(case_id)
-        fig.add_trace(go.Scatter(x=frame["index"], y=frame["loss"], mode="lines", name=name,
-                                 legendgroup=str(frame["workload"].iloc[0]),
-                                 hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}"
-                                               "<extra></extra>"))
-    fig.update_layout(title="Loss vs step (per case, binned medians)", xaxis_title="step",
-                      yaxis_title="loss", height=460)
+        xs = [frame["index"], frame["elapsed_s"]]
+        key = (str(run_id), str(case_id))
+        if sources and key in per_step.index:
+            xs.append(frame["steps_done"] * float(per_step.loc[key, "energy_per_step_j"]))
+        for col, x in enumerate(xs, start=1):
+            fig.add_trace(go.Scatter(x=x, y=frame["loss"], mode="lines", name=name,
+                                     legendgroup=name, showlegend=col == 1,
+                                     hovertemplate=f"{name}<br>%{{x:.4g}}<br>loss %{{y:.4f}}"
+                                                   "<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title="step", row=1, col=1)
+    fig.update_xaxes(title="s", row=1, col=2)
+    if sources:
+        fig.update_xaxes(title="J", row=1, col=3)
+    fig.update_layout(title="Loss per case (binned medians)", yaxis_title="loss", height=480)
     return fig
 
 
@@ -253,7 +279,7 @@ def all_plots(agg: Aggregates) -> dict[str, Markup]:
     if (agg.summary["n_steps"] > 0).any():
         figures["distributions"] = distributions(agg.summary)
         figures["phases"] = phases(agg.summary)
-        figures["loss_steps"] = loss_vs_step(agg.data.steps)
+        figures["loss_steps"] = loss_curves(agg.data.steps, agg.energy)
     for name, frame, title in (("forest_kernels", agg.kernels, "Kernel variants vs forloop"),
                                ("forest_optimizers", agg.optimizers, "Optimizers vs NAG"),
                                ("forest_devices", agg.devices, "Devices and runs")):
