@@ -330,15 +330,14 @@ def test_bench_over_adb_gives_results_shaped_like_the_local_transport(
 ) -> None:
     # The "device" is this host behind adbd, so its Python is this Python; the smoke suite is
     # cut to one workload (all of its kernels and optimizers) to spare the shared CPU.
-    tag = f"{os.getpid()}-{tmp_path.name}"[-40:]
     adb_toml, local_toml = tmp_path / "adb.toml", tmp_path / "local.toml"
     adb_toml.write_text(
-        f'name = "adbd-sandbox-{tag}"\n[connection]\ntransport = "adb"\nserial = "{adb_sandbox.serial}"\n'
+        f'name = "adbd-sandbox-e2e"\n[connection]\ntransport = "adb"\nserial = "{adb_sandbox.serial}"\n'
         f'adb_server = "{adb_sandbox.adb_server}"\n[agent]\npython = ["{sys.executable}"]\n'
         f'workdir = "{tmp_path}/adb-work"\n'
     )
     local_toml.write_text(
-        f'name = "local-ref-{tag}"\n[connection]\ntransport = "local"\n[agent]\n'
+        f'name = "local-ref-adb-e2e"\n[connection]\ntransport = "local"\n[agent]\n'
         f'python = ["{sys.executable}"]\nworkdir = "{tmp_path}/local-work"\n'
     )
     adb_cases, adb_steps, adb_files = bench(adb_toml, tmp_path / "adb-out")
