@@ -8,8 +8,10 @@ resampling both sides independently. The Mann–Whitney U test supplies a rank-b
 Never the mean of per-step ratios: the steps of two runs are not paired.
 
 Every random draw comes from a seeded ``numpy.random.Generator``, so the same inputs give the
-same intervals. The bootstrap is vectorised: one matrix of resample indices per chunk and
-``np.median(..., axis=1)``; chunks cap memory at about 64 MB whatever the sample size.
+same intervals. The bootstrap is vectorised: one matrix of resample indices per chunk, sorted along its
+rows, picks the resampled medians of the sorted data (the same numbers as
+``np.median(data[indices], axis=1)``, about ten times faster); chunks cap memory whatever
+the sample size.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from scipy import stats as scipy_stats
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
-_MAX_CELLS_PER_CHUNK = 8_000_000  # float64 cells of one resample matrix (~64 MB)
+_MAX_CELLS_PER_CHUNK = 8_000_000  # index cells of one resample matrix (16-32 MB)
 _MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
 
 
@@ -76,17 +78,23 @@ def bootstrap_medians(values: npt.ArrayLike, n_resamples: int = DEFAULT_RESAMPLE
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples!r} must be >= 1; use e.g. 2000")
-    data = _clean(values)
+    data = np.sort(_clean(values))
     n = data.size
     if n <= 1:
         return np.full(n_resamples, data[0] if n else np.nan)
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
+    # The data are sorted, so a resample's order statistics are the data at the sorted
+    # resampled *indices*: sorting small integers (SIMD sort) is ~10x faster than taking
+    # np.median of the gathered floats, and gives exactly the same medians.
+    index_dtype = np.int16 if n <= np.iinfo(np.int16).max else np.int32
+    low_k, high_k = (n - 1) // 2, n // 2
     medians = np.empty(n_resamples)
     rows_per_chunk = max(1, _MAX_CELLS_PER_CHUNK // n)
     for start in range(0, n_resamples, rows_per_chunk):
         rows = min(rows_per_chunk, n_resamples - start)
-        indices = rng.integers(0, n, size=(rows, n))
-        medians[start:start + rows] = np.median(data[indices], axis=1)
+        indices = rng.integers(0, n, size=(rows, n), dtype=index_dtype)
+        indices.sort(axis=1)
+        medians[start:start + rows] = (data[indices[:, low_k]] + data[indices[:, high_k]]) / 2
     return medians
 
 

@@ -116,3 +116,12 @@ def test_drift_widens_the_ratio_interval_on_both_sides_around_the_same_ratio() -
 def test_zero_drift_leaves_the_comparison_unchanged() -> None:
     c = compare(lognormal(50, 1), lognormal(50, 2))
     assert widen_for_drift(c, 0.0) == c
+
+
+def test_bootstrap_medians_follow_the_distribution_of_naively_resampled_medians() -> None:
+    data = lognormal(101, seed=9, cv=0.2)
+    rng = np.random.default_rng(10)
+    naive = np.median(data[rng.integers(0, data.size, size=(4000, data.size))], axis=1)
+    fast = bootstrap_medians(data, 4000, np.random.default_rng(11))
+    assert np.quantile(fast, [0.025, 0.5, 0.975]) == pytest.approx(
+        np.quantile(naive, [0.025, 0.5, 0.975]), rel=0.01)
