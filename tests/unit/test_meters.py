@@ -16,7 +16,7 @@ from tests.fixtures.sysfs import (
     pmic_read_adc_text,
     write_tree,
 )
-from workloads.meters import NullMeter, measure_idle, open_meter
+from workloads.meters import NullMeter, describe_meter, measure_idle, open_meter
 from workloads.meters.base import EnergyReading, group_channels, trapezoid_j
 from workloads.meters.case import CaseInstruments
 from workloads.meters.cpu_model import CpuModelMeter, parse_proc_stat
@@ -380,6 +380,17 @@ def test_idle_power_is_the_mean_power_over_the_window(tmp_path: Path) -> None:
 
 def test_idle_power_is_none_without_a_meter() -> None:
     assert measure_idle(NullMeter(), 0.01) is None
+
+
+def test_describe_meter_names_the_meter_found(tmp_path: Path) -> None:
+    rapl(tmp_path, 1, 1)
+    assert describe_meter({"meter": "auto", "root": str(tmp_path)}) == ("rapl (measured:rapl)", True, "")
+
+
+def test_describe_meter_gives_the_fix_when_nothing_measures(tmp_path: Path) -> None:
+    found, ok, fix = describe_meter({"meter": "rapl", "root": str(tmp_path)})
+    assert (found, ok) == ("none available", False)
+    assert fix.startswith("rapl: no RAPL")
 
 
 # --- metadata -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "EnergyMeter",
     "EnergyReading",
     "NullMeter",
+    "describe_meter",
     "measure_idle",
     "open_meter",
 ]
@@ -75,3 +76,23 @@ def measure_idle(meter: EnergyMeter, seconds: float) -> float | None:
     meter.start()
     time.sleep(seconds)
     return meter.stop().power_w
+
+
+def describe_meter(config: Mapping[str, Any]) -> tuple[str, bool, str]:
+    """(what the energy section resolves to here, whether that is usable, the fix if not).
+
+    For ``harness doctor``: an explicit ``meter = "none"`` is fine; a meter that was asked
+    for (or ``auto``) and is not available is not, and the fix is each meter's reason.
+    """
+    meter = open_meter(config)
+    try:
+        if isinstance(meter, NullMeter):
+            if str(config.get("meter", "auto")) == "none":
+                return "none (energy.meter = 'none')", True, ""
+            return "none available", False, meter.reason.removeprefix("none available: ")
+        found = f"{meter.NAME} ({meter.source})"
+        if meter.source.startswith("estimated:"):
+            return found, True, "only an estimate: no measured meter is readable here"
+        return found, True, ""
+    finally:
+        meter.close()
