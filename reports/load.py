@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 STEP_COLUMNS: tuple[str, ...] = (
     "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
@@ -68,6 +69,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+_LABEL_COLUMNS = ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Read a table, decoding label columns straight into categoricals.
+
+    A million step rows repeat a few hundred labels; dictionary decoding keeps them as
+    small integer codes instead of a Python string per row.
+    """
+    names = set(pq.read_schema(path).names)
+    table = pq.read_table(path, read_dictionary=[c for c in _LABEL_COLUMNS if c in names])
+    return table.to_pandas()
+
+
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -84,7 +99,7 @@ def _normalise_steps(steps: pd.DataFrame, path: Path) -> pd.DataFrame:
             steps[col] = 0
     if "loss" not in steps.columns:
         steps["loss"] = float("nan")
-    for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype"):
+    for col in _LABEL_COLUMNS:
         steps[col] = steps[col].astype("category")
     steps["warmup"] = steps["warmup"].astype(bool)
     return steps
@@ -128,7 +143,7 @@ def load_run(run_dir: Path) -> RunData:
             raise ResultsError(
                 f"{path} is missing; a run directory needs steps.parquet and cases.parquet"
             )
-        tables[name] = pd.read_parquet(path)
+        tables[name] = _read_parquet(path)
     steps = _normalise_steps(tables["steps"], run_dir / "steps.parquet")
     cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
     study_path = run_dir / "study.parquet"
