@@ -113,6 +113,19 @@ def test_an_unknown_serial_is_transient_and_lists_the_attached_devices(adb_sandb
         AdbConnection.from_profile(adb_profile(adb_sandbox, serial="emulator-5554"))
 
 
+def test_two_real_devices_and_no_serial_is_a_config_error_naming_the_key(
+    adb_sandbox: AdbSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    with running_sandbox(tmp_path) as second:  # a second adbd in its own namespace
+        assert "connected" in adb_sandbox.adb("connect", second.serial).stdout
+        try:
+            with pytest.raises(ConfigError, match=r"connection\.serial.*several adb devices"):
+                AdbConnection.from_profile(adb_profile(adb_sandbox, serial=""))
+        finally:
+            adb_sandbox.adb("disconnect", second.serial)
+
+
 def test_an_adb_server_that_does_not_answer_is_transient(adb_sandbox: AdbSandbox) -> None:  # noqa: F811
     with pytest.raises(TransientError, match="adb -P 9 start-server"):
         AdbConnection.from_profile(adb_profile(adb_sandbox, server="127.0.0.1:9"))
