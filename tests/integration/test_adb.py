@@ -23,6 +23,7 @@ from harness.errors import ConfigError, DeviceError, TransientError
 from harness.profiles import Profile, parse_profile
 from harness.transports import connect
 from harness.transports.adb import AdbConnection
+from harness.transports.pinning import pin_prefix
 from tests.integration.adbd import (  # noqa: F401 - adb_sandbox is a fixture
     AdbSandbox,
     FakeAdbServer,
@@ -192,6 +193,12 @@ def test_hostile_argv_values_arrive_verbatim_and_run_nothing(
     assert result.exit_code == 0, result.stderr
     assert json.loads(lines[0]) == HOSTILE_VALUES
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pin_prefix_confines_the_remote_process_to_the_cores(conn: AdbConnection) -> None:
+    code = "import os; print(sorted(os.sched_getaffinity(0)))"
+    lines, _ = run_lines(conn, [*pin_prefix([0]), sys.executable, "-c", code])
+    assert lines == ["[0]"]
 
 
 def test_a_deadline_kills_the_remote_process_tree(conn: AdbConnection) -> None:
