@@ -23,21 +23,27 @@ def _generator(seed: int) -> torch.Generator:
 
 
 class SyntheticImages:
-    """Class-conditional smooth colour templates plus white noise, NCHW float32.
+    """Class-conditional colour templates plus white noise, NCHW float32, about unit variance.
 
-    The teacher is one low-frequency random pattern per class (4x4 noise, upsampled to the
-    resolution, unit variance); an image is its class's template plus Gaussian noise of
-    standard deviation ``noise``.
+    The teacher is, per class, a low-frequency random pattern (4x4 noise upsampled to the
+    resolution, unit variance) on a random flat colour (unit variance per channel); an image
+    is its class's template plus Gaussian noise of standard deviation ``noise``, all divided
+    by the expected standard deviation so that inputs have mean about 0 and std about 1
+    (as normalised real images do). The flat colour is what a convolutional net that
+    averages over space picks up within a few steps; the pattern needs spatial features.
     """
 
     def __init__(
-        self, batch: int, seed: int, *, num_classes: int, resolution: int, noise: float = 1.0
+        self, batch: int, seed: int, *, num_classes: int, resolution: int, noise: float = 0.5
     ) -> None:
-        self.batch, self.num_classes, self.noise = batch, num_classes, noise
+        self.batch, self.num_classes = batch, num_classes
         gen = _generator(seed)
         coarse = torch.randn(num_classes, 3, 4, 4, generator=gen)
-        templates = F.interpolate(coarse, size=(resolution, resolution), mode="bilinear")
-        self.templates = templates / templates.std(dim=(1, 2, 3), keepdim=True)
+        pattern = F.interpolate(coarse, size=(resolution, resolution), mode="bilinear")
+        pattern = pattern / pattern.std(dim=(1, 2, 3), keepdim=True)
+        templates = pattern + torch.randn(num_classes, 3, 1, 1, generator=gen)
+        scale = math.sqrt(2.0 + noise**2)  # pattern and colour 1 each, noise noise**2
+        self.templates, self.noise = templates / scale, noise / scale
         self._gen = gen
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,8 @@ from workloads.models.common import (
     image_task,
     init_weights,
     make_divisible,
+    zero_init_head,
+    zero_init_last_norm,
 )
 from workloads.workload import Task, register_workload
 
@@ -36,6 +38,7 @@ class MobileNetV2Config:
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
           (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
+LAST_BN_SCALE = 0.2  # initial scale of the last batch norm (see MobileNetV2.__init__)
 
 # --- blocks ---------------------------------------------------------------------------
 
@@ -92,6 +95,13 @@ class MobileNetV2(nn.Module):
             nn.Dropout(config.dropout), nn.Linear(last, config.num_classes)
         )
         init_weights(self)
+        for block in self.features:
+            if isinstance(block, InvertedResidual) and block.residual:
+                zero_init_last_norm(block.conv)
+        zero_init_head(self.classifier[-1])
+        # The head's step size grows with the squared norm of the pooled features (1280
+        # ReLU6 channels); at unit BN scale one NAG step at lr 0.05 swings logits by units.
+        nn.init.constant_(self.features[-1][1].weight, LAST_BN_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).mean(dim=(2, 3)))

@@ -17,6 +17,8 @@ from workloads.models.common import (
     image_task,
     init_weights,
     make_divisible,
+    zero_init_head,
+    zero_init_last_norm,
 )
 from workloads.workload import Task, register_workload
 
@@ -130,6 +132,10 @@ class MobileNetV3Small(nn.Module):
             nn.Linear(head, config.num_classes),
         )
         init_weights(self)
+        for block in self.features:
+            if isinstance(block, Bneck) and block.residual:
+                zero_init_last_norm(block.block)
+        zero_init_head(self.classifier[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).mean(dim=(2, 3)))

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from workloads.data.sources import SYNTHETIC
-from workloads.models.common import check_positive, image_task, init_weights
+from workloads.models.common import (
+    check_positive,
+    image_task,
+    init_weights,
+    zero_init_head,
+    zero_init_last_norm,
+)
 from workloads.workload import Task, register_workload
 
 # --- config ---------------------------------------------------------------------------
@@ -79,8 +85,9 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(cin, config.num_classes)
         init_weights(self)
-        nn.init.kaiming_uniform_(self.fc.weight, a=5**0.5)  # torchvision keeps nn.Linear's init
-        nn.init.uniform_(self.fc.bias, -(cin**-0.5), cin**-0.5)
+        for block in self.stages:
+            zero_init_last_norm(block.bn2)
+        zero_init_head(self.fc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
