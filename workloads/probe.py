@@ -3,7 +3,11 @@
 Bandwidth is STREAM's four kernels (copy, scale, add, triad) written as torch ops with
 ``out=`` on float32 arrays far larger than the last-level cache (at least 4×LLC and 64 MiB
 each), bytes counted as STREAM counts them (copy and scale move 2 arrays, add and triad 3),
-best of several repetitions; the ceiling is the best kernel. Matrix throughput is an fp32
+best of several repetitions; the ceiling is the best kernel. STREAM's count leaves out the
+read-for-ownership of the array each kernel only writes (a write-allocate cache reads it
+first), while an in-place optimizer update writes only arrays it has read, so its 20 B/param
+is all the traffic: ``details`` also gives each kernel's GB/s with write-allocate counted and an
+in-place ``a += q·b`` (read 2, write 1, no write-allocate), the ceiling such an update meets. Matrix throughput is an fp32
 matmul at 2·n³ FLOPs. Reports place the optimizer update and the training step against them.
 :func:`flops_per_step` counts one training step's FLOPs with torch's FlopCounterMode.
 """
@@ -23,6 +27,8 @@ from workloads.schema import Probe
 MIB = 1 << 20
 MIN_ARRAY_BYTES = 64 * MIB
 STREAM_ARRAYS_MOVED = {"copy": 2, "scale": 2, "add": 3, "triad": 3}
+# with the written array's read-for-ownership counted: copy/scale 3 arrays, add/triad 4
+WRITE_ALLOCATE_FACTOR = {"copy": 3 / 2, "scale": 3 / 2, "add": 4 / 3, "triad": 4 / 3}
 CACHE_GLOB = "/sys/devices/system/cpu/cpu0/cache/index*/size"
 
 
@@ -83,6 +89,14 @@ def stream_gbs(array_bytes: int, repeats: int = 5) -> dict[str, float]:
     }
 
 
+def inplace_add_gbs(array_bytes: int, repeats: int = 5) -> float:
+    """Best GB/s of ``a += q·b`` (read a and b, write a: 3 arrays, no write-allocate)."""
+    n = array_bytes // 4
+    a, b = torch.full((n,), 1.0), torch.full((n,), 2.0)
+    a.add_(b, alpha=1e-9)
+    return 3 * n * 4 / _best_ns(lambda: a.add_(b, alpha=1e-9), repeats)
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """Best fp32 GFLOP/s of an n×n by n×n matmul (2·n³ FLOPs)."""
     x, y = torch.randn(n, n), torch.randn(n, n)
@@ -103,6 +117,7 @@ def run_probe(
     torch.set_num_threads(threads)
     try:
         stream = stream_gbs(size, repeats)
+        inplace = inplace_add_gbs(size, repeats)
         gflops = matmul_gflops(matmul_n, repeats)
     finally:
         torch.set_num_threads(saved)
@@ -114,6 +129,8 @@ def run_probe(
         matmul_gflops=gflops,
         details={
             "stream_gbs": stream,
+            "stream_gbs_with_write_allocate": {k: v * WRITE_ALLOCATE_FACTOR[k] for k, v in stream.items()},
+            "inplace_add_gbs": inplace,
             "array_bytes": size,
             "llc_bytes": llc,
             "repeats": repeats,

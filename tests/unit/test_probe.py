@@ -64,6 +64,14 @@ def test_run_probe_reports_the_best_stream_kernel_as_the_ceiling() -> None:
     assert probe.matmul_gflops > 0
 
 
+def test_run_probe_adds_write_allocate_traffic_to_stream_counts() -> None:
+    details = run_probe(1, repeats=1, array_bytes=MIB, matmul_n=32).details
+    stream, with_wa = details["stream_gbs"], details["stream_gbs_with_write_allocate"]
+    assert with_wa["copy"] == pytest.approx(1.5 * stream["copy"])
+    assert with_wa["triad"] == pytest.approx(4 / 3 * stream["triad"])
+    assert details["inplace_add_gbs"] > 0
+
+
 def test_run_probe_restores_the_thread_count() -> None:
     before = torch.get_num_threads()
     run_probe(2, repeats=1, array_bytes=MIB, matmul_n=32)
