@@ -200,16 +200,17 @@ class AdbConnection:
         devices = [(d.serial, d.state) for d in _call(client.list, f"list devices at {host}:{port}")]
         chosen = choose_serial(devices, serial, source=profile.path)
         conn = cls(client, chosen, root=profile.agent.root)
-        if profile.agent.root == "adb-root":
-            conn.check_adb_root()
+        if profile.agent.root != "none":
+            conn.check_root()
         return conn
 
-    def check_adb_root(self) -> None:
-        """Refuse root mode 'adb-root' when adbd does not run as root."""
-        out = self._exec("id -u")[1].split()[:1]
-        if out != [b"0"]:
-            raise DeviceError(f"root = 'adb-root' but adbd on {self.serial!r} runs as uid {out}; "
-                              f"run `adb -s {self.serial} root` yourself (userdebug) or use root = 'su'")
+    def check_root(self) -> None:
+        """Refuse a root mode that does not give uid 0 (adb-root: adbd's own uid; su: su's)."""
+        uid = self._exec(wrap_root("id -u", self.root))[1].split()[:1]
+        if uid != [b"0"]:
+            fix = ("grant the shell root in Magisk (run `adb shell su -c id`, accept the prompt)"
+                   if self.root == "su" else f"run `adb -s {self.serial} root` yourself or use root = 'su'")
+            raise DeviceError(f"root = {self.root!r} but commands on {self.serial!r} run as uid {uid}; {fix}")
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         """Run an adbutils call; a refusal is classified by the device's state, not its text."""
