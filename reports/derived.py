@@ -76,8 +76,10 @@ def ceilings_table(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     frame = summary.loc[summary["status"].eq("ok") & summary["n_steps"].gt(0),
                         ID_COLUMNS + ["median_step_ns", "median_update_ns",
                                       "update_bytes_per_step", "flops_per_step"]].copy()
-    ceilings = probes[["run_id", "bandwidth_gbs", "matmul_gflops"]].astype({"run_id": str})
-    frame = frame.merge(ceilings.drop_duplicates("run_id"), on="run_id", how="left")
+    ceilings = probes[["run_id", "device", "bandwidth_gbs", "matmul_gflops"]].astype(
+        {"run_id": str, "device": str})
+    frame = frame.merge(ceilings.drop_duplicates(["run_id", "device"]), on=["run_id", "device"],
+                        how="left")
     with np.errstate(divide="ignore", invalid="ignore"):
         upd_ns = frame["median_update_ns"].where(frame["median_update_ns"] > 0)
         frame["update_gbs"] = frame["update_bytes_per_step"] / upd_ns  # bytes/ns == GB/s

@@ -51,20 +51,24 @@ class RunData:
 
     steps: pd.DataFrame
     cases: pd.DataFrame
-    probes: pd.DataFrame  # one row per (run_id, device): bandwidth_gbs, matmul_gflops
+    probes: pd.DataFrame  # one row per probed (run_id, device): bandwidth_gbs, matmul_gflops
     manifests: tuple[dict[str, Any], ...]
     study: pd.DataFrame | None = None
     run_dirs: tuple[Path, ...] = field(default_factory=tuple)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> Any:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path} is not valid JSON ({exc}); re-run or delete the file") from exc
-    if not isinstance(data, dict):
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    data = _read_json(path)
+    if data is not None and not isinstance(data, dict):
         raise ResultsError(f"{path} holds {type(data).__name__}, expected a JSON object")
     return data
 
@@ -117,18 +121,29 @@ def _normalise_cases(cases: pd.DataFrame, path: Path) -> pd.DataFrame:
     return cases
 
 
-def _probe_row(probe: dict[str, Any] | None, cases: pd.DataFrame) -> dict[str, Any]:
+def _probe_rows(probe: Any, cases: pd.DataFrame, path: Path) -> list[dict[str, Any]]:
+    """One row per probed device: ``probe.json`` holds one object, or a list (one per device).
+
+    An entry without ``device`` belongs to the run's only device.
+    """
     run_id = str(cases["run_id"].iloc[0]) if len(cases) else ""
-    device = str(cases["device"].iloc[0]) if len(cases) else ""
-    probe = probe or {}
-    return {
-        "run_id": run_id,
-        "device": str(probe.get("device", device)),
-        "threads": probe.get("threads", float("nan")),
-        "bandwidth_gbs": float(probe.get("bandwidth_gbs", float("nan"))),
-        "bandwidth_kernel": str(probe.get("bandwidth_kernel", "")),
-        "matmul_gflops": float(probe.get("matmul_gflops", float("nan"))),
-    }
+    devices = sorted(set(cases["device"].astype(str))) if len(cases) else []
+    entries = probe if isinstance(probe, list) else [probe or {}]
+    rows = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ResultsError(f"{path} holds a {type(entry).__name__} entry; expected objects "
+                               "with device, bandwidth_gbs and matmul_gflops")
+        fallback = devices[0] if len(devices) == 1 else ""
+        rows.append({
+            "run_id": run_id,
+            "device": str(entry.get("device", fallback)),
+            "threads": entry.get("threads", float("nan")),
+            "bandwidth_gbs": float(entry.get("bandwidth_gbs", float("nan"))),
+            "bandwidth_kernel": str(entry.get("bandwidth_kernel", "")),
+            "matmul_gflops": float(entry.get("matmul_gflops", float("nan"))),
+        })
+    return rows
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -148,8 +163,9 @@ def load_run(run_dir: Path) -> RunData:
     cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
     study_path = run_dir / "study.parquet"
     study = pd.read_parquet(study_path) if study_path.exists() else None
-    manifest = _read_json(run_dir / "manifest.json") or {"run_id": run_dir.name}
-    probes = pd.DataFrame([_probe_row(_read_json(run_dir / "probe.json"), cases)])
+    manifest = _read_object(run_dir / "manifest.json") or {"run_id": run_dir.name}
+    probe_path = run_dir / "probe.json"
+    probes = pd.DataFrame(_probe_rows(_read_json(probe_path), cases, probe_path))
     return RunData(steps, cases, probes, (manifest,), study, (run_dir,))
 
 

@@ -327,3 +327,19 @@ def test_text_from_results_is_escaped_in_the_page(run_dir: Path, tmp_path: Path)
     (bad / "steps.parquet").write_bytes((run_dir / "steps.parquet").read_bytes())
     html = reports.build_report([bad], tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_probe_list_gives_each_device_its_own_ceilings(run_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("steps", "cases"):
+        frame = pd.read_parquet(run_dir / f"{name}.parquet").astype({"device": str})
+        pd.concat([frame, frame.assign(device="pixel7")]).to_parquet(two / f"{name}.parquet")
+    (two / "probe.json").write_text(json.dumps([
+        {"device": "local", "bandwidth_gbs": 20.0, "matmul_gflops": 100.0},
+        {"device": "pixel7", "bandwidth_gbs": 8.0, "matmul_gflops": 30.0}]))
+    ceilings = aggregate_dirs([two], n_boot=50).ceilings
+    by_device = ceilings.groupby("device")["bandwidth_gbs"].first().to_dict()
+    assert by_device == {"local": 20.0, "pixel7": 8.0}
