@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from workloads.optim import OPTIMIZERS
-from workloads.optim.flat import FlatBuffers, FlatNAG
+from workloads.optim.flat import FlatFusedNAG, FlatNAG
 from workloads.optim.nag_variants import with_nag_variants
 
 NAG = with_nag_variants(OPTIMIZERS.get("nag"))
@@ -52,20 +52,9 @@ class ParamBag(torch.nn.Module):
         )
 
 
-def _flat_fused(model: torch.nn.Module) -> Any:
-    """torch's fused SGD kernel over a single flat tensor (one kernel call per step)."""
-    flat = FlatBuffers(model.parameters())
-    whole = torch.nn.Parameter(flat.param)
-    whole.grad = flat.grad
-    opt = torch.optim.SGD([whole], lr=HP["lr"], momentum=HP["momentum"], nesterov=True,
-                          weight_decay=HP["weight_decay"], fused=True)
-    opt.flat = flat  # keep the views' owner alive with the optimizer
-    return opt
-
-
 EXTRA: dict[str, Callable[[torch.nn.Module], Any]] = {
     "flat_unchunked": lambda m: FlatNAG(m.parameters(), HP["lr"], HP["momentum"], HP["weight_decay"], chunk_elems=None),
-    "flat_fused": _flat_fused,
+    "flat_fused": lambda m: FlatFusedNAG(m.parameters(), HP["lr"], HP["momentum"], HP["weight_decay"]),
 }
 
 

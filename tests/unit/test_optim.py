@@ -13,7 +13,7 @@ from workloads.optim import (
     state_bytes,
 )
 from workloads.optim.check import max_rel_diff_vs_reference, tolerance_for
-from workloads.optim.flat import FlatNAG
+from workloads.optim.flat import FlatFusedNAG, FlatNAG
 from workloads.optim.lion import Lion
 from workloads.optim.nag_variants import build_nag_variant, with_nag_variants
 
@@ -252,3 +252,15 @@ def test_nag_variant_state_bytes_are_one_momentum_buffer(kernel: str) -> None:
     model = tiny_model()
     opt = NAG.build(model, kernel, NAG.hparams())
     assert state_bytes(opt) == sum(p.nbytes for p in model.parameters())
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_flat_fused_follows_torch_sgd_nesterov(weight_decay: float) -> None:
+    spec = dataclasses.replace(
+        NAG, build=lambda m, _k, hp: FlatFusedNAG(m.parameters(), hp["lr"], hp["momentum"], hp["weight_decay"])
+    )
+    diff = max_rel_diff_vs_reference(
+        tiny_model, spec, "flat_fused", {"weight_decay": weight_decay}, steps=5,
+        make_batch=make_batch_fn(), loss_fn=mse,
+    )
+    assert diff < tolerance_for(torch.float32)

@@ -110,3 +110,25 @@ class FlatNAG:
             torch.add(g, b, alpha=mu, out=s)
             p.add_(s, alpha=-lr)
         self.steps += 1
+
+
+class FlatFusedNAG(torch.optim.SGD):
+    """torch's fused NAG kernel run once over the whole flat buffer (one call per step).
+
+    Not a registered kernel: it is the benchmarks' answer to "flat or fused?", separating the
+    per-tensor cost that ``fused`` pays from the arithmetic, which both then share.
+    """
+
+    def __init__(
+        self, params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.flat = FlatBuffers(params)
+        whole = torch.nn.Parameter(self.flat.param)
+        whole.grad = self.flat.grad
+        super().__init__([whole], lr=lr, momentum=momentum, nesterov=True,
+                         weight_decay=weight_decay, fused=True)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the flat gradient; grads must stay views into it."""
+        self.flat.zero_grad()
