@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
     bench.add_argument("--run-id", help="name of the run directory (default: UTC time and a random suffix)")
     bench.add_argument("--csv", action="store_true", help="also write steps.csv and cases.csv")
+    bench.add_argument("--resume", type=Path, metavar="RUN",
+                       help="continue a run: measure only its cases that are missing or failed")
     bench.add_argument("--no-report", action="store_true", help="skip the HTML report")
     bench.add_argument("--no-probe", action="store_true",
                        help="skip the device ceilings probe (memory bandwidth, matmul throughput)")
@@ -105,54 +105,35 @@ def _filters(args: argparse.Namespace):
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from harness import plan, store
-    from harness.deploy import build_bundle
-    from harness.manifest import new_manifest
+    from harness import plan
+    from harness.bench import execute, new_plan, resume_plan
     from harness.profiles import load_profile
-    from harness.progress import Progress
-    from harness.run import run_devices
 
-    names = [x for s in (args.device or ["local"]) for x in _csv(s)]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a device is named twice: {names}", key="--device")
-    profiles = [load_profile(n) for n in names]
-    filters = _filters(args)
-    suite = plan.load_suite(args.suite)
-    default_threads = profiles[0].cpu.threads or 1
-    cases = plan.expand(suite, filters, default_threads=default_threads)
-    seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
-    order = plan.shuffled(cases, seed)
-    run_id = args.run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
-    try:
-        run_dir = store.make_run_dir(args.out, run_id)
-    except FileExistsError:
-        raise ConfigError(f"run directory {args.out / run_id} exists already; pick another --run-id") from None
-    manifest = new_manifest(run_id, profiles, suite=suite.name, seed=seed, order_seed=seed,
-                            argv=["harness", *argv], case_ids=[c.case_id for c in order])
-    store.write_json(run_dir / "manifest.json", manifest)
-    print(f"run {run_id}: {len(order)} cases on {', '.join(names)} (suite {suite.name}, seed {seed})",
-          file=sys.stderr)
-    bundle = build_bundle()
-    raw = store.RawLog(run_dir / "raw.jsonl")
-    try:
-        outcomes = run_devices(profiles, order, bundle, raw, run_dir,
-                               lambda p, i, n: Progress(p.name, i, n), probe=not args.no_probe)
-    finally:
-        raw.close()
-        steps, cases_df = store.write_tables(run_dir, csv=args.csv)
-    manifest["status"] = "finished"
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    manifest["device_outcomes"] = [vars(o) for o in outcomes]
-    store.write_json(run_dir / "manifest.json", manifest)
-    probes = [o.probe for o in outcomes if o.probe]
-    if probes:
-        store.write_json(run_dir / "probe.json", probes[0] if len(probes) == 1 else probes)
-    for o in outcomes:
-        pushed = f"bundle {bundle.name}: {o.bytes_pushed} bytes pushed"
-        print(f"{o.device}: {o.status} ({o.cases_ok} ok, {o.cases_failed} failed; {pushed})"
-              + (f" — {o.message}" if o.message else ""), file=sys.stderr)
-    _print_cases(cases_df)
-    failed = any(o.status != "ok" for o in outcomes) or (cases_df["status"] != "ok").any()
+    if args.resume:
+        given = [f for f in ("device", "workload", "optimizer", "kernel", "threads", "batch", "dtype",
+                             "mode", "accel") if getattr(args, f)]
+        given += [f for f in ("steps", "warmup", "seed", "run_id") if getattr(args, f) is not None]
+        if given:
+            raise ConfigError(f"--resume continues the run's own plan; drop --{given[0].replace('_', '-')}",
+                              key="--resume")
+        run_dir = args.resume if args.resume.exists() else args.out / args.resume
+        bench_plan = resume_plan(run_dir, ["harness", *argv])
+    else:
+        names = [x for s in (args.device or ["local"]) for x in _csv(s)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a device is named twice: {names}", key="--device")
+        profiles = [load_profile(n) for n in names]
+        filters = _filters(args)
+        suite = plan.load_suite(args.suite)
+        cases = plan.expand(suite, filters, default_threads=profiles[0].cpu.threads or 1)
+        seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
+        bench_plan = new_plan(profiles, plan.shuffled(cases, seed), out=args.out, run_id=args.run_id,
+                              suite=suite.name, seed=seed, argv=["harness", *argv],
+                              probe=not args.no_probe)
+    result = execute(bench_plan, csv=args.csv)
+    run_dir = result.run_dir
+    _print_cases(result.cases)
+    failed = result.failed
     if not args.no_report:
         from reports import build_report
 

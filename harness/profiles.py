@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,9 +162,7 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     elif origin in (Mapping, dict) or (isinstance(origin, type) and issubclass(origin, Mapping)):
         _, val_tp = typing.get_args(tp)
         if isinstance(value, dict):
-            return types.MappingProxyType(
-                {str(k): _convert(v, val_tp, f"{where}.{k}", source) for k, v in value.items()}
-            )
+            return {str(k): _convert(v, val_tp, f"{where}.{k}", source) for k, v in value.items()}
     else:  # pragma: no cover - every field type above is handled
         raise AssertionError(f"unhandled field type {tp}")
     raise ConfigError(

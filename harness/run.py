@@ -166,8 +166,12 @@ def run_probe(conn: Connection, deployment: Deployment, profile: Profile, thread
 def run_device(
     profile: Profile, cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
     progress: Progress, *, backoff_s: float = 1.0, probe: bool = True,
+    first_attempt: dict[str, int] | None = None,
 ) -> DeviceOutcome:
-    """Run every case on one device, under its lock."""
+    """Run every case on one device, under its lock.
+
+    ``first_attempt`` numbers a resumed case's attempts after those already in raw.jsonl.
+    """
     outcome = DeviceOutcome(profile.name)
     log_dir = run_dir / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -178,7 +182,8 @@ def run_device(
             for case in cases:
                 progress.start_case(case)
                 status = "failed"
-                for attempt in range(1, profile.agent.retries + 2):
+                base = (first_attempt or {}).get(case.case_id, 1)
+                for attempt in range(base, base + profile.agent.retries + 1):
                     try:
                         if conn is None:
                             conn = connect(profile)
@@ -198,7 +203,7 @@ def run_device(
                             _close_quietly(conn)
                         conn = None
                         progress.restart_case()
-                        time.sleep(backoff_s * 2 ** (attempt - 1))
+                        time.sleep(backoff_s * 2 ** (attempt - base))
                 else:
                     outcome.cases_failed += 1
                     progress.end_case("transient")
@@ -232,17 +237,18 @@ def _close_quietly(conn: Connection) -> None:
 
 
 def run_devices(
-    profiles: list[Profile], cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
-    progress_factory: Callable[[Profile, int, int], Progress], *, probe: bool = True,
+    profiles: list[Profile], cases: dict[str, list[Case]], bundle: Bundle, raw: RawLog,
+    run_dir: Path, progress_factory: Callable[[Profile, int, int], Progress], *,
+    probe: bool = True, first_attempt: dict[str, dict[str, int]] | None = None,
 ) -> list[DeviceOutcome]:
-    """Run the plan on every device at once, one worker per device."""
+    """Run each device's cases (keyed by device name), one worker per device, all at once."""
+    def one(i: int, p: Profile) -> DeviceOutcome:
+        todo = cases.get(p.name, [])
+        return run_device(p, todo, bundle, raw, run_dir, progress_factory(p, i, len(todo)),
+                          probe=probe and bool(todo), first_attempt=(first_attempt or {}).get(p.name))
+
     if len(profiles) == 1:
-        return [run_device(profiles[0], cases, bundle, raw, run_dir,
-                           progress_factory(profiles[0], 0, len(cases)), probe=probe)]
+        return [one(0, profiles[0])]
     with ThreadPoolExecutor(max_workers=len(profiles)) as pool:
-        futures = [
-            pool.submit(run_device, p, cases, bundle, raw, run_dir,
-                        progress_factory(p, i, len(cases)), probe=probe)
-            for i, p in enumerate(profiles)
-        ]
+        futures = [pool.submit(one, i, p) for i, p in enumerate(profiles)]
         return [f.result() for f in futures]

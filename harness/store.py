@@ -124,6 +124,16 @@ def read_raw(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def attempts_seen(path: Path) -> dict[tuple[str, str], int]:
+    """The highest attempt number recorded per (device, case id)."""
+    seen: dict[tuple[str, str], int] = {}
+    for env in read_raw(path):
+        key = (env.get("device", ""), env.get("case_id", ""))
+        if key[1]:
+            seen[key] = max(seen.get(key, 0), int(env.get("attempt", 0)))
+    return seen
+
+
 class _Attempt:
     def __init__(self) -> None:
         self.start: CaseStart | None = None

@@ -120,6 +120,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
 
     import workloads.models  # noqa: F401  (fills the workload registry)
     from workloads import trainer
+    from workloads.faults import maybe_fail
     from workloads.optim import OPTIMIZERS, state_bytes
     from workloads.probe import flops_per_step
     from workloads.workload import WORKLOADS
@@ -152,10 +153,12 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
     emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count, param_bytes=param_bytes))
 
+    maybe_fail("start", case_id)
     compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
     trainer.reset_peak_memory(prepared)
     warmup = int(spec["warmup"])
     for index in range(warmup + int(spec["steps"])):
+        maybe_fail(f"step={index}", case_id)
         phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"])
         emit(schema.Step(case_id=case_id, index=index, warmup=index < warmup,
                          phases_ns=phases, step_ns=step_ns, loss=float(loss.detach())))

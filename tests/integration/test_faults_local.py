@@ -1,0 +1,105 @@
+"""Agent faults on the local device: the run goes on, and nothing measured is lost or doubled.
+
+Faults are injected with the agent's test-only switch (workloads/faults.py) through the
+profile's [agent].env, so they happen inside the real agent process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.store import read_raw
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+CASES = ("lstm_text-nag-foreach-t1-b4-fp32", "bert_tiny-nag-foreach-t1-b4-fp32")
+
+
+def _profile(tmp_path: Path, env: dict[str, str], timeout_s: float = 300) -> Path:
+    path = tmp_path / "faulty.toml"
+    env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
+    path.write_text(f'name = "faulty"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
+                    f"case_timeout_s = {timeout_s}\nenv = {{ {env_toml} }}\n")
+    return path
+
+
+def _suite(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text('steps = 6\nwarmup = 1\ncheck_steps = 0\nbatch = 4\n[[matrix]]\n'
+                    'workloads = ["lstm_text", "bert_tiny"]\noptimizers = ["nag"]\nkernels = ["foreach"]\n')
+    return path
+
+
+def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "harness", "bench", "--no-report", "--no-probe",
+                           "--out", str(tmp_path / "results"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(run_dir / "steps.parquet"), pd.read_parquet(run_dir / "cases.parquet").set_index("case_id")
+
+
+def _raw_step_indices(run_dir: Path, case_id: str) -> list[int]:
+    return [json.loads(e["line"])["index"] for e in read_raw(run_dir / "raw.jsonl")
+            if e.get("case_id") == case_id and '"type":"step"' in e.get("line", "")]
+
+
+@pytest.mark.parametrize(
+    "action, kind, detail",
+    [("kill", "crash", "signal 9"), ("segv", "crash", "signal 11"), ("exit", "crash", "exit code 3"),
+     ("raise", "InjectedFault", "injected fault at step=4")],
+)
+def test_an_agent_fault_fails_that_case_and_the_run_goes_on(tmp_path, action, kind, detail):
+    profile = _profile(tmp_path, {"ODT_FAULT": f"step=4:{action}:bert_tiny"})
+    proc = bench(tmp_path, "--device", str(profile), "--suite", str(_suite(tmp_path)), "--run-id", "r")
+    assert proc.returncode == 1, proc.stderr
+    steps, cases = _tables(tmp_path / "results" / "r")
+    assert cases.loc[CASES[0], "status"] == "ok"
+    assert cases.loc[CASES[1], "status"] == "failed"
+    assert cases.loc[CASES[1], "error_kind"] == kind and detail in cases.loc[CASES[1], "error_message"]
+    # the four steps measured before the fault are stored, once each
+    assert sorted(steps[steps["case_id"] == CASES[1]]["index"]) == [0, 1, 2, 3]
+
+
+def test_a_hung_case_is_killed_at_its_deadline_with_no_orphan(tmp_path):
+    profile = _profile(tmp_path, {"ODT_FAULT": "step=2:hang:bert_tiny"}, timeout_s=20)
+    proc = bench(tmp_path, "--device", str(profile), "--suite", str(_suite(tmp_path)), "--run-id", "r")
+    assert proc.returncode == 1
+    _, cases = _tables(tmp_path / "results" / "r")
+    assert cases.loc[CASES[1], "error_kind"] == "timeout"
+    assert cases.loc[CASES[0], "status"] == "ok"
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"agent processes left behind: {left.stdout}"
+
+
+def test_resume_measures_only_the_failed_case_and_keeps_samples_once(tmp_path):
+    profile = _profile(tmp_path, {"ODT_FAULT": "step=3:kill:bert_tiny",
+                                  "ODT_FAULT_ONCE": str(tmp_path / "fired")})
+    first = bench(tmp_path, "--device", str(profile), "--suite", str(_suite(tmp_path)), "--run-id", "r")
+    assert first.returncode == 1
+    run_dir = tmp_path / "results" / "r"
+    ok_before = _raw_step_indices(run_dir, CASES[0])
+    second = bench(tmp_path, "--resume", str(run_dir))
+    assert second.returncode == 0, second.stderr
+    assert "run r: 1 cases" in second.stderr
+    steps, cases = _tables(run_dir)
+    assert set(cases["status"]) == {"ok"}
+    assert cases.loc[CASES[1], "attempts"] == 2
+    assert _raw_step_indices(run_dir, CASES[0]) == ok_before  # not measured again
+    for case_id in CASES:
+        assert sorted(steps[steps["case_id"] == case_id]["index"]) == list(range(7))
+
+
+def test_resume_refuses_new_filters(tmp_path):
+    proc = bench(tmp_path, "--resume", str(tmp_path), "--steps", "3")
+    assert proc.returncode == 2 and "drop --steps" in proc.stderr
