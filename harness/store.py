@@ -227,7 +227,8 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
             "p90_step_ns": float(pd.Series(measured).quantile(0.9)) if measured else None,
         }
         for key, value in summary.items():
-            row.setdefault(key, value)
+            # structured figures (e.g. the ONNX inference study) travel as JSON text
+            row.setdefault(key, json.dumps(value) if isinstance(value, (dict, list)) else value)
         for m in a.meters:
             row[m.name] = m.value
             row[f"{m.name}_source"] = m.source

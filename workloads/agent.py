@@ -72,6 +72,18 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set now (VmRSS); 0 where /proc is not readable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _setup_threads(spec: dict[str, Any]) -> None:
     import torch
 
@@ -157,24 +169,47 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
     trainer.reset_peak_memory(prepared)
     warmup = int(spec["warmup"])
+    target = spec.get("target_loss")
+    smoothed: float | None = None
+    reached = -1
+    baseline_rss = current_rss_bytes()
     for index in range(warmup + int(spec["steps"])):
         maybe_fail(f"step={index}", case_id)
         phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"])
+        loss_value = float(loss.detach())
         emit(schema.Step(case_id=case_id, index=index, warmup=index < warmup,
-                         phases_ns=phases, step_ns=step_ns, loss=float(loss.detach())))
+                         phases_ns=phases, step_ns=step_ns, loss=loss_value))
+        if target is not None:  # the optimizer study stops a run at its target loss
+            smoothed = loss_value if smoothed is None else 0.8 * smoothed + 0.2 * loss_value
+            if smoothed <= float(target):
+                reached = index
+                break
     summary: dict[str, Any] = {
         "compile_ns": compile_ns + int(getattr(updater, "compile_ns", 0) or 0),
         "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
         "flops_per_step": flops,
         "accel": prepared.device.type,
     }
+    summary["baseline_rss_bytes"] = baseline_rss
+    if target is not None:
+        summary["target_loss"] = float(target)
+        summary["reached_step"] = reached
+    if spec.get("onnx_inference"):
+        from workloads.onnx_infer import onnx_inference_study
+
+        sample = task.next_batch()[0]
+        if task.frontend is not None:
+            with torch.no_grad():
+                sample = task.frontend(sample)
+        summary["onnx_inference"] = onnx_inference_study(
+            task.model.cpu(), sample.cpu(), threads=[int(spec["threads"])], repeats=10)
     device_peak = trainer.device_peak_bytes(prepared)
     if device_peak is not None:
         summary["device_peak_bytes"] = device_peak
     emit(
         schema.CaseEnd(
             case_id=case_id,
-            steps=int(spec["steps"]),
+            steps=index + 1 - warmup if reached >= 0 else int(spec["steps"]),
             warmup_steps=warmup,
             wall_ns=time.monotonic_ns() - start,
             peak_rss_bytes=peak_rss_bytes(),
