@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from workloads.data.sources import SYNTHETIC, text_source
-from workloads.models.common import check_positive, classification_task, seeded
+from workloads.models.common import (
+    check_positive,
+    classification_task,
+    seeded,
+    zero_init_head,
+)
 from workloads.workload import Task, register_workload
 
 # --- config ---------------------------------------------------------------------------
@@ -54,6 +59,8 @@ class LSTMConfig:
     pad_id: int = 0
 
 
+LSTM_FORGET_BIAS = 2.0
+
 # --- blocks ---------------------------------------------------------------------------
 
 
@@ -74,6 +81,26 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+def trainable_by_sgd(model: BertClassifier, cfg: BertConfig) -> None:
+    """... then the scales that let plain SGD (NAG at lr 0.05) train it from the first steps.
+
+    BERT's std 0.02 everywhere suits Adam, which ignores scale; under SGD the encoder's
+    tiny weights pass almost nothing from the words to the [CLS] position, and a step moves
+    them little. So: encoder matrices at std 1/sqrt(fan_in) (signal keeps its scale through
+    each layer), word embeddings at std 1 (words, not the 0.02 positions, dominate the
+    embedding LayerNorm), the padding row at zero, and a zero classifier (loss starts at
+    ln(classes); see :func:`workloads.models.common.zero_init_head`).
+    """
+    for p in model.encoder.parameters():
+        if p.dim() == 2:
+            nn.init.normal_(p, std=p.shape[1] ** -0.5)
+    words = model.embeddings.words.weight
+    nn.init.normal_(words, std=1.0)
+    with torch.no_grad():
+        words[cfg.pad_id] = 0.0
+    zero_init_head(model.classifier)
+
+
 # --- model ----------------------------------------------------------------------------
 
 
@@ -91,16 +118,15 @@ class BertClassifier(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.pooler = nn.Linear(cfg.hidden, cfg.hidden)
         self.classifier = nn.Linear(cfg.hidden, cfg.num_classes)
-        for m in self.modules():  # BERT's initialisation
+        for m in self.modules():  # BERT's initialisation ...
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
         for name, p in self.encoder.named_parameters():
-            if name.endswith("in_proj_weight"):
-                nn.init.normal_(p, std=0.02)
-            elif name.endswith("in_proj_bias"):
+            if name.endswith("in_proj_bias"):
                 nn.init.zeros_(p)
+        trainable_by_sgd(self, cfg)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(self.embeddings(tokens), src_key_padding_mask=tokens == self.pad_id)
@@ -116,6 +142,17 @@ class LSTMClassifier(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
         self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, batch_first=True)
         self.classifier = nn.Linear(cfg.hidden, cfg.num_classes)
+        # torch's LSTM init (uniform +-1/sqrt(hidden)) leaves the mean-pooled states tiny
+        # (squared norm ~0.2), so an SGD step barely moves the head. Inputs at unit-variance
+        # pre-activations and a forget-gate bias of 2 (gate ~0.9: the cell accumulates
+        # evidence over ~10 tokens, Jozefowicz et al. 2015) give class-separated states.
+        hidden = cfg.hidden
+        bound = (3.0 / cfg.embed_dim) ** 0.5
+        nn.init.uniform_(self.lstm.weight_ih_l0, -bound, bound)
+        with torch.no_grad():
+            self.lstm.bias_ih_l0[hidden : 2 * hidden] = LSTM_FORGET_BIAS
+            self.lstm.bias_hh_l0[hidden : 2 * hidden] = 0.0
+        zero_init_head(self.classifier)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         states, _ = self.lstm(self.embedding(tokens))
