@@ -1,0 +1,48 @@
+"""`--device a --device b` measures both at once into one run, one worker per device."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.locks import DeviceLock
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _profile(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/{name}"\n')
+    return path
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "harness", "bench", "--suite", "smoke", "--workload",
+                           "bert_tiny", "--optimizer", "nag", "--kernel", "foreach", "--steps", "3",
+                           "--warmup", "1", "--no-probe", "--no-report", "--out", str(tmp_path / "r"),
+                           "--run-id", "r", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_two_devices_run_into_one_run(tmp_path):
+    a, b = _profile(tmp_path, "board-a"), _profile(tmp_path, "board-b")
+    proc = _bench(tmp_path, "--device", str(a), "--device", str(b))
+    assert proc.returncode == 0, proc.stderr
+    cases = pd.read_parquet(tmp_path / "r" / "r" / "cases.parquet")
+    assert sorted(cases["device"]) == ["board-a", "board-b"]
+    assert set(cases["status"]) == {"ok"}
+    assert "board-a: ok" in proc.stderr and "board-b: ok" in proc.stderr
+
+
+def test_a_busy_device_is_reported_and_the_other_still_runs(tmp_path):
+    a, b = _profile(tmp_path, "board-a"), _profile(tmp_path, "board-b")
+    with DeviceLock("board-a", "someone-else", tmp_path / "locks"):
+        proc = _bench(tmp_path, "--device", str(a), "--device", str(b))
+    assert proc.returncode == 1
+    assert "board-a: busy" in proc.stderr and "run someone-else" in proc.stderr
+    cases = pd.read_parquet(tmp_path / "r" / "r" / "cases.parquet")
+    assert list(cases["device"]) == ["board-b"] and list(cases["status"]) == ["ok"]
