@@ -212,7 +212,8 @@ def decide(comparison: Comparison, floor: float, alpha: float = DEFAULT_ALPHA, *
         return "improvement", f"faster: {interval}"
     if lower <= c.ratio_ci_low and c.ratio_ci_high <= upper:
         return "pass", f"within ±{floor:.1%}: {interval}"
-    return "inconclusive", f"not significant and not shown within ±{floor:.1%}: {interval}"
+    return "inconclusive", (f"neither a significant change beyond the floor nor shown within "
+                            f"±{floor:.1%}: {interval}")
 
 
 def _beyond(rule: str, ratio: float, ci_low: float, ci_high: float, upper: float) -> bool:
@@ -227,7 +228,6 @@ def _beyond(rule: str, ratio: float, ci_low: float, ci_high: float, upper: float
 def inconclusive_cases(result: GateResult) -> list[str]:
     """Case ids with at least one inconclusive metric, sorted: the cases to re-run."""
     return sorted({v.case_id for v in result.verdicts if v.verdict == "inconclusive"})
-
 
 
 class _Side:
@@ -328,7 +328,8 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
     return GateResult(
         verdicts=tuple(verdicts), warnings=tuple(warnings),
         notes=tuple(f"{text} ({n} case(s))" for text, n in notes.items()), alpha=alpha,
-        rule=rule, floors=tuple(sorted(floor_map.items())), strict_missing=strict_missing)
+        rule=rule, floors=tuple((m.name, floor_map[m.name]) for m in chosen),
+        strict_missing=strict_missing)
 
 
 def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict | None:
