@@ -14,7 +14,9 @@ import pytest
 from harness.calibrate import (
     aa_pairs,
     estimate_run_drift,
+    first_steps,
     inject_slowdown,
+    minimum_detectable_effect,
     run_trials,
     simulate,
     synthetic_run,
@@ -372,3 +374,16 @@ def test_run_drift_is_estimated_from_the_spread_of_case_medians_between_runs() -
 
 def test_run_drift_needs_two_runs() -> None:
     assert math.isnan(estimate_run_drift([steps("c", 10)]))
+
+
+def test_first_steps_keeps_the_first_measured_steps_of_every_case() -> None:
+    frame = pd.concat([steps("a", 10, warmup=2), steps("b", 10)])
+    kept = first_steps(frame, 3)
+    assert kept.groupby("case_id")["index"].apply(list).to_dict() == {"a": [2, 3, 4],
+                                                                      "b": [0, 1, 2]}
+
+
+def test_minimum_detectable_effect_is_the_smallest_effect_caught_nine_times_in_ten() -> None:
+    rng = np.random.default_rng(0)
+    pair = (synthetic_run(20, 200, rng), synthetic_run(20, 200, rng))
+    assert minimum_detectable_effect([pair], effects=(0.01, 0.10), n_resamples=200) == 0.10
