@@ -28,7 +28,7 @@ MODES = ("eager", "compile", "channels_last")  # workloads.trainer.MODES
 ACCELS = ("cpu", "cuda")
 _SUITE_KEYS = {
     "description", "steps", "warmup", "check_steps", "threads", "batch", "dtype", "seed",
-    "options", "matrix", "timeout_s", "modes", "accel", "hparams",
+    "options", "matrix", "timeout_s", "modes", "accel", "hparams", "study",
 }
 _MATRIX_KEYS = {"workloads", "optimizers", "kernels", "threads", "batch", "dtype", "modes", "accel"}
 
@@ -53,6 +53,7 @@ class Case:
     mode: str = "eager"
     accel: str = "cpu"
     hparams: Mapping[str, Any] = field(default_factory=dict)
+    target_loss: float | None = None  # the optimizer study: stop when the smoothed loss reaches it
 
     @property
     def case_id(self) -> str:
@@ -67,6 +68,8 @@ class Case:
         if self.options:
             digest = hashlib.sha256(json.dumps(dict(self.options), sort_keys=True).encode()).hexdigest()
             base += f"-o{digest[:8]}"
+        if self.target_loss is not None:  # study runs repeat a configuration over seeds
+            base += f"-T{self.target_loss:g}-s{self.seed}"
         return base
 
     def spec(self) -> dict[str, Any]:
@@ -76,6 +79,8 @@ class Case:
         data["hparams"] = dict(self.hparams)
         data["case_id"] = self.case_id
         data.pop("timeout_s")
+        if self.target_loss is None:
+            data.pop("target_loss")
         return data
 
 
