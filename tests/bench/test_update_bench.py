@@ -8,6 +8,11 @@ the ideal bytes moved (20 B/param: read p, g, b; write p, b) and the GB/s that i
 median and the best time. Speed is shown, never asserted. Two extra rows explain ``flat``:
 ``flat_unchunked`` (whole-buffer passes) and ``flat_fused`` (torch's fused SGD on one flat
 tensor). Run: ``pytest tests/bench --benchmark-only [--bench-threads 2]``.
+
+Caveat: the step is repeated on the same buffers with no backward pass in between, so a
+layout whose p, g and b (12 B/param) fit in the last-level cache runs from cache (here, a
+32 MiB L3: many_small's 24 MB entirely, mobilenet_v2's 42 MB partly) and can exceed the
+DRAM bandwidth ceiling; large_25m (300 MB) is the DRAM-bound case.
 """
 
 from __future__ import annotations
