@@ -33,7 +33,7 @@ class BenchPlan:
     profiles: list[Profile]
     cases: dict[str, list[Case]]  # device name -> cases in run order
     manifest: dict[str, Any]
-    first_attempt: dict[str, dict[str, int]] = field(default_factory=dict)
+    first_attempt: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     probe: bool = True
 
 
@@ -81,14 +81,14 @@ def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
     profiles = [load_profile(d.get("path") or d["name"]) for d in manifest["devices"]]
     all_cases = [Case(**c) for c in manifest["cases"]]
     _, cases_df = store.build_tables(run_dir) if (run_dir / "raw.jsonl").exists() else (None, pd.DataFrame())
-    done: set[tuple[str, str]] = set()
+    done: set[tuple[str, str, int]] = set()
     if not cases_df.empty:
         finished = cases_df[cases_df["status"].isin(FINISHED)]
-        done = set(zip(finished["device"], finished["case_id"], strict=True))
+        done = set(zip(finished["device"], finished["case_id"], finished["repeat"], strict=True))
     seen = store.attempts_seen(run_dir / "raw.jsonl") if (run_dir / "raw.jsonl").exists() else {}
-    todo = {p.name: [c for c in all_cases if (p.name, c.case_id) not in done] for p in profiles}
-    first = {p.name: {c.case_id: seen.get((p.name, c.case_id), 0) + 1 for c in todo[p.name]}
-             for p in profiles}
+    todo = {p.name: [c for c in all_cases if (p.name, c.case_id, c.repeat) not in done] for p in profiles}
+    first = {p.name: {(c.case_id, c.repeat): seen.get((p.name, c.case_id, c.repeat), 0) + 1
+                      for c in todo[p.name]} for p in profiles}
     manifest.setdefault("resumed", []).append(
         {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": list(argv),
          "cases": {d: [c.case_id for c in cs] for d, cs in todo.items()}})

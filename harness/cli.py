@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
     bench.add_argument("--run-id", help="name of the run directory (default: UTC time and a random suffix)")
     bench.add_argument("--csv", action="store_true", help="also write steps.csv and cases.csv")
+    bench.add_argument("--repeat", type=int, default=1,
+                       help="run every case this many times, interleaved in rounds (default 1)")
+    bench.add_argument("--inject-slowdown", type=float, default=0.0, metavar="FRACTION",
+                       help="calibration aid: busy-wait this fraction of every step (e.g. 0.05)")
     bench.add_argument("--resume", type=Path, metavar="RUN",
                        help="continue a run: measure only its cases that are missing or failed")
     bench.add_argument("--no-report", action="store_true", help="skip the HTML report")
@@ -113,6 +118,7 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         given = [f for f in ("device", "workload", "optimizer", "kernel", "threads", "batch", "dtype",
                              "mode", "accel") if getattr(args, f)]
         given += [f for f in ("steps", "warmup", "seed", "run_id") if getattr(args, f) is not None]
+        given += [f for f in ("repeat",) if args.repeat != 1] + [f for f in ("inject_slowdown",) if args.inject_slowdown]
         if given:
             raise ConfigError(f"--resume continues the run's own plan; drop --{given[0].replace('_', '-')}",
                               key="--resume")
@@ -126,8 +132,11 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         filters = _filters(args)
         suite = plan.load_suite(args.suite)
         cases = plan.expand(suite, filters, default_threads=profiles[0].cpu.threads or 1)
+        if not 0.0 <= args.inject_slowdown <= 10.0:
+            raise ConfigError(f"must be between 0 and 10, got {args.inject_slowdown}", key="--inject-slowdown")
+        cases = [dataclasses.replace(c, slowdown=args.inject_slowdown) for c in cases]
         seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
-        bench_plan = new_plan(profiles, plan.shuffled(cases, seed), out=args.out, run_id=args.run_id,
+        bench_plan = new_plan(profiles, plan.repeated(cases, args.repeat, seed), out=args.out, run_id=args.run_id,
                               suite=suite.name, seed=seed, argv=["harness", *argv],
                               probe=not args.no_probe)
     result = execute(bench_plan, csv=args.csv)

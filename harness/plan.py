@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -53,6 +53,8 @@ class Case:
     mode: str = "eager"
     accel: str = "cpu"
     hparams: Mapping[str, Any] = field(default_factory=dict)
+    repeat: int = 0  # which repetition of the case this is (not part of case_id)
+    slowdown: float = 0.0  # calibration only: a known busy-wait, as a fraction of each step
     target_loss: float | None = None  # the optimizer study: stop when the smoothed loss reaches it
 
     @property
@@ -289,3 +291,13 @@ def shuffled(cases: Iterable[Case], seed: int) -> list[Case]:
     order = list(cases)
     random.Random(seed).shuffle(order)
     return order
+
+
+def repeated(cases: Sequence[Case], repeats: int, seed: int) -> list[Case]:
+    """Each case ``repeats`` times, interleaved: round r runs every case once, in its own order."""
+    if repeats < 1:
+        raise ConfigError(f"must be ≥ 1, got {repeats}", key="--repeat")
+    rounds = []
+    for r in range(repeats):
+        rounds += shuffled([replace(c, repeat=r) for c in cases], seed + r)
+    return rounds

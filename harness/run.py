@@ -52,13 +52,14 @@ class _Listener:
     case_id: str
     attempt: int
     on_step: Callable[[], None]
+    repeat: int = 0
     end: CaseEnd | None = None
     error: Error | None = None
     hello: Hello | None = None
     protocol_errors: list[str] = field(default_factory=list)
 
     def __call__(self, line: str) -> None:
-        self.raw.agent_line(self.device, self.case_id, self.attempt, line)
+        self.raw.agent_line(self.device, self.case_id, self.attempt, line, self.repeat)
         try:
             rec = parse_line(line)
         except ProtocolError as exc:
@@ -102,7 +103,12 @@ def _status(listener: _Listener, result: Any) -> tuple[str, str, str]:
         return "failed", "timeout", "the case ran past its deadline; the agent's process tree was killed"
     if listener.protocol_errors:
         return "failed", "protocol", listener.protocol_errors[0]
-    how = f"signal {result.signal}" if result.signal else f"exit code {result.exit_code}"
+    if result.signal:
+        how = f"signal {result.signal}"
+    elif result.exit_code is None:  # ssh: paramiko drops the "exit-signal" message
+        how = "a signal the transport does not name"
+    else:
+        how = f"exit code {result.exit_code}"
     tail = result.stderr.strip().splitlines()[-3:]
     return "failed", "crash", f"the agent died ({how}) before finishing the case: " + " | ".join(tail)
 
@@ -113,7 +119,7 @@ def run_case(
 ) -> str:
     """Run one attempt of one case; returns its status. Transient faults propagate."""
     spec = case_spec(case, profile)
-    listener = _Listener(raw, profile.name, case.case_id, attempt, progress.step)
+    listener = _Listener(raw, profile.name, case.case_id, attempt, progress.step, case.repeat)
     timeout = case.timeout_s or profile.agent.case_timeout_s
     start = time.monotonic_ns()
     result = conn.run(
@@ -127,14 +133,15 @@ def run_case(
     host_wall_ns = time.monotonic_ns() - start
     status, kind, message = _status(listener, result)
     raw.event(
-        profile.name, case.case_id, attempt, "attempt_end", status=status, spec=spec,
+        profile.name, case.case_id, attempt, "attempt_end", repeat=case.repeat, status=status, spec=spec,
         error_kind=kind, error_message=message, exit_code=result.exit_code,
         signal=result.signal, timed_out=result.timed_out, host_wall_ns=host_wall_ns,
         stderr_tail=result.stderr[-4000:],
     )
     raw.sync()
     with open(log_dir / f"{profile.name}.log", "a", encoding="utf-8") as f:
-        f.write(f"== {case.case_id} attempt {attempt}: {status} {kind} {message}\n{result.stderr}\n")
+        f.write(f"== {case.case_id} repeat {case.repeat} attempt {attempt}: {status} {kind} {message}\n"
+                f"{result.stderr}\n")
     return status
 
 
@@ -166,7 +173,7 @@ def run_probe(conn: Connection, deployment: Deployment, profile: Profile, thread
 def run_device(
     profile: Profile, cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
     progress: Progress, *, backoff_s: float = 1.0, probe: bool = True,
-    first_attempt: dict[str, int] | None = None,
+    first_attempt: dict[tuple[str, int], int] | None = None,
 ) -> DeviceOutcome:
     """Run every case on one device, under its lock.
 
@@ -182,7 +189,7 @@ def run_device(
             for case in cases:
                 progress.start_case(case)
                 status = "failed"
-                base = (first_attempt or {}).get(case.case_id, 1)
+                base = (first_attempt or {}).get((case.case_id, case.repeat), 1)
                 for attempt in range(base, base + profile.agent.retries + 1):
                     try:
                         if conn is None:
@@ -196,7 +203,7 @@ def run_device(
                         break
                     except TransientError as exc:
                         raw.event(profile.name, case.case_id, attempt, "attempt_end",
-                                  status="transient", error_kind="transient",
+                                  repeat=case.repeat, status="transient", error_kind="transient",
                                   error_message=str(exc), spec=case_spec(case, profile))
                         log.warning("%s: %s (attempt %d); reconnecting", profile.name, exc, attempt)
                         if conn is not None:
@@ -239,7 +246,7 @@ def _close_quietly(conn: Connection) -> None:
 def run_devices(
     profiles: list[Profile], cases: dict[str, list[Case]], bundle: Bundle, raw: RawLog,
     run_dir: Path, progress_factory: Callable[[Profile, int, int], Progress], *,
-    probe: bool = True, first_attempt: dict[str, dict[str, int]] | None = None,
+    probe: bool = True, first_attempt: dict[str, dict[tuple[str, int], int]] | None = None,
 ) -> list[DeviceOutcome]:
     """Run each device's cases (keyed by device name), one worker per device, all at once."""
     def one(i: int, p: Profile) -> DeviceOutcome:

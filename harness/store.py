@@ -10,7 +10,8 @@ atomically (temporary file, then rename).
 
 Stored-result history (``RESULTS_VERSION``):
 
-- 1: steps and cases tables as below; manifest.json.
+- 1: steps and cases tables as below (``repeat`` numbers the repetitions of a case in one
+  run, 0 when it ran once); manifest.json.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ RESULTS_VERSION = 1
 PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns")
 CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed")
 STEP_COLUMNS = (
-    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
+    "run_id", "device", "case_id", "repeat", "workload", "optimizer", "kernel", "threads", "batch",
     "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss",
 )
 STEP_DTYPES = {
-    "run_id": "string", "device": "string", "case_id": "string", "workload": "string",
+    "run_id": "string", "device": "string", "case_id": "string", "repeat": "int64", "workload": "string",
     "optimizer": "string", "kernel": "string", "threads": "int64", "batch": "int64",
     "dtype": "string", "index": "int64", "warmup": "bool", "step_ns": "int64",
     **{c: "int64" for c in PHASE_COLUMNS}, "loss": "float64",
 }
 CASE_COLUMNS = (
-    "run_id", "device", "case_id", *CASE_KEYS, "status", "error_kind", "error_message",
+    "run_id", "device", "case_id", "repeat", *CASE_KEYS, "status", "error_kind", "error_message",
     "attempts", "steps", "warmup_steps", "wall_ns", "host_wall_ns", "param_count",
     "param_bytes", "state_bytes", "peak_rss_bytes", "correct_checked", "correct_ok",
     "correct_max_rel_diff", "correct_tolerance", "compile_ns", "update_bytes_per_step",
@@ -91,12 +92,13 @@ class RawLog:
             self._file.write(text + "\n")
             self._file.flush()
 
-    def agent_line(self, device: str, case_id: str, attempt: int, line: str) -> None:
-        self._append({"device": device, "case_id": case_id, "attempt": attempt,
+    def agent_line(self, device: str, case_id: str, attempt: int, line: str, repeat: int = 0) -> None:
+        self._append({"device": device, "case_id": case_id, "repeat": repeat, "attempt": attempt,
                       "host_ns": time.time_ns(), "line": line})
 
-    def event(self, device: str, case_id: str, attempt: int, event: str, **fields: Any) -> None:
-        self._append({"device": device, "case_id": case_id, "attempt": attempt,
+    def event(self, device: str, case_id: str, attempt: int, event: str, repeat: int = 0,
+              **fields: Any) -> None:
+        self._append({"device": device, "case_id": case_id, "repeat": repeat, "attempt": attempt,
                       "host_ns": time.time_ns(), "event": event, **fields})
 
     def sync(self) -> None:
@@ -124,11 +126,11 @@ def read_raw(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def attempts_seen(path: Path) -> dict[tuple[str, str], int]:
-    """The highest attempt number recorded per (device, case id)."""
-    seen: dict[tuple[str, str], int] = {}
+def attempts_seen(path: Path) -> dict[tuple[str, str, int], int]:
+    """The highest attempt number recorded per (device, case id, repeat)."""
+    seen: dict[tuple[str, str, int], int] = {}
     for env in read_raw(path):
-        key = (env.get("device", ""), env.get("case_id", ""))
+        key = (env.get("device", ""), env.get("case_id", ""), int(env.get("repeat", 0)))
         if key[1]:
             seen[key] = max(seen.get(key, 0), int(env.get("attempt", 0)))
     return seen
@@ -145,10 +147,10 @@ class _Attempt:
         self.protocol_errors: list[str] = []
 
 
-def _collect(raw_path: Path) -> dict[tuple[str, str], dict[int, _Attempt]]:
-    cases: dict[tuple[str, str], dict[int, _Attempt]] = {}
+def _collect(raw_path: Path) -> dict[tuple[str, str, int], dict[int, _Attempt]]:
+    cases: dict[tuple[str, str, int], dict[int, _Attempt]] = {}
     for env in read_raw(raw_path):
-        key = (env.get("device", ""), env.get("case_id", ""))
+        key = (env.get("device", ""), env.get("case_id", ""), int(env.get("repeat", 0)))
         if not key[1]:
             continue
         attempt = cases.setdefault(key, {}).setdefault(int(env.get("attempt", 0)), _Attempt())
@@ -186,13 +188,14 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
     run_id = run_id or run_dir.name
     step_rows: list[dict[str, Any]] = []
     case_rows: list[dict[str, Any]] = []
-    for (device, case_id), attempts in sorted(_collect(run_dir / "raw.jsonl").items()):
+    for (device, case_id, repeat), attempts in sorted(_collect(run_dir / "raw.jsonl").items()):
         n, a = _chosen(attempts)
         ev = a.event or {}
         spec = dict(ev.get("spec") or (a.start.spec if a.start else {}))
         keys = {k: spec.get(k) for k in CASE_KEYS}
         for s in a.steps:
-            row = {"run_id": run_id, "device": device, "case_id": case_id, **{k: keys[k] for k in STEP_COLUMNS if k in keys},
+            row = {"run_id": run_id, "device": device, "case_id": case_id, "repeat": repeat,
+                   **{k: keys[k] for k in STEP_COLUMNS if k in keys},
                    "index": s.index, "warmup": s.warmup, "step_ns": s.step_ns, "loss": s.loss}
             for col in PHASE_COLUMNS:
                 row[col] = int(s.phases_ns.get(col[:-3], 0))
@@ -206,7 +209,7 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
         if a.protocol_errors and not error_message:
             error_kind, error_message = "protocol", a.protocol_errors[0]
         row = {
-            "run_id": run_id, "device": device, "case_id": case_id, **keys,
+            "run_id": run_id, "device": device, "case_id": case_id, "repeat": repeat, **keys,
             "status": status, "error_kind": error_kind, "error_message": error_message,
             "attempts": len(attempts), "steps": len(measured),
             "warmup_steps": sum(1 for s in a.steps if s.warmup),

@@ -175,7 +175,8 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     baseline_rss = current_rss_bytes()
     for index in range(warmup + int(spec["steps"])):
         maybe_fail(f"step={index}", case_id)
-        phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"])
+        phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"],
+                                                   float(spec.get("slowdown", 0.0)))
         loss_value = float(loss.detach())
         emit(schema.Step(case_id=case_id, index=index, warmup=index < warmup,
                          phases_ns=phases, step_ns=step_ns, loss=loss_value))

@@ -104,8 +104,14 @@ def device_peak_bytes(prepared: Prepared) -> int | None:
     return None
 
 
-def train_step(prepared: Prepared, updater: Any, dtype: str) -> tuple[dict[str, int], int, Any]:
-    """One training step; returns (phase nanoseconds, step nanoseconds, loss tensor)."""
+def train_step(
+    prepared: Prepared, updater: Any, dtype: str, slowdown: float = 0.0
+) -> tuple[dict[str, int], int, Any]:
+    """One training step; returns (phase nanoseconds, step nanoseconds, loss tensor).
+
+    ``slowdown`` (calibration of the regression gate only) busy-waits inside the update
+    phase for that fraction of the step's time, a known injected regression.
+    """
     import torch
 
     task, model, sync = prepared.task, prepared.model, prepared.sync
@@ -131,6 +137,10 @@ def train_step(prepared: Prepared, updater: Any, dtype: str) -> tuple[dict[str, 
     updater.step()
     updater.zero_grad()
     sync()
+    if slowdown > 0:  # calibration: a known delay, the given fraction of this step so far
+        end = clock() + int((clock() - t0) * slowdown)
+        while clock() < end:
+            pass
     t5 = clock()
     phases = {
         "data": t1 - t0,
