@@ -177,9 +177,14 @@ def _collect(raw_path: Path) -> dict[tuple[str, str, int], dict[int, _Attempt]]:
 
 
 def _chosen(attempts: dict[int, _Attempt]) -> tuple[int, _Attempt]:
-    """The last attempt that finished (has an attempt_end event), else the last one seen."""
+    """The last attempt that finished (has an attempt_end event), else the last one seen.
+
+    An attempt that never reached the agent (reconnecting to a device that stayed gone) is
+    passed over for an earlier one that did, so the samples measured before the fault stay.
+    """
     finished = [n for n, a in attempts.items() if a.event is not None]
-    n = max(finished) if finished else max(attempts)
+    reached = [n for n in finished if attempts[n].start or attempts[n].steps or attempts[n].error]
+    n = max(reached or finished or attempts)
     return n, attempts[n]
 
 
