@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check that a device is ready to measure, with the fix for each problem")
     doctor.add_argument("--device", default="local", help="profile name or .toml path (default local)")
 
+    from harness import cli_gate
+
+    cli_gate.add_parsers(sub)
+    bench.add_argument("--gate-against", metavar="BASELINE",
+                       help="after the run, gate it against this baseline (exit 1 on a regression)")
+    cli_gate.add_gate_options(bench)
+
     report = sub.add_parser("report", help="rebuild a report from stored runs")
     report.add_argument("runs", nargs="+", type=Path, help="run directories (combined into one report)")
     report.add_argument("--format", choices=("html", "md", "csv"), default="html")
@@ -155,6 +162,11 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
                   f"are stored, rebuild it with `harness report {run_dir}`", file=sys.stderr)
             failed = True
     print(f"results: {run_dir.resolve()}")
+    if args.gate_against:
+        from harness.cli_gate import run_gate
+
+        code = run_gate(args.gate_against, run_dir, args)
+        return max(code, EXIT_FAILED if failed else EXIT_OK) if code != EXIT_USAGE else code
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -234,7 +246,19 @@ def cmd_doctor(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK if all(c.ok for c in checks if c.name in essential) else EXIT_FAILED
 
 
-COMMANDS = {"doctor": cmd_doctor, "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
+def cmd_baseline(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.cli_gate import cmd_baseline as run
+
+    return run(args, list(argv))
+
+
+def cmd_gate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.cli_gate import cmd_gate as run
+
+    return run(args, list(argv))
+
+
+COMMANDS = {"baseline": cmd_baseline, "gate": cmd_gate, "doctor": cmd_doctor, "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,67 @@
+"""The regression gate end to end: a real run against its own baseline passes; a run with an
+injected slowdown is a regression (exit 1) with its Markdown summary and JUnit XML written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach",
+           "--steps", "30", "--warmup", "2", "--no-probe", "--no-report")
+
+
+def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("gate")
+    run = harness(tmp, "bench", *FILTERS, "--out", str(tmp / "results"), "--run-id", "base")
+    assert run.returncode == 0, run.stderr
+    saved = harness(tmp, "baseline", "save", "--run", str(tmp / "results" / "base"), "--name", "main",
+                    "--dir", str(tmp / "baselines"))
+    assert saved.returncode == 0, saved.stderr
+    return tmp, tmp / "baselines" / "local" / "main"
+
+
+def test_a_run_gated_against_its_own_baseline_passes(baseline):
+    tmp, base = baseline
+    proc = harness(tmp, "gate", "--baseline", str(base), "--candidate", str(tmp / "results" / "base"),
+                   "--rerun-budget", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "regression" not in proc.stderr.split("gate:")[1].splitlines()[0]
+    assert (tmp / "results" / "base" / "summary.md").is_file()
+
+
+def test_an_injected_slowdown_is_a_regression_with_summary_and_junit(baseline):
+    tmp, base = baseline
+    proc = harness(tmp, "bench", *FILTERS, "--inject-slowdown", "1.0", "--out", str(tmp / "results"),
+                   "--run-id", "slow", "--gate-against", str(base), "--rerun-budget", "0")
+    assert proc.returncode == 1, proc.stderr
+    assert "REGRESSION bert_tiny-nag-foreach-t1-b8-fp32 step_time" in proc.stderr
+    summary = (tmp / "results" / "slow" / "summary.md").read_text()
+    assert "regression" in summary and "bert_tiny-nag-foreach-t1-b8-fp32" in summary
+    suite = ET.parse(tmp / "results" / "slow" / "junit.xml").getroot()
+    failures = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert any("step_time" in tc.get("name", "") for tc in failures)
+
+
+def test_the_step_summary_is_appended_when_github_asks_for_it(baseline, tmp_path):
+    tmp, base = baseline
+    target = tmp_path / "step_summary.md"
+    env = {"HARNESS_LOCK_DIR": str(tmp / "locks"), "PATH": "/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(target)}
+    proc = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(base), "--candidate",
+                           str(tmp / "results" / "base"), "--rerun-budget", "0", "--summary",
+                           str(tmp_path / "s.md"), "--junit", str(tmp_path / "j.xml")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Regression gate" in target.read_text()
