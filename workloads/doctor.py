@@ -23,26 +23,31 @@ def _readable(paths: list[str]) -> tuple[list[str], list[str]]:
     return ok, bad
 
 
-def thermal_check(root: str = "") -> dict[str, Any]:
-    zones = sorted(glob.glob(os.path.join(root or "/", "sys/class/thermal/thermal_zone*/temp")))
-    ok, bad = _readable(zones)
+def _files_check(name: str, pattern: str, what: str, fix: str) -> dict[str, Any]:
+    files = sorted(glob.glob(pattern))
+    ok, bad = _readable(files)
     return {
-        "name": "thermal zones",
+        "name": name,
         "ok": bool(ok),
-        "found": f"{len(ok)} readable, {len(bad)} not" if zones else "no thermal zones exposed",
-        "fix": "" if ok else "temperatures need read access to /sys/class/thermal (root on most phones: set [agent].root)",
+        "found": f"{len(ok)} {what} readable, {len(bad)} not" if files else f"no {what} exposed",
+        "fix": "" if ok else fix,
     }
+
+
+def thermal_check(root: str = "") -> dict[str, Any]:
+    return _files_check(
+        "thermal zones", os.path.join(root or "/", "sys/class/thermal/thermal_zone*/temp"), "zones",
+        "temperatures need read access to /sys/class/thermal (root on most phones: set [agent].root)",
+    )
 
 
 def cpufreq_check(root: str = "") -> dict[str, Any]:
-    files = sorted(glob.glob(os.path.join(root or "/", "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")))
-    ok, bad = _readable(files)
-    return {
-        "name": "cpu frequency",
-        "ok": bool(ok),
-        "found": f"{len(ok)} CPUs readable, {len(bad)} not" if files else "no cpufreq files exposed",
-        "fix": "" if ok else "frequencies (for throttling detection) need /sys/devices/system/cpu/*/cpufreq; not exposed in some VMs and containers",
-    }
+    return _files_check(
+        "cpu frequency", os.path.join(root or "/", "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"),
+        "CPU frequency files",
+        "frequencies (for throttling detection) need /sys/devices/system/cpu/*/cpufreq; "
+        "not exposed in some VMs and containers",
+    )
 
 
 def energy_check(energy: dict[str, Any]) -> dict[str, Any]:
