@@ -71,6 +71,12 @@ def test_synthetic_images_sit_closer_to_their_own_class_template():
     assert (distance.argmin(dim=1) == labels).float().mean() > 0.9
 
 
+def test_synthetic_images_are_normalised_to_about_mean_0_and_std_1():
+    images, _ = SyntheticImages(256, 0, num_classes=10, resolution=16)()
+    assert abs(float(images.mean())) < 0.2
+    assert 0.8 < float(images.std()) < 1.2
+
+
 def test_synthetic_text_starts_with_cls_and_never_uses_pad_or_unk():
     tokens, _ = GENERATORS["text"](0)()
     assert tokens.shape == (4, 12) and tokens.dtype == torch.int64
@@ -88,6 +94,12 @@ def test_synthetic_text_carries_its_class_keywords():
 def test_synthetic_text_refuses_a_vocabulary_too_small_for_the_keywords():
     with pytest.raises(ValueError, match="vocab_size=20 .* use vocab_size >= 35"):
         SyntheticText(2, 0, num_classes=4, vocab_size=20, seq_len=8)
+
+
+def test_synthetic_speech_classes_own_distinct_pitches():
+    source = SyntheticSpeech(4, 0, num_classes=12)
+    gaps = source.pitch_hz.sort().values.diff()
+    assert float(gaps.min()) > 0.05 * float(source.pitch_hz.min())
 
 
 def test_synthetic_speech_is_one_second_of_bounded_audio_per_example():

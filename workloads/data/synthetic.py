@@ -97,37 +97,49 @@ class SyntheticText:
 
 
 class SyntheticSpeech:
-    """One second of 16 kHz audio per example: a class-specific chirp in noise, ``[batch, 16000]``.
+    """One second of 16 kHz audio per example: a class-specific harmonic call in noise, ``[batch, 16000]``.
 
-    Each class has a start and an end frequency (drawn once, mel-uniformly between 200 Hz
-    and 6 kHz); an example sweeps between them, with a few percent of pitch jitter, a random
-    phase, onset (0-0.4 s), duration (0.4-0.6 s) and gain, under a raised-sine envelope, plus
-    white noise. In a log-mel spectrogram the classes are distinct lines, as words are
-    distinct spectro-temporal patterns.
+    Each class owns a pitch (the classes' pitches are mel-evenly spaced between 250 Hz and
+    2.5 kHz, shuffled by the seed), a glide (-1 to +1 octave over the call) and a pulse rate
+    (steady, or 8-20 pulses a second); a call has three harmonics (1, 1/2, 1/3). An example
+    is its class's call with a few percent of pitch jitter, a random phase, onset
+    (0-0.3 s), duration (0.5-0.7 s) and gain, under a raised-sine envelope, plus white noise.
+    In a log-mel spectrogram the classes differ in where the lines lie (which a transformer
+    over frames sees), and in their slope, harmonic spacing and pulsing, which a
+    convolutional net that averages over time and frequency sees too, as words differ in
+    spectro-temporal pattern.
     """
 
-    def __init__(self, batch: int, seed: int, *, num_classes: int, noise: float = 0.05) -> None:
+    def __init__(self, batch: int, seed: int, *, num_classes: int, noise: float = 0.02) -> None:
         self.batch, self.num_classes, self.noise = batch, num_classes, noise
         gen = _generator(seed)
-        low, high = hz_to_mel(torch.tensor(200.0)), hz_to_mel(torch.tensor(6000.0))
-        mels = low + (high - low) * torch.rand(num_classes, 2, generator=gen)
-        self.start_end_hz = mel_to_hz(mels)
+        low, high = hz_to_mel(torch.tensor(250.0)), hz_to_mel(torch.tensor(2500.0))
+        slots = (torch.randperm(num_classes, generator=gen).float() + 0.5) / num_classes
+        self.pitch_hz = mel_to_hz(low + (high - low) * slots)
+        self.glide_octaves = 2.0 * torch.rand(num_classes, generator=gen) - 1.0
+        rates = 8.0 + 12.0 * torch.rand(num_classes, generator=gen)
+        self.pulse_hz = torch.where(torch.rand(num_classes, generator=gen) < 0.3, 0.0, rates)
         self.time_s = torch.arange(CLIP_SAMPLES, dtype=torch.float32) / SAMPLE_RATE_HZ
         self._gen = gen
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         gen, n = self._gen, self.batch
         labels = torch.randint(self.num_classes, (n,), generator=gen)
-        jitter = 1.0 + 0.03 * torch.randn(n, 1, generator=gen)
-        f0, f1 = (self.start_end_hz[labels] * jitter).unbind(1)
-        onset = 0.4 * torch.rand(n, 1, generator=gen)
-        duration = 0.4 + 0.2 * torch.rand(n, 1, generator=gen)
+        f0 = (self.pitch_hz[labels] * (1.0 + 0.03 * torch.randn(n, generator=gen))).unsqueeze(1)
+        glide = self.glide_octaves[labels].unsqueeze(1)
+        onset = 0.3 * torch.rand(n, 1, generator=gen)
+        duration = 0.5 + 0.2 * torch.rand(n, 1, generator=gen)
         gain = 0.3 + 0.5 * torch.rand(n, 1, generator=gen)
         phase0 = 2 * math.pi * torch.rand(n, 1, generator=gen)
         local = self.time_s.unsqueeze(0) - onset
-        sweep = (f1 - f0).unsqueeze(1) / duration
-        phase = phase0 + 2 * math.pi * (f0.unsqueeze(1) * local + 0.5 * sweep * local**2)
         inside = (local >= 0) & (local < duration)
-        envelope = torch.sin(math.pi * local / duration).pow(2) * inside
+        # f(t) = f0 2^(glide t / duration); its phase is the integral of 2 pi f
+        rate = glide * math.log(2.0) / duration
+        safe = torch.where(rate.abs() < 1e-6, torch.full_like(rate, 1e-6), rate)
+        phase = phase0 + 2 * math.pi * f0 * torch.expm1(safe * local) / safe
+        call = sum(torch.sin(k * phase) / k for k in (1, 2, 3))
+        pulse_hz = self.pulse_hz[labels].unsqueeze(1)
+        pulses = torch.where(pulse_hz > 0, torch.cos(math.pi * pulse_hz * local).square(), 1.0)
+        envelope = torch.sin(math.pi * local / duration).pow(2) * inside * pulses
         noise = self.noise * torch.randn(n, CLIP_SAMPLES, generator=gen)
-        return gain * envelope * torch.sin(phase) + noise, labels
+        return gain * envelope * call + noise, labels
