@@ -17,6 +17,7 @@ from workloads.models.common import (
     image_task,
     init_weights,
     make_divisible,
+    scale_conv_init,
     zero_init_head,
     zero_init_last_norm,
 )
@@ -39,6 +40,7 @@ STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3,
           (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
 STEM_CHANNELS, LAST_CHANNELS = 32, 1280
 LAST_BN_SCALE = 0.2  # initial scale of the last batch norm (see MobileNetV2.__init__)
+CONV_SCALE = 0.7  # initial conv weights x this: a larger effective SGD step (scale_conv_init)
 
 # --- blocks ---------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class MobileNetV2(nn.Module):
         # The head's step size grows with the squared norm of the pooled features (1280
         # ReLU6 channels); at unit BN scale one NAG step at lr 0.05 swings logits by units.
         nn.init.constant_(self.features[-1][1].weight, LAST_BN_SCALE)
+        scale_conv_init(self.features, CONV_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).mean(dim=(2, 3)))

@@ -33,6 +33,7 @@ from workloads.data.sources import SYNTHETIC, speech_source
 from workloads.models.common import (
     check_positive,
     classification_task,
+    scale_conv_init,
     seeded,
     zero_init_head,
 )
@@ -221,14 +222,10 @@ class DSCNN(nn.Module):
             layers.append(same_conv_bn_relu(c, c, (1, 1), (1, 1)))  # pointwise
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(c, cfg.num_classes)
-        # Every convolution feeds a batch norm, so its scale does not change the function but
-        # sets its effective SGD step (lr / |w|^2): torch's default scale times 0.3 lets
-        # NAG at lr 0.05 shape the features within tens of steps (the head keeps torch's
-        # init: a zero head would starve the convolutions of gradient at first).
-        with torch.no_grad():
-            for m in self.features.modules():
-                if isinstance(m, nn.Conv2d):
-                    m.weight.mul_(DS_CNN_CONV_SCALE)
+        # Smaller conv weights, a larger effective SGD step (see scale_conv_init): NAG at
+        # lr 0.05 then shapes the features within tens of steps. The head keeps torch's
+        # init: a zero head would starve the convolutions of gradient at first.
+        scale_conv_init(self.features, DS_CNN_CONV_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x.unsqueeze(1)).mean(dim=(2, 3)))
