@@ -64,7 +64,7 @@ def image_source(
 
 
 def speech_source(data: str, *, batch: int, seed: int, num_classes: int) -> BatchSource:
-    """Synthetic chirps, or the WAV files of a Speech Commands-style folder (read per batch)."""
+    """Synthetic calls, or the WAV files of a Speech Commands-style folder (read per batch)."""
     if data == SYNTHETIC:
         return SyntheticSpeech(batch, seed, num_classes=num_classes)
     source, labels = wav_batches(_existing(data), batch, seed)
