@@ -1,7 +1,7 @@
 """Seeded, learnable synthetic batches for each domain, generated with torch on the device.
 
 Each generator draws a fixed random *teacher* from its seed (class templates, class
-keywords, class chirps) and then samples labelled examples around it, so a few dozen
+keywords, class calls) and then samples labelled examples around it, so a few dozen
 training steps visibly lower the loss, and the same seed always gives the same batches.
 Everything comes from one ``torch.Generator`` per source; the global RNG is never touched.
 """
