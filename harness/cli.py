@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import cli_gate
 
     cli_gate.add_parsers(sub)
+    from harness import cli_lab
+
+    cli_lab.add_parsers(sub)
     bench.add_argument("--gate-against", metavar="BASELINE",
                        help="after the run, gate it against this baseline (exit 1 on a regression)")
     cli_gate.add_gate_options(bench)
@@ -258,7 +261,25 @@ def cmd_gate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return run(args, list(argv))
 
 
-COMMANDS = {"baseline": cmd_baseline, "gate": cmd_gate, "doctor": cmd_doctor, "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
+def cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.cli_lab import cmd_calibrate as run
+
+    return run(args, list(argv))
+
+
+def cmd_ab(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.cli_lab import cmd_ab as run
+
+    return run(args, list(argv))
+
+
+def cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness.cli_lab import cmd_merge as run
+
+    return run(args, list(argv))
+
+
+COMMANDS = {"calibrate": cmd_calibrate, "ab": cmd_ab, "merge": cmd_merge, "baseline": cmd_baseline, "gate": cmd_gate, "doctor": cmd_doctor, "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

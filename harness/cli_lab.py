@@ -1,0 +1,131 @@
+"""``harness calibrate``, ``harness ab`` and ``harness merge``: the device lab's commands.
+
+``calibrate`` measures how often the gate cries wolf on a device and how small a slowdown
+it catches; ``ab`` compares two revisions or two configurations on one device, interleaved;
+``merge`` combines the runs of several hosts (one CI job per device) into one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+
+def add_parsers(sub: Any) -> None:
+    from harness.cli import DEFAULT_RESULTS, _add_filters
+
+    cal = sub.add_parser("calibrate", help="measure the gate's A/A false-alarm and detection rates on a device")
+    cal.add_argument("--device", default="local", help="profile name or .toml path (default local)")
+    _add_filters(cal)
+    cal.add_argument("--trials", type=int, default=20, help="A/A trials per case (default 20)")
+    cal.add_argument("--repeats", type=int, default=1,
+                     help="repetitions per side of a trial, each its own agent process (default 1)")
+    cal.add_argument("--slowdown", type=float, default=0.05, help="injected slowdown (default 0.05 = 5%%)")
+    cal.add_argument("--metric", default="step_time", help="per-step metric to calibrate (default step_time)")
+    cal.add_argument("--floor", type=float, default=0.05, help="the gate's floor for the metric (default 0.05)")
+    cal.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    cal.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    cal.add_argument("--run-id", help="name of the run directory")
+
+    ab = sub.add_parser("ab", help="compare two revisions or configurations on one device, interleaved")
+    ab.add_argument("--device", default="local", help="profile name or .toml path (default local)")
+    _add_filters(ab)
+    ab.add_argument("--a", dest="rev_a", metavar="REV", help="git revision of side A's agent (default: working tree)")
+    ab.add_argument("--b", dest="rev_b", metavar="REV", help="git revision of side B's agent (default: working tree)")
+    ab.add_argument("--a-args", default="", help='extra filters for side A, e.g. "--kernel foreach"')
+    ab.add_argument("--b-args", default="", help='extra filters for side B, e.g. "--kernel fused"')
+    ab.add_argument("--rounds", type=int, default=3, help="repetitions of every case per side (default 3)")
+    ab.add_argument("--pause-s", type=float, default=0.0,
+                    help="sleep between cases (the profile's [thermal] cooldown_c runs in the agent too)")
+    ab.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    ab.add_argument("--run-id", help="name of the A/B directory (holds runs a/ and b/)")
+    ab.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    from harness.cli_gate import add_gate_options
+
+    add_gate_options(ab)
+
+    merge = sub.add_parser("merge", help="combine runs from several hosts into one run directory")
+    merge.add_argument("runs", nargs="+", type=Path, help="run directories (or stored baselines) to combine")
+    merge.add_argument("--out", type=Path, required=True, help="the merged run directory (must not exist)")
+    merge.add_argument("--renumber", action="store_true",
+                       help="renumber repeats when two runs hold the same device, case and repeat")
+    merge.add_argument("--no-report", action="store_true", help="skip the HTML report")
+
+
+def _cases(args: argparse.Namespace, profile: Any, extra: str = "") -> tuple[list, int, str]:
+    """(cases, seed, suite name) from the filters, with ``extra`` filter arguments on top."""
+    from harness import plan
+    from harness.cli import _add_filters, _filters, _Parser
+
+    if extra:
+        side = _Parser(prog="harness ab-side", add_help=False)
+        _add_filters(side)
+        given, defaults = vars(side.parse_args(shlex.split(extra))), vars(side.parse_args([]))
+        merged = argparse.Namespace(**vars(args))
+        for key, value in given.items():
+            if value != defaults[key]:
+                setattr(merged, key, value)
+        args = merged
+    filters = _filters(args)
+    suite = plan.load_suite(args.suite)
+    cases = plan.expand(suite, filters, default_threads=profile.cpu.threads or 1)
+    seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
+    return cases, seed, suite.name
+
+
+def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.calibrate_run import CalibrationSettings, format_table, run_calibration
+    from harness.profiles import load_profile
+
+    profile = load_profile(args.device)
+    cases, seed, suite = _cases(args, profile)
+    settings = CalibrationSettings(trials=args.trials, repeats=args.repeats, slowdown=args.slowdown,
+                                   alpha=args.alpha, floor=args.floor, metric=args.metric)
+    result = run_calibration(profile, cases, settings, out=args.out, run_id=args.run_id, seed=seed,
+                             suite=suite, argv=["harness", *argv])
+    print(format_table(result.table))
+    print(f"calibration: {(result.run_dir / 'calibration.json').resolve()}")
+    return 1 if result.failed else 0
+
+
+def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.ab import Side, run_ab
+    from harness.profiles import load_profile
+
+    profile = load_profile(args.device)
+    if not (args.rev_a or args.rev_b or args.a_args or args.b_args):
+        raise ConfigError("give two revisions (--a REV --b REV) or two configurations "
+                          "(--a-args ... --b-args ...)", key="--a")
+    a_cases, seed, suite = _cases(args, profile, args.a_args)
+    b_cases, _, _ = _cases(args, profile, args.b_args)
+    result = run_ab(profile, Side("a", args.rev_a, args.a_args, a_cases),
+                    Side("b", args.rev_b, args.b_args, b_cases), rounds=args.rounds,
+                    pause_s=args.pause_s, out=args.out, run_id=args.run_id, seed=seed, suite=suite,
+                    argv=["harness", *argv], floors=args.floor or None, alpha=args.alpha,
+                    gate_estimated=args.gate_estimated, summary=args.summary, junit=args.junit,
+                    report=not args.no_report)
+    for line in result.lines:
+        print(line, file=sys.stderr)
+    print(f"a: {result.a_dir.resolve()}")
+    print(f"b: {result.b_dir.resolve()}")
+    print(f"summary: {result.summary}")
+    if result.report:
+        print(f"report: {result.report.resolve()}")
+    return result.exit_code
+
+
+def cmd_merge(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.merge import merge_runs
+
+    out = merge_runs(args.runs, args.out, renumber=args.renumber)
+    if not args.no_report:
+        from reports import build_report
+
+        print(f"report: {build_report([out], out / 'report.html').resolve()}")
+    print(f"merged: {out.resolve()}")
+    return 0
