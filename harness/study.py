@@ -253,7 +253,8 @@ def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
 
     Ties go to the lower median time-to-target over the runs that reached it, then to the
     smaller lr. Each metric column is the median over that lr's runs, a miss counting as
-    +inf (so it is infinite when at least half of the runs missed).
+    +inf (so it is infinite when at least half of the runs missed). ``lr_at_edge`` flags a
+    best lr at either end of its grid: the grid may be too narrow to have found the optimum.
     """
     rows = []
     for (device, workload, optimizer), group in summary.groupby(
@@ -265,7 +266,9 @@ def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
                            math.inf if pd.isna(reached_time) else float(reached_time), lr, runs))
         ranked.sort(key=lambda item: item[:3])
         _, _, lr, runs = ranked[0]
+        grid = group["lr"].unique()
         row = {"device": device, "workload": workload, "optimizer": optimizer, "lr": float(lr),
+               "lr_at_edge": len(grid) > 1 and lr in (grid.min(), grid.max()),
                "runs": len(runs), "runs_reached": int(runs["reached"].sum())}
         for column in METRICS.values():
             values = runs[column]
@@ -274,7 +277,8 @@ def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[column] = _median_with_misses(values, runs["reached"])
         rows.append(row)
-    columns = ["device", "workload", "optimizer", "lr", "runs", "runs_reached", *METRICS.values()]
+    columns = ["device", "workload", "optimizer", "lr", "lr_at_edge", "runs", "runs_reached",
+               *METRICS.values()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -339,12 +343,15 @@ def analyze_study(run_dir: Path) -> StudyResult:
 
 def format_result(result: StudyResult) -> str:
     """A plain-text table for the terminal: best lr per workload/optimizer, and wins (rho at 1)."""
-    lines = [f"{'device':<10} {'workload':<14} {'optimizer':<10} {'lr':>8} {'reached':>8} "
+    lines = [f"{'device':<10} {'workload':<14} {'optimizer':<10} {'lr':>9} {'reached':>8} "
              f"{'steps':>7} {'time s':>8} {'energy J':>9}"]
     for _, r in result.best.iterrows():
-        lines.append(f"{r['device']:<10} {r['workload']:<14} {r['optimizer']:<10} {r['lr']:>8.3g} "
+        edge = "*" if r["lr_at_edge"] else " "
+        lines.append(f"{r['device']:<10} {r['workload']:<14} {r['optimizer']:<10} {r['lr']:>8.3g}{edge} "
                      f"{r['runs_reached']:>4}/{r['runs']:<3} {r['steps_to_target']:>7.4g} "
                      f"{r['time_to_target_s']:>8.3g} {r['energy_to_target_j']:>9.3g}")
+    if result.best["lr_at_edge"].any():
+        lines.append("* best lr at the edge of its grid: widen the grid in [study.lr]")
     profile = result.profile
     for metric in METRICS:
         part = profile[profile["metric"] == metric]

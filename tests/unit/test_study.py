@@ -237,6 +237,13 @@ def test_lrs_reaching_equally_often_are_split_by_median_time():
     assert best.iloc[0]["lr"] == 0.3 and best.iloc[0]["time_to_target_s"] == 2.5
 
 
+def test_a_best_lr_at_the_end_of_its_grid_is_flagged():
+    best = best_lr(summary_rows([("w", "o", 0.1, 0, 1.0), ("w", "o", 0.3, 0, 2.0),
+                                 ("w", "o", 1.0, 0, 3.0), ("v", "o", 0.1, 0, 9.0),
+                                 ("v", "o", 0.3, 0, 2.0), ("v", "o", 1.0, 0, 3.0)]))
+    assert best.set_index("workload")["lr_at_edge"].to_dict() == {"w": True, "v": False}
+
+
 def test_a_problem_value_is_infinite_when_half_the_seeds_missed():
     best = best_lr(summary_rows([("w", "o", 0.1, 0, 5.0), ("w", "o", 0.1, 1, None)]))
     assert best.iloc[0]["time_to_target_s"] == math.inf
