@@ -53,6 +53,8 @@ class Case:
     mode: str = "eager"
     accel: str = "cpu"
     hparams: Mapping[str, Any] = field(default_factory=dict)
+    warmup_until_stable: bool = False  # warm-up ends when short and long medians agree
+    warmup_max: int = 50
     repeat: int = 0  # which repetition of the case this is (not part of case_id)
     slowdown: float = 0.0  # calibration only: a known busy-wait, as a fraction of each step
     target_loss: float | None = None  # the optimizer study: stop when the smoothed loss reaches it
@@ -223,6 +225,10 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
     warmup = filters.warmup if filters.warmup is not None else _int(data.get("warmup", 3), src, "warmup", minimum=0)
     seed = filters.seed if filters.seed is not None else _int(data.get("seed", 0), src, "seed", minimum=0)
     check_steps = _int(data.get("check_steps", 10), src, "check_steps", minimum=0)
+    until_stable = data.get("warmup_until_stable", False)
+    if not isinstance(until_stable, bool):
+        raise ConfigError(f"expected true or false, got {until_stable!r}", source=src, key="warmup_until_stable")
+    warmup_max = _int(data.get("warmup_max", 50), src, "warmup_max", minimum=1)
     timeout_s = data.get("timeout_s", 0.0)
     if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s < 0:
         raise ConfigError(f"expected a number of seconds ≥ 0, got {timeout_s!r}", source=src, key="timeout_s")
@@ -274,7 +280,8 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
                 workload=w, domain=WORKLOADS.get(w).domain, optimizer=o, kernel=k, threads=t,
                 batch=b, dtype=d, steps=steps, warmup=warmup, seed=seed, check_steps=check_steps,
                 options=dict(options.get(w, {})), timeout_s=float(timeout_s), mode=m, accel=a,
-                hparams=dict(hparams.get(o, {})),
+                hparams=dict(hparams.get(o, {})), warmup_until_stable=until_stable,
+                warmup_max=max(warmup_max, warmup),
             )
             cases.setdefault(case.case_id, case)
     if not cases:

@@ -20,9 +20,10 @@ import platform
 import sys
 import time
 import traceback
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from workloads import schema
+from workloads.meters.case import CaseInstruments
 
 AGENT_VERSION = "0.1.0"
 
@@ -154,47 +155,45 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
 
     correctness = check_correctness(spec, build_task())
-    prepared = trainer.prepare(build_task(), spec)
-    task = prepared.task
-    updater = opt_spec.build(task.model, spec["kernel"], hparams)
-    params = [p for p in task.model.parameters() if p.requires_grad]
-    param_count = sum(p.numel() for p in params)
-    param_bytes = sum(p.numel() * p.element_size() for p in params)
-    inputs, targets = task.next_batch()
-    with trainer.autocast(spec["dtype"], prepared.device.type):
-        flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
-    emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count, param_bytes=param_bytes))
-
-    maybe_fail("start", case_id)
-    compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
-    trainer.reset_peak_memory(prepared)
-    warmup = int(spec["warmup"])
-    target = spec.get("target_loss")
-    smoothed: float | None = None
-    reached = -1
-    baseline_rss = current_rss_bytes()
-    for index in range(warmup + int(spec["steps"])):
-        maybe_fail(f"step={index}", case_id)
-        phases, step_ns, loss = trainer.train_step(prepared, updater, spec["dtype"],
-                                                   float(spec.get("slowdown", 0.0)))
-        loss_value = float(loss.detach())
-        emit(schema.Step(case_id=case_id, index=index, warmup=index < warmup,
-                         phases_ns=phases, step_ns=step_ns, loss=loss_value))
-        if target is not None:  # the optimizer study stops a run at its target loss
-            smoothed = loss_value if smoothed is None else 0.8 * smoothed + 0.2 * loss_value
-            if smoothed <= float(target):
-                reached = index
-                break
+    inst = CaseInstruments(spec)
+    try:
+        inst.reset_memory()  # the correctness check's memory does not count against the case
+        prepared = trainer.prepare(build_task(), spec)
+        task = prepared.task
+        updater = opt_spec.build(task.model, spec["kernel"], hparams)
+        params = [p for p in task.model.parameters() if p.requires_grad]
+        param_count = sum(p.numel() for p in params)
+        inputs, targets = task.next_batch()
+        with trainer.autocast(spec["dtype"], prepared.device.type):
+            flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
+        emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count,
+                              param_bytes=sum(p.numel() * p.element_size() for p in params)))
+        inst.settle()  # cooldown to the profile's temperature, then the idle-power window
+        maybe_fail("start", case_id)
+        compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
+        trainer.reset_peak_memory(prepared)
+        inst.baseline_rss_bytes = current_rss_bytes()  # resident before the first step
+        steps = _StepLoop(spec, prepared, updater, emit, maybe_fail)
+        steps.warm_up()
+        inst.start()
+        steps.measure()
+        inst.stop()
+        records, measured = inst.finish(case_id, steps.measured_ns)
+        for record in records:
+            emit(record)
+    finally:
+        inst.close()
     summary: dict[str, Any] = {
+        **measured,
         "compile_ns": compile_ns + int(getattr(updater, "compile_ns", 0) or 0),
         "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
         "flops_per_step": flops,
         "accel": prepared.device.type,
+        "warmup_forced": steps.warmup_forced,
     }
-    summary["baseline_rss_bytes"] = baseline_rss
-    if target is not None:
-        summary["target_loss"] = float(target)
-        summary["reached_step"] = reached
+    if steps.target is not None:
+        summary["target_loss"] = steps.target
+        summary["reached_step"] = steps.reached
     if spec.get("onnx_inference"):
         from workloads.onnx_infer import onnx_inference_study
 
@@ -210,16 +209,71 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     emit(
         schema.CaseEnd(
             case_id=case_id,
-            steps=index + 1 - warmup if reached >= 0 else int(spec["steps"]),
-            warmup_steps=warmup,
+            steps=len(steps.measured_ns),
+            warmup_steps=steps.warmup_steps,
             wall_ns=time.monotonic_ns() - start,
-            peak_rss_bytes=peak_rss_bytes(),
+            peak_rss_bytes=int(measured.get("peak_rss_bytes") or peak_rss_bytes()),
             state_bytes=state_bytes(updater),
             correctness=correctness,
             summary=summary,
         )
     )
     return True
+
+
+class _StepLoop:
+    """Warm-up (a fixed count, or until the step time is stable) then the measured steps."""
+
+    def __init__(self, spec: dict[str, Any], prepared: Any, updater: Any, emit: Emitter,
+                 fail: Callable[[str, str], None]) -> None:
+        from workloads.system import WarmupDetector
+
+        self.spec, self.prepared, self.updater, self.emit, self.fail = spec, prepared, updater, emit, fail
+        self.index = 0
+        self.measured_ns: list[int] = []
+        self.warmup_steps = 0
+        self.warmup_forced = False
+        minimum = int(spec["warmup"])
+        self.detector = (
+            WarmupDetector(min_steps=minimum, max_steps=max(minimum, int(spec.get("warmup_max", 50))))
+            if spec.get("warmup_until_stable") else None
+        )
+        self.target = float(spec["target_loss"]) if spec.get("target_loss") is not None else None
+        self.reached = -1
+
+    def _step(self, warmup: bool) -> tuple[int, float]:
+        from workloads import trainer
+
+        self.fail(f"step={self.index}", self.spec["case_id"])
+        phases, step_ns, loss = trainer.train_step(self.prepared, self.updater, self.spec["dtype"],
+                                                   float(self.spec.get("slowdown", 0.0)))
+        value = float(loss.detach())
+        self.emit(schema.Step(case_id=self.spec["case_id"], index=self.index, warmup=warmup,
+                              phases_ns=phases, step_ns=step_ns, loss=value))
+        self.index += 1
+        return step_ns, value
+
+    def warm_up(self) -> None:
+        if self.detector is None:
+            for _ in range(int(self.spec["warmup"])):
+                self._step(warmup=True)
+        else:
+            while not self.detector.done:
+                step_ns, _ = self._step(warmup=True)
+                self.detector.observe(step_ns)
+            self.warmup_forced = self.detector.forced
+        self.warmup_steps = self.index
+
+    def measure(self) -> None:
+        smoothed: float | None = None
+        for _ in range(int(self.spec["steps"])):
+            step_ns, value = self._step(warmup=False)
+            self.measured_ns.append(step_ns)
+            if self.target is not None:  # the optimizer study stops a run at its target loss
+                smoothed = value if smoothed is None else 0.8 * smoothed + 0.2 * value
+                if smoothed <= self.target:
+                    self.reached = self.index - 1
+                    break
 
 
 def _read_spec(stdin: TextIO) -> dict[str, Any]:
