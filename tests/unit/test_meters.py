@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -161,6 +162,14 @@ def test_a_sensor_that_vanishes_mid_window_gives_a_reason(tmp_path: Path) -> Non
     gone = tmp_path / "sys/class/power_supply/battery/voltage_now"
     reading = measure(meter, between=gone.unlink)
     assert reading.energy_j is None and "sampling stopped" in reading.reason
+
+
+def test_closing_a_meter_mid_window_stops_its_sampler_thread(tmp_path: Path) -> None:
+    battery(tmp_path, -500_000, 4_000_000)
+    meter = open_meter({"meter": "fuel-gauge", "root": str(tmp_path), **FAST})
+    meter.start()
+    meter.close()
+    assert not any(t.name == "power-sampler" for t in threading.enumerate())
 
 
 def test_fuel_gauge_refuses_while_charging_and_says_how_to_fix_it(tmp_path: Path) -> None:

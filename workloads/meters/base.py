@@ -273,7 +273,10 @@ class EnergyMeter:
         return EnergyReading(None, time.monotonic_ns() - self._t0_ns, "none", reason=reason)
 
     def close(self) -> None:
-        """Release handles (NVML); the default has none."""
+        """Stop a sampler left running (a case that failed mid-window) and release handles."""
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
 
 
 class NullMeter(EnergyMeter):

@@ -1,11 +1,13 @@
 """Everything the agent measures around one case besides step times, in the order it happens.
 
 ``CaseInstruments`` wraps the energy meter, the cooldown, the idle baseline, the before/after
-snapshots, the peak-RSS reset and the stability flags, so the agent calls five methods::
+snapshots, the peak-RSS reset and the stability flags, so the agent calls a few methods::
 
     inst = CaseInstruments(spec)          # opens the meter named by spec["energy"]
     inst.reset_memory()                   # before building the measured task
-    inst.settle()                         # cooldown, then idle baseline (after building)
+    inst.settle()                         # cooldown, then idle baseline (after building
+                                          # and compiling, just before warm-up)
+    inst.mark_baseline()                  # resident set before the first step
     ... warm-up steps ...
     inst.start()                          # snapshot before, meter on
     ... measured steps ...
@@ -57,6 +59,10 @@ class CaseInstruments:
         self.peak_reset = system.reset_peak_rss()
         self.baseline_rss_bytes = system.memory_snapshot()["rss_bytes"]
 
+    def mark_baseline(self) -> None:
+        """Note the resident set now as the case's baseline (call just before the first step)."""
+        self.baseline_rss_bytes = system.memory_snapshot()["rss_bytes"]
+
     def settle(self) -> None:
         """Cool down to ``thermal.cooldown_c``, then measure idle power for ``idle_window_s``."""
         self.cooldown = system.cooldown(self.thermal_cfg)
@@ -73,6 +79,7 @@ class CaseInstruments:
         self.after = system.snapshot(self.thermal_cfg, self.sysfs_root)
 
     def close(self) -> None:
+        """Stop the meter if a failure left it running, and release it."""
         self.meter.close()
 
     def summary(self, step_ns: list[int]) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class NvmlMeter(EnergyMeter):
             raise OSError(f"NVML energy counter: {exc}") from None
 
     def close(self) -> None:
+        super().close()
         try:
             self.nvml.nvmlShutdown()
         except Exception:  # shutting down twice or after a driver reset is harmless
