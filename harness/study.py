@@ -270,6 +270,8 @@ def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
         row = {"device": device, "workload": workload, "optimizer": optimizer, "lr": float(lr),
                "lr_at_edge": len(grid) > 1 and lr in (grid.min(), grid.max()),
                "runs": len(runs), "runs_reached": int(runs["reached"].sum())}
+        sources = set(runs.get("energy_source", pd.Series(["none"])).fillna("none"))
+        row["energy_source"] = sources.pop() if len(sources) == 1 else "mixed"
         for column in METRICS.values():
             values = runs[column]
             if runs["reached"].any() and values[runs["reached"]].isna().any():
@@ -278,7 +280,7 @@ def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
                 row[column] = _median_with_misses(values, runs["reached"])
         rows.append(row)
     columns = ["device", "workload", "optimizer", "lr", "lr_at_edge", "runs", "runs_reached",
-               *METRICS.values()]
+               *METRICS.values(), "energy_source"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -288,10 +290,15 @@ def performance_profile(best: pd.DataFrame, metric: str = "time",
 
     A problem is a (device, workload); each optimizer enters with its best lr. A miss, or an
     optimizer not run on a problem, is an infinite ratio. Problems where the metric is unknown
-    (NaN) for some optimizer are left out. Without ``taus`` the grid is log-spaced from 1 to
-    past the largest finite ratio, plus every finite ratio, so the steps are exact.
+    (NaN) for some optimizer are left out, and for energy so are problems where some optimizer's
+    energy is not measured (an estimate is a model of time, not a measurement). Without
+    ``taus`` the grid is log-spaced from 1 to past the largest finite ratio, plus every finite
+    ratio, so the steps are exact.
     """
     column = METRICS[metric]
+    if metric == "energy":
+        measured = best.get("energy_source", pd.Series("none", index=best.index)).astype(str)
+        best = best.assign(**{column: best[column].where(measured.str.startswith("measured:"))})
     table = best.pivot_table(index=list(PROBLEM), columns="optimizer", values=column,
                              aggfunc="first", dropna=False)
     optimizers = sorted(best["optimizer"].unique())

@@ -286,6 +286,17 @@ def test_the_default_tau_grid_is_log_spaced_from_one_and_holds_every_ratio():
     assert rho(profile, "B", 3.7) == 1.0
 
 
+def test_energy_is_profiled_only_when_every_figure_is_measured():
+    summary = summary_rows([("w", "A", 0.1, 0, 1.0), ("w", "B", 0.1, 0, 2.0)])
+    summary["energy_to_target_j"] = [3.0, 9.0]
+    summary["energy_source"] = ["measured:rapl", "measured:rapl"]
+    profile = performance_profile(best_lr(summary), "energy", [1.0, 3.0])
+    assert rho(profile, "A", 1.0) == 1.0 and rho(profile, "B", 1.0) == 0.0
+    assert rho(profile, "B", 3.0) == 1.0
+    summary["energy_source"] = ["measured:rapl", "estimated:cpu-model"]
+    assert performance_profile(best_lr(summary), "energy").empty
+
+
 def test_no_energy_profile_without_a_meter():
     best = best_lr(summary_rows([("w", "A", 0.1, 0, 1.0), ("w", "B", 0.1, 0, 2.0)]))
     assert performance_profile(best, "energy").empty
