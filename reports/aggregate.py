@@ -69,7 +69,8 @@ def case_summary(cases: pd.DataFrame, samples: StepSamples, steps: pd.DataFrame)
     """One row per case: median step time with bootstrap CI, p10/p90, IQR, CV, phase medians."""
     measured = steps.loc[~steps["warmup"]]
     grouped = measured.groupby(list(CASE_KEY), observed=True)
-    quant = grouped["step_ns"].quantile([0.1, 0.25, 0.5, 0.75, 0.9]).unstack()
+    levels = [0.1, 0.25, 0.5, 0.75, 0.9]
+    quant = grouped["step_ns"].quantile(levels).unstack().reindex(columns=levels)  # no steps: no columns
     quant.columns = ["p10_ns", "p25_ns", "median_step_ns", "p75_ns", "p90_ns"]
     stats = grouped["step_ns"].agg(n_steps="size", mean_ns="mean", std_ns="std")
     phases = grouped[list(PHASE_COLUMNS)].median()

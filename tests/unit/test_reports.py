@@ -343,3 +343,21 @@ def test_probe_list_gives_each_device_its_own_ceilings(run_dir: Path, tmp_path: 
     ceilings = aggregate_dirs([two], n_boot=50).ceilings
     by_device = ceilings.groupby("device")["bandwidth_gbs"].first().to_dict()
     assert by_device == {"local": 20.0, "pixel7": 8.0}
+
+
+def test_a_run_whose_every_case_failed_still_gets_a_report(tmp_path):
+    from harness.store import RawLog, write_tables
+    from workloads import schema
+
+    run_dir = tmp_path / "failed-run"
+    run_dir.mkdir()
+    raw = RawLog(run_dir / "raw.jsonl")
+    spec = {"case_id": "c1", "workload": "bert_tiny", "domain": "nlp", "optimizer": "nag", "kernel": "fused",
+            "threads": 1, "batch": 8, "dtype": "fp32", "seed": 0}
+    raw.agent_line("dev", "c1", 1, schema.dump_line(schema.Error("c1", "InjectedFault", "boom")))
+    raw.event("dev", "c1", 1, "attempt_end", status="failed", spec=spec, error_kind="InjectedFault",
+              error_message="boom")
+    raw.close()
+    write_tables(run_dir)
+    html = reports.build_report([run_dir], tmp_path / "report.html").read_text()
+    assert "boom" in html and "failed" in html
