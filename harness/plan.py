@@ -28,7 +28,8 @@ MODES = ("eager", "compile", "channels_last")  # workloads.trainer.MODES
 ACCELS = ("cpu", "cuda")
 _SUITE_KEYS = {
     "description", "steps", "warmup", "check_steps", "threads", "batch", "dtype", "seed",
-    "options", "matrix", "timeout_s", "modes", "accel", "hparams", "study",
+    "options", "matrix", "timeout_s", "modes", "accel", "hparams", "study", "warmup_until_stable",
+    "warmup_max",
 }
 _MATRIX_KEYS = {"workloads", "optimizers", "kernels", "threads", "batch", "dtype", "modes", "accel"}
 
