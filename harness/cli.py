@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-report", action="store_true", help="skip the HTML report")
     bench.add_argument("--no-probe", action="store_true",
                        help="skip the device ceilings probe (memory bandwidth, matmul throughput)")
+    bench.add_argument("--study", metavar="STUDY",
+                       help="run a study instead of --suite: 'optimizers' (harness/suites/study.toml: "
+                            "optimizers x lr grid x seeds to a target loss) or a study .toml path; "
+                            "the filters narrow it, --seed replaces its seeds (docs/study.md)")
 
     sub.add_parser("list", help="workloads, optimizers, kernels, suites and devices")
     sub.add_parser("devices", help="device profiles and how each is reached")
@@ -126,7 +130,7 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.resume:
         given = [f for f in ("device", "workload", "optimizer", "kernel", "threads", "batch", "dtype",
-                             "mode", "accel") if getattr(args, f)]
+                             "mode", "accel", "study") if getattr(args, f)]
         given += [f for f in ("steps", "warmup", "seed", "run_id") if getattr(args, f) is not None]
         given += [f for f in ("repeat",) if args.repeat != 1] + [f for f in ("inject_slowdown",) if args.inject_slowdown]
         if given:
@@ -140,19 +144,39 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(f"a device is named twice: {names}", key="--device")
         profiles = [load_profile(n) for n in names]
         filters = _filters(args)
-        suite = plan.load_suite(args.suite)
-        cases = plan.expand(suite, filters, default_threads=profiles[0].cpu.threads or 1)
+        threads = profiles[0].cpu.threads or 1
+        if args.study:
+            from harness.study import STUDY_SUITE, load_study, study_cases
+
+            study = load_study(STUDY_SUITE if args.study == "optimizers" else args.study)
+            suite = study.suite
+            cases = study_cases(study, filters, default_threads=threads)
+        else:
+            suite = plan.load_suite(args.suite)
+            cases = plan.expand(suite, filters, default_threads=threads)
         if not 0.0 <= args.inject_slowdown <= 10.0:
             raise ConfigError(f"must be between 0 and 10, got {args.inject_slowdown}", key="--inject-slowdown")
         cases = [dataclasses.replace(c, slowdown=args.inject_slowdown) for c in cases]
         seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
         bench_plan = new_plan(profiles, plan.repeated(cases, args.repeat, seed), out=args.out, run_id=args.run_id,
                               suite=suite.name, seed=seed, argv=["harness", *argv],
-                              probe=not args.no_probe)
+                              probe=not args.no_probe,
+                              extra={"study": args.study} if args.study else None)
     result = execute(bench_plan, csv=args.csv)
     run_dir = result.run_dir
     _print_cases(result.cases)
     failed = result.failed
+    if bench_plan.manifest.get("study"):  # a new study run, or a resumed one
+        from harness.study import analyze_study, format_result
+
+        try:
+            print(format_result(analyze_study(run_dir)))
+        except Exception as exc:  # the measurements are stored; an analysis bug must not hide them
+            logging.getLogger(__name__).debug("study analysis failed", exc_info=True)
+            print(f"error: the study could not be analysed ({type(exc).__name__}: {exc}); the results "
+                  f"are stored, retry with `python -c 'from harness.study import analyze_study; "
+                  f"analyze_study(\"{run_dir}\")'`", file=sys.stderr)
+            failed = True
     if not args.no_report:
         from reports import build_report
 
