@@ -73,18 +73,6 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
-def current_rss_bytes() -> int:
-    """This process's resident set now (VmRSS); 0 where /proc is not readable."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _setup_threads(spec: dict[str, Any]) -> None:
     import torch
 
@@ -172,7 +160,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         maybe_fail("start", case_id)
         compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
         trainer.reset_peak_memory(prepared)
-        inst.baseline_rss_bytes = current_rss_bytes()  # resident before the first step
+        inst.mark_baseline()  # resident before the first step: activations are peak minus this
         steps = _StepLoop(spec, prepared, updater, emit, maybe_fail)
         steps.warm_up()
         inst.start()
