@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness import store
 from harness.deploy import build_bundle
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.manifest import new_manifest
 from harness.plan import Case
 from harness.profiles import Profile, load_profile
@@ -110,7 +110,10 @@ def execute(plan: BenchPlan, *, csv: bool = False) -> BenchResult:
                                first_attempt=plan.first_attempt)
     finally:
         raw.close()
-        _, cases_df = store.write_tables(plan.run_dir, csv=csv)
+        if raw.error is None:  # after a failed write the disk is full: resume rebuilds the tables
+            _, cases_df = store.write_tables(plan.run_dir, csv=csv)
+    if raw.error is not None:  # the manifest stays "running": the run is not complete
+        raise HarnessError(raw.error)
     manifest = plan.manifest
     manifest["status"] = "finished"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

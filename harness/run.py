@@ -57,9 +57,14 @@ class _Listener:
     error: Error | None = None
     hello: Hello | None = None
     protocol_errors: list[str] = field(default_factory=list)
+    store_error: HarnessError | None = None  # raw.jsonl could not be written (disk full)
 
     def __call__(self, line: str) -> None:
-        self.raw.agent_line(self.device, self.case_id, self.attempt, line, self.repeat)
+        try:
+            self.raw.agent_line(self.device, self.case_id, self.attempt, line, self.repeat)
+        except HarnessError as exc:  # keep draining: a transport thread must not die mid-stream
+            self.store_error = self.store_error or exc
+            return
         try:
             rec = parse_line(line)
         except ProtocolError as exc:
@@ -131,6 +136,8 @@ def run_case(
         env=dict(profile.agent.env) or None,
     )
     host_wall_ns = time.monotonic_ns() - start
+    if listener.store_error is not None:
+        raise listener.store_error
     status, kind, message = _status(listener, result)
     raw.event(
         profile.name, case.case_id, attempt, "attempt_end", repeat=case.repeat, status=status, spec=spec,

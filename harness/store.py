@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from harness.errors import HarnessError
 from workloads.schema import CaseEnd, CaseStart, Error, Meter, ProtocolError, Step, parse_line
 
 RESULTS_VERSION = 1
@@ -79,18 +80,42 @@ def make_run_dir(results_dir: Path, run_id: str) -> Path:
 
 
 class RawLog:
-    """Append-only ``raw.jsonl``; one flushed line per record, safe across worker threads."""
+    """Append-only ``raw.jsonl``; one flushed line per record, safe across worker threads.
+
+    A failed write (a full disk) turns into a :class:`HarnessError` that says how to go on,
+    and every later write fails the same way without touching the file, so the log ends at
+    most with one torn line, which :func:`read_raw` skips. Reopening a log that ends with a
+    torn line starts a new line first, so a resumed run's records stay readable.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self.error: str | None = None  # set once a write failed
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if self._file.tell() > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._write("\n")
+
+    def _write(self, text: str) -> None:
+        """Append and flush ``text`` (the caller holds the lock or owns the log)."""
+        if self.error is not None:
+            raise HarnessError(self.error)
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:
+            self.error = (f"cannot write to {self.path} ({exc.strerror or exc}); nothing after this "
+                          "point was stored. Free space there, then finish the run with "
+                          f"`harness bench --resume {self.path.parent}`")
+            raise HarnessError(self.error) from exc
 
     def _append(self, envelope: dict[str, Any]) -> None:
         text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
         with self._lock:
-            self._file.write(text + "\n")
-            self._file.flush()
+            self._write(text + "\n")
 
     def agent_line(self, device: str, case_id: str, attempt: int, line: str, repeat: int = 0) -> None:
         self._append({"device": device, "case_id": case_id, "repeat": repeat, "attempt": attempt,
@@ -103,15 +128,20 @@ class RawLog:
 
     def sync(self) -> None:
         with self._lock:
-            self._file.flush()
+            self._write("")
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.flush()
+            if self._file.closed:
+                return
+            if self.error is None:
+                self._write("")
                 os.fsync(self._file.fileno())
+            try:
                 self._file.close()
+            except OSError:  # the buffer of a failed write: already reported in self.error
+                pass
 
 
 def read_raw(path: Path) -> Iterator[dict[str, Any]]:
