@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import DeviceError
+from harness.errors import DeviceError, HarnessError
 from harness.profiles import Profile
 from harness.transports.base import Connection
 
@@ -108,6 +108,17 @@ def resolve_workdir(conn: Connection, python: tuple[str, ...], workdir: str) -> 
     return lines[-1].strip()
 
 
+def free_bytes(conn: Connection, python: tuple[str, ...], directory: str) -> int | None:
+    """Bytes free for this user under ``directory`` on the device; None when it cannot say."""
+    lines: list[str] = []
+    code = "import os,sys;s=os.statvfs(sys.argv[1]);print(s.f_bavail*s.f_frsize)"
+    result = conn.run([*python, "-c", code, directory], deadline_s=60, on_stdout_line=lines.append)
+    try:
+        return int(lines[-1]) if result.ok and lines else None
+    except ValueError:
+        return None
+
+
 def deploy(conn: Connection, profile: Profile, bundle: Bundle) -> Deployment:
     """Make sure the bundle is on the device; push it only when that hash is not there."""
     python = host_python(profile)
@@ -116,6 +127,20 @@ def deploy(conn: Connection, profile: Profile, bundle: Bundle) -> Deployment:
     if conn.exists(remote):
         log.info("bundle %s already on %s: 0 bytes pushed", bundle.name, profile.name)
         return Deployment(workdir, remote, python, 0)
-    sent = conn.push(bundle.path, remote)
+    try:
+        sent = conn.push(bundle.path, remote)
+    except (OSError, HarnessError) as exc:  # sftp says only "Failure" on a full disk: ask the device
+        free = free_bytes(conn, python, workdir)
+        size = bundle.path.stat().st_size
+        if free is not None and free < size:
+            raise DeviceError(
+                f"{profile.name} is out of space: its work directory {workdir!r} has {free} bytes "
+                f"free and the agent bundle needs {size}; free space there or point [agent].workdir "
+                "at a filesystem with room"
+            ) from exc
+        if isinstance(exc, HarnessError):
+            raise
+        raise DeviceError(f"pushing the agent bundle to {remote!r} on {profile.name} failed: {exc}; "
+                          "check [agent].workdir in the profile") from exc
     log.info("pushed bundle %s to %s: %d bytes", bundle.name, profile.name, sent)
     return Deployment(workdir, remote, python, sent)
