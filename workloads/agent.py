@@ -22,7 +22,7 @@ import time
 import traceback
 from typing import Any, Callable, TextIO
 
-from workloads import schema
+from workloads import schema, system
 from workloads.meters.case import CaseInstruments
 
 AGENT_VERSION = "0.1.0"
@@ -56,21 +56,6 @@ def hello() -> schema.Hello:
         cpu_count=os.cpu_count() or 0,
         env=env,
     )
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM), falling back to getrusage."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
 def _setup_threads(spec: dict[str, Any]) -> None:
@@ -156,10 +141,10 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
             flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
         emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count,
                               param_bytes=sum(p.numel() * p.element_size() for p in params)))
-        inst.settle()  # cooldown to the profile's temperature, then the idle-power window
         maybe_fail("start", case_id)
         compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
         trainer.reset_peak_memory(prepared)
+        inst.settle()  # after compiling: cooldown to the profile's temperature, then idle power
         inst.mark_baseline()  # resident before the first step: activations are peak minus this
         steps = _StepLoop(spec, prepared, updater, emit, maybe_fail)
         steps.warm_up()
@@ -200,7 +185,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
             steps=len(steps.measured_ns),
             warmup_steps=steps.warmup_steps,
             wall_ns=time.monotonic_ns() - start,
-            peak_rss_bytes=int(measured.get("peak_rss_bytes") or peak_rss_bytes()),
+            peak_rss_bytes=int(measured.get("peak_rss_bytes") or system.ru_maxrss_bytes()),
             state_bytes=state_bytes(updater),
             correctness=correctness,
             summary=summary,
