@@ -276,6 +276,12 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
     for col in CASE_COLUMNS:
         if col not in cases.columns:
             cases[col] = pd.Series(dtype="object")
+    for col in cases.columns:  # JSON nulls leave numeric columns as objects; make them numbers
+        values = cases[col].dropna()
+        if cases[col].dtype == object and len(values) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            cases[col] = pd.to_numeric(cases[col])
     extra = [c for c in cases.columns if c not in CASE_COLUMNS]
     return steps, cases[list(CASE_COLUMNS) + extra]
 
