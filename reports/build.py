@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ from reports.aggregate import (
     device_labels,
 )
 from reports.bootstrap import DEFAULT_BOOT
+from reports.calibration import calibration_verdicts, targets_from
 from reports.derived import (
     WarningRule,
     ceilings_table,
     correctness_table,
     energy_comparisons,
+    energy_gaps,
     energy_table,
     memory_table,
     thermal_table,
@@ -36,6 +38,12 @@ from reports.headline import (
     optimizer_headlines,
 )
 from reports.load import RunData, load_runs
+from reports.onnx import onnx_table
+from reports.study import best_lr_table, study_headlines
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame()
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,12 @@ class Aggregates:
     call_rule: CallRule
     warning_rule: WarningRule
     n_boot: int
+    study_best: pd.DataFrame = field(default_factory=_empty)  # best lr per workload × optimizer
+    profile: pd.DataFrame = field(default_factory=_empty)  # metric, optimizer, tau, rho (+ run_id)
+    calibration: pd.DataFrame = field(default_factory=_empty)  # as stored, with run_id
+    calibration_verdicts: pd.DataFrame = field(default_factory=_empty)  # one sentence per case
+    onnx: pd.DataFrame = field(default_factory=_empty)  # ONNX Runtime inference rows per case
+    energy_gaps: pd.DataFrame = field(default_factory=_empty)  # why cases have no energy
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The exportable tables by name (used by the CSV/parquet and Markdown outputs)."""
@@ -66,7 +80,10 @@ class Aggregates:
             "devices": self.devices, "energy": self.energy,
             "energy_vs_baseline": self.energy_vs_baseline, "memory": self.memory,
             "ceilings": self.ceilings, "warnings": self.warnings, "thermal": self.thermal,
-            "correctness": self.correctness,
+            "correctness": self.correctness, "study_best": self.study_best,
+            "performance_profile": self.profile, "calibration": self.calibration,
+            "calibration_verdicts": self.calibration_verdicts, "onnx_inference": self.onnx,
+            "energy_gaps": self.energy_gaps,
         }
 
 
@@ -77,6 +94,35 @@ def _labels_for(frame: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
     pairs = zip(frame["device"], frame["run_id"], strict=True)
     return pd.Series([mapping.get((d, r), d) for d, r in pairs],
                      index=frame.index, dtype=object)
+
+
+def _noise_caveats(headlines: list[Headline], tables: dict[str, pd.DataFrame],
+                   summary: pd.DataFrame, rule: WarningRule) -> list[Headline]:
+    """Append a caveat to kernel/optimizer sentences that rest on noisy cases.
+
+    The call rule already widens intervals for noise, but a reader should not have to open
+    the warnings to learn that a stated ratio came from cases whose step time varied by 50 %.
+    """
+    keys = zip(summary["run_id"], summary["case_id"], strict=True)
+    cv = dict(zip(keys, summary["cv"], strict=True))
+    out = []
+    for h in headlines:
+        table = tables.get(h.table)
+        if table is None or table.empty:
+            out.append(h)
+            continue
+        rows = table.loc[list(h.rows)]
+        cases = {(str(r), str(c)) for r, b, v in zip(rows["run_id"], rows["baseline_case"],
+                                                      rows["variant_case"], strict=True)
+                 for c in (b, v)}
+        noisy = sum(1 for key in cases if cv.get(key, 0.0) > rule.noisy_cv)
+        if noisy:
+            which = (("both" if noisy == 2 else f"all {noisy}") if noisy == len(cases)
+                     else f"{noisy} of the {len(cases)}")
+            h = replace(h, text=f"{h.text} Caveat: {which} cases compared are noisy "
+                                f"(step-time CV > {rule.noisy_cv:.0%}; see warnings).")
+        out.append(h)
+    return out
 
 
 def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | None = None,
@@ -91,9 +137,13 @@ def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | N
     run_order = [str(m.get("run_id", "")) for m in data.manifests]
     devices = compare_devices(summary, samples, call_rule, run_order)
     energy = energy_table(summary)
-    headlines = (kernel_headlines(kernels, _labels_for(kernels, summary))
-                 + optimizer_headlines(optimizers, _labels_for(optimizers, summary))
-                 + device_headlines(devices))
+    study_best = (best_lr_table(data.study_summary) if data.study_summary is not None
+                  and not data.study_summary.empty else _empty())
+    headlines = _noise_caveats(
+        kernel_headlines(kernels, _labels_for(kernels, summary))
+        + optimizer_headlines(optimizers, _labels_for(optimizers, summary)),
+        {"kernels": kernels, "optimizers": optimizers}, summary, warning_rule)
+    headlines += device_headlines(devices) + study_headlines(study_best)
     headlines.sort(key=lambda h: (h.device, h.workload, h.table))
     return Aggregates(
         data=data, summary=summary, kernels=kernels, optimizers=optimizers, devices=devices,
@@ -102,6 +152,12 @@ def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | N
         warnings=warnings_table(summary, warning_rule), thermal=thermal_table(summary),
         correctness=correctness_table(summary), headlines=tuple(headlines),
         call_rule=call_rule, warning_rule=warning_rule, n_boot=n_boot,
+        study_best=study_best,
+        profile=data.profile if data.profile is not None else _empty(),
+        calibration=data.calibration if data.calibration is not None else _empty(),
+        calibration_verdicts=calibration_verdicts(data.calibration,
+                                                  targets_from(data.calibration_targets)),
+        onnx=onnx_table(summary), energy_gaps=energy_gaps(summary),
     )
 
 

@@ -30,13 +30,23 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
            & summary["status"].ne("failed"))
     frame = summary.loc[has, ID_COLUMNS + ["status", "correct_ok", "energy_source", "energy_j",
                                            "energy_per_step_j", "idle_power_w",
-                                           "median_step_ns"]].copy()
+                                           "active_energy_j", "median_step_ns"]].copy()
     missing = frame["energy_per_step_j"].isna()
     steps = summary.loc[has, "steps"].replace(0, np.nan)
     frame.loc[missing, "energy_per_step_j"] = (frame["energy_j"] / steps)[missing]
     frame["measured"] = frame["energy_source"].str.startswith("measured:")
     frame["avg_power_w"] = frame["energy_per_step_j"] / (frame["median_step_ns"] * 1e-9)
     return frame.reset_index(drop=True)
+
+
+def energy_gaps(summary: pd.DataFrame) -> pd.DataFrame:
+    """Why cases have no energy figure: one row per (run, device, reason), with a case count."""
+    none = summary.loc[summary["energy_source"].eq("none") | summary["energy_j"].isna()]
+    reason = none["energy_reason"].fillna("").astype(str).replace("", "no reason recorded")
+    frame = none.assign(energy_reason=reason).groupby(
+        ["run_id", "device", "energy_reason"], sort=True).agg(
+        cases=("case_id", "size"), example_case=("case_id", "first"))
+    return frame.reset_index()
 
 
 def energy_comparisons(energy: pd.DataFrame, baseline_kernel: str) -> pd.DataFrame:
@@ -89,41 +99,101 @@ def ceilings_table(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _agent_flags(case: pd.Series) -> list[str]:
+    """The agent's ';'-separated stability flags of a case, with its own column flags added."""
+    flags = [f.strip() for f in str(case.get("warnings", "")).split(";") if f.strip()]
+    flags = ["estimated energy" if f == "energy-estimated" else f for f in flags]
+    if bool(case.get("cooldown_timed_out", False)):
+        flags.append("long-cooldown")
+    if bool(case.get("warmup_forced", False)):
+        flags.append("warm-up forced")
+    return list(dict.fromkeys(flags))
+
+
+def _number(case: pd.Series, key: str) -> float:
+    value = pd.to_numeric(case.get(key), errors="coerce")
+    return float(value) if pd.notna(value) else float("nan")
+
+
+def _flag_detail(flag: str, case: pd.Series) -> str:
+    """What an agent flag means for this case, with the case's own figures."""
+    temps = [t for t in (_number(case, "temp_before_c"), _number(case, "temp_after_c"))
+             if np.isfinite(t)]
+    cool_s = _number(case, "cooldown_s")
+    details = {
+        "throttled": str(case.get("throttle_reasons", "")) or (
+            "CPU frequency dropped or thermal throttling during the case"),
+        "hot": (f"hottest zone {max(temps):.0f} °C, above the profile's hot_c" if temps
+                else "a thermal zone was above the profile's hot_c"),
+        "long-cooldown": (f"cooldown waited {cool_s:.0f} s" if np.isfinite(cool_s) else
+                          "cooldown waited long")
+                         + ("; it timed out before reaching cooldown_c"
+                            if bool(case.get("cooldown_timed_out", False)) else ""),
+        "too-few-steps": (f"only {int(_number(case, 'steps'))} measured steps: median and CV "
+                          "are unreliable; raise --steps"),
+        "low-battery": f"battery at {_number(case, 'battery_pct'):.0f} % (phones throttle when low)",
+        "warm-up forced": (f"warm-up did not settle within {int(_number(case, 'warmup_steps'))} "
+                           "steps (warmup_max); the first measured steps may still be warming"),
+        "estimated energy": f"energy from {case['energy_source']}, not a meter",
+    }
+    return details.get(flag, "flagged by the agent during the run")
+
+
 def warnings_table(summary: pd.DataFrame, rule: WarningRule) -> pd.DataFrame:
-    """One row per (case, warning): noisy, throttled, estimated energy, wrong, failed, flags."""
+    """One row per (case, warning): failed, wrong, noisy, throttled, estimated energy, and every
+    flag the agent raised (hot, long-cooldown, too-few-steps, …).
+
+    A warning both the report and the agent find (noisy, throttled, estimated energy) is one row;
+    ``source`` says who found it (``report``, ``agent`` or ``agent + report``).
+    """
     rows: list[dict[str, str]] = []
     for _, case in summary.iterrows():
         ident = {c: str(case[c]) for c in ID_COLUMNS}
-
-        def add(kind: str, detail: str, ident: dict[str, str] = ident) -> None:
-            rows.append({**ident, "warning": kind, "detail": detail})
+        found: dict[str, tuple[str, str]] = {}  # warning -> (detail, source)
 
         if case["status"] == "failed":
-            add("failed", f"{case['error_kind']}: {case['error_message']}".strip(": "))
+            found["failed"] = (f"{case['error_kind']}: {case['error_message']}".strip(": "),
+                               "report")
         if case["status"] == "wrong" or not bool(case["correct_ok"]):
-            add("wrong", f"max relative difference vs reference {case['correct_max_rel_diff']:.3g}")
+            found["wrong"] = (f"max relative difference vs reference "
+                              f"{case['correct_max_rel_diff']:.3g}", "report")
         cv = case.get("cv", np.nan)
         if np.isfinite(cv) and cv > rule.noisy_cv:
-            add("noisy", f"step-time CV {cv:.1%} > {rule.noisy_cv:.0%}")
+            found["noisy"] = (f"step-time CV {cv:.1%} > {rule.noisy_cv:.0%}", "report")
         if bool(case["throttled"]):
-            add("throttled", "CPU frequency dropped or thermal throttling during the case")
+            found["throttled"] = (_flag_detail("throttled", case), "report")
         if str(case["energy_source"]).startswith("estimated:"):
-            add("estimated energy", f"energy from {case['energy_source']}, not a meter")
-        for flag in filter(None, (f.strip() for f in str(case["warnings"]).split(";"))):
-            if flag not in ("noisy", "throttled"):
-                add(flag, "flagged by the harness during the run")
-    return pd.DataFrame(rows, columns=ID_COLUMNS + ["warning", "detail"])
+            found["estimated energy"] = (_flag_detail("estimated energy", case), "report")
+        for flag in _agent_flags(case):
+            if flag in found:
+                detail, _ = found[flag]
+                found[flag] = (detail, "agent + report")
+            elif flag == "noisy":
+                cv_text = f"; the report's CV is {cv:.1%}" if np.isfinite(cv) else ""
+                found[flag] = (f"the agent's step-time CV exceeded its limit{cv_text}", "agent")
+            else:
+                found[flag] = (_flag_detail(flag, case), "agent")
+        rows += [{**ident, "warning": kind, "detail": detail, "source": source}
+                 for kind, (detail, source) in found.items()]
+    return pd.DataFrame(rows, columns=ID_COLUMNS + ["warning", "detail", "source"])
+
+
+THERMAL_SENSORS: list[str] = ["temp_before_c", "temp_after_c", "freq_before_khz",
+                               "freq_after_khz"]
 
 
 def thermal_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Temperature and frequency before/after each case, where recorded."""
-    cols = ["temp_before_c", "temp_after_c", "freq_before_khz", "freq_after_khz", "throttled"]
-    frame = summary[ID_COLUMNS + cols]
-    has = frame[cols[:4]].notna().any(axis=1)
-    return frame.loc[has].reset_index(drop=True)
+    """Device state around every case: temperature, frequency, throttling, battery, cooldown.
+
+    Every case has a row (the cooldown is always recorded); sensors a device lacks are blank.
+    """
+    cols = [*THERMAL_SENSORS, "throttled", "throttle_reasons", "battery_pct", "charging",
+            "cooldown_s", "cooldown_timed_out"]
+    return summary[ID_COLUMNS + cols].reset_index(drop=True)
 
 
 def correctness_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Correctness check of every variant against the torch.optim reference."""
-    return summary[ID_COLUMNS + ["status", "correct_ok", "correct_max_rel_diff"]].reset_index(
-        drop=True)
+    checked = ["correct_checked"] if "correct_checked" in summary.columns else []
+    return summary[ID_COLUMNS + ["status", *checked, "correct_ok",
+                                 "correct_max_rel_diff"]].reset_index(drop=True)

@@ -52,6 +52,15 @@ def _setting(group: pd.DataFrame) -> pd.DataFrame:
     return group.loc[mask]
 
 
+def _ambiguous(valid: pd.DataFrame) -> bool:
+    """Several cases of one setting share a variant (a study's lr × seed grid, say).
+
+    No single ratio answers "how much faster" then; picking one would be cherry-picking, so
+    no sentence is made (the study's own sentences cover its grid).
+    """
+    return bool(valid["variant"].duplicated().any())
+
+
 def _uncalled(row: pd.Series) -> str:
     """Suffix for a ratio that the call rule does not call a difference."""
     return "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
@@ -72,7 +81,7 @@ def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]
         valid = _setting(group)
         valid = valid.loc[np.isfinite(valid["speedup"])]
         wrong = sorted(set(group.loc[group["verdict"] == "wrong", "variant"]))
-        if valid.empty:
+        if valid.empty or _ambiguous(valid):
             continue
         idx = valid["speedup"].idxmax()
         row = valid.loc[idx]
@@ -105,7 +114,7 @@ def optimizer_headlines(optimizers: pd.DataFrame, labels: pd.Series) -> list[Hea
         valid = _setting(group)
         valid = valid.loc[np.isfinite(valid["speedup"])
                           & (valid["kernel"] == BASELINE_KERNEL)]
-        if valid.empty:
+        if valid.empty or _ambiguous(valid):
             continue
         parts = [f"`{r['optimizer']}` is {fmt_ratio(r['speedup'], r['ci_lo'], r['ci_hi'])}"
                  f"{_uncalled(r)}"

@@ -2,7 +2,9 @@
 
 Reports read stored results only — never a device. A run directory holds
 ``steps.parquet`` and ``cases.parquet`` (required), and optionally ``probe.json``,
-``manifest.json`` and ``study.parquet``. Several run directories are concatenated so a
+``manifest.json``, the optimizer study's ``study.parquet``, ``study_summary.parquet`` and
+``performance_profile.parquet`` (``harness/study.py``), and ``calibration.parquet``
+(``harness calibrate``). Several run directories are concatenated so a
 report can compare devices or runs; every row keeps its ``run_id`` and ``device``.
 """
 
@@ -27,6 +29,12 @@ CASE_COLUMNS: tuple[str, ...] = (
     "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
     "dtype", "status",
 )
+# Optional tables of the optimizer study (written by harness/study.py)
+STUDY_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "device", "workload", "optimizer", "lr", "seed", "target_loss", "reached",
+    "steps_to_target", "time_to_target_s",
+)
+PROFILE_COLUMNS: tuple[str, ...] = ("metric", "optimizer", "tau", "rho")
 # Optional case columns, with the value used when a run does not carry them.
 OPTIONAL_CASE_COLUMNS: dict[str, Any] = {
     "domain": "", "seed": 0, "error_kind": "", "error_message": "", "steps": 0,
@@ -37,8 +45,13 @@ OPTIONAL_CASE_COLUMNS: dict[str, Any] = {
     "uss_bytes": float("nan"), "pss_bytes": float("nan"), "baseline_rss_bytes": float("nan"),
     "temp_before_c": float("nan"), "temp_after_c": float("nan"),
     "freq_before_khz": float("nan"), "freq_after_khz": float("nan"), "throttled": False,
-    "warnings": "",
+    "warnings": "", "energy_reason": "", "active_energy_j": float("nan"),
+    "throttle_reasons": "", "battery_pct": float("nan"), "charging": None,
+    "cooldown_s": float("nan"), "cooldown_timed_out": False, "warmup_forced": False,
+    "compile_ns": 0,
 }
+_TEXT_CASE_COLUMNS = ("energy_reason", "throttle_reasons", "warnings")
+_FLAG_CASE_COLUMNS = ("throttled", "cooldown_timed_out", "warmup_forced")
 
 
 class ResultsError(ValueError):
@@ -55,6 +68,10 @@ class RunData:
     manifests: tuple[dict[str, Any], ...]
     study: pd.DataFrame | None = None
     run_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    study_summary: pd.DataFrame | None = None  # one row per study run (reached, costs)
+    profile: pd.DataFrame | None = None  # performance profile: metric, optimizer, tau, rho
+    calibration: pd.DataFrame | None = None  # one row per calibrated case, with run_id
+    calibration_targets: tuple[dict[str, float], ...] = ()  # calibration.json "targets"
 
 
 def _read_json(path: Path) -> Any:
@@ -115,10 +132,39 @@ def _normalise_cases(cases: pd.DataFrame, path: Path) -> pd.DataFrame:
         if col not in cases.columns:
             cases[col] = default
     cases["energy_source"] = cases["energy_source"].fillna("none").astype(str)
-    cases["warnings"] = cases["warnings"].fillna("").astype(str)
-    cases["throttled"] = cases["throttled"].fillna(False).astype(bool)
-    cases["correct_ok"] = cases["correct_ok"].fillna(True).astype(bool)
+    for col in _TEXT_CASE_COLUMNS:
+        cases[col] = cases[col].fillna("").astype(str)
+    for col in _FLAG_CASE_COLUMNS:
+        cases[col] = cases[col].astype(object).fillna(False).astype(bool)
+    cases["correct_ok"] = cases["correct_ok"].astype(object).fillna(True).astype(bool)
+    for col, default in OPTIONAL_CASE_COLUMNS.items():
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            # the agent writes None where a meter gave nothing: object columns of None
+            cases[col] = pd.to_numeric(cases[col], errors="coerce")
+    cases["compile_ns"] = cases["compile_ns"].fillna(0)
     return cases
+
+
+def _optional_table(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """An optional parquet table of the run, or None when the run has none."""
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    _require(frame, required, path)
+    return frame
+
+
+def _calibration(run_dir: Path, run_id: str) -> tuple[pd.DataFrame | None, dict[str, float]]:
+    """``calibration.parquet`` with its run id, and the targets from ``calibration.json``."""
+    frame = _optional_table(run_dir / "calibration.parquet")
+    if frame is None:
+        return None, {}
+    if "run_id" not in frame.columns:
+        frame.insert(0, "run_id", run_id)
+    meta = _read_object(run_dir / "calibration.json") or {}
+    targets = meta.get("targets") if isinstance(meta.get("targets"), dict) else {}
+    return frame, {str(k): float(v) for k, v in targets.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _probe_rows(probe: Any, cases: pd.DataFrame, path: Path) -> list[dict[str, Any]]:
@@ -161,12 +207,20 @@ def load_run(run_dir: Path) -> RunData:
         tables[name] = _read_parquet(path)
     steps = _normalise_steps(tables["steps"], run_dir / "steps.parquet")
     cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
-    study_path = run_dir / "study.parquet"
-    study = pd.read_parquet(study_path) if study_path.exists() else None
+    study = _optional_table(run_dir / "study.parquet")
     manifest = _read_object(run_dir / "manifest.json") or {"run_id": run_dir.name}
     probe_path = run_dir / "probe.json"
     probes = pd.DataFrame(_probe_rows(_read_json(probe_path), cases, probe_path))
-    return RunData(steps, cases, probes, (manifest,), study, (run_dir,))
+    run_id = str(cases["run_id"].iloc[0]) if len(cases) else str(manifest.get("run_id", ""))
+    calibration, targets = _calibration(run_dir, run_id)
+    profile = _optional_table(run_dir / "performance_profile.parquet", PROFILE_COLUMNS)
+    if profile is not None and "run_id" not in profile.columns:
+        profile.insert(0, "run_id", run_id)  # profiles of several runs stay apart
+    return RunData(
+        steps, cases, probes, (manifest,), study, (run_dir,),
+        study_summary=_optional_table(run_dir / "study_summary.parquet", STUDY_SUMMARY_COLUMNS),
+        profile=profile,
+        calibration=calibration, calibration_targets=(targets,) if targets else ())
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -189,12 +243,19 @@ def load_runs(run_dirs: list[Path]) -> RunData:
     if not run_dirs:
         raise ResultsError("no run directories given; pass at least one results/<run-id>")
     runs = [load_run(Path(d)) for d in run_dirs]
-    studies = [r.study for r in runs if r.study is not None]
+    def optional(name: str) -> pd.DataFrame | None:
+        frames = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        return _concat(frames) if frames else None
+
     return RunData(
         steps=_concat([r.steps for r in runs]),
         cases=_concat([r.cases for r in runs]),
         probes=_concat([r.probes for r in runs]),
         manifests=tuple(m for r in runs for m in r.manifests),
-        study=_concat(studies) if studies else None,
+        study=optional("study"),
         run_dirs=tuple(d for r in runs for d in r.run_dirs),
+        study_summary=optional("study_summary"),
+        profile=optional("profile"),
+        calibration=optional("calibration"),
+        calibration_targets=tuple(t for r in runs for t in r.calibration_targets),
     )

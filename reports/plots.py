@@ -17,6 +17,9 @@ from markupsafe import Markup
 from plotly.subplots import make_subplots
 
 from reports.build import Aggregates
+from reports.derived import THERMAL_SENSORS
+from reports.onnx import onnx_bars
+from reports.plots_study import performance_profile, study_curves
 
 MAX_POINTS = 120  # per loss curve
 PHASES: tuple[str, ...] = ("data", "frontend", "forward", "backward", "update")
@@ -35,7 +38,23 @@ def case_labels(frame: pd.DataFrame) -> pd.Series:
              + frame["batch"].astype(str) + " " + frame["dtype"].astype(str))
     if frame["run_id"].nunique() > 1:
         label = label + " @" + frame["device"].astype(str) + "/" + frame["run_id"].astype(str)
-    return label
+    return unique_labels(label, frame["case_id"].astype(str))
+
+
+def unique_labels(label: pd.Series, case_id: pd.Series) -> pd.Series:
+    """Labels made unique where several cases share one (a study's lr × seed grid, repeats).
+
+    Plotly puts equal category labels on one row, stacking or overlaying different cases, so a
+    repeated label gains the end of its case id (e.g. ``h249baed4-T0.1-s0``: the
+    hyper-parameter digest, target and seed), or the whole case id when that is not enough.
+    """
+    dup = label.duplicated(keep=False)
+    if not dup.any():
+        return label
+    tail = case_id.str.extract(r"-(h[0-9a-f]{6,}.*|T[\d.e+-]+-s\d+.*|s\d+)$", expand=False)
+    fixed = label.where(~dup, label + " · " + tail.fillna(case_id))
+    still = fixed.duplicated(keep=False)
+    return fixed.where(~still, label + " · " + case_id)
 
 
 def _height(rows: int, per_row: int = 22, base: int = 140) -> int:
@@ -44,7 +63,8 @@ def _height(rows: int, per_row: int = 22, base: int = 140) -> int:
 
 def to_div(fig: go.Figure, div_id: str) -> Markup:
     """The figure as an embeddable ``<div>`` (no plotly.js included)."""
-    fig.update_layout(template=_TEMPLATE, margin={"l": 10, "r": 10, "t": 50, "b": 40})
+    top = max(50, fig.layout.margin.t or 0)  # subplot titles need room below the title
+    fig.update_layout(template=_TEMPLATE, margin={"l": 10, "r": 10, "t": top, "b": 40})
     html = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
                        config=_CONFIG, default_height=f"{fig.layout.height or 420}px")
     return Markup(f'<div class="plot" data-plot="{div_id}">{html}</div>')
@@ -91,7 +111,14 @@ def forest_labels(c: pd.DataFrame) -> pd.Series:
     prefix = pd.Series("", index=c.index)
     for kind, text in by_kind.items():
         prefix = prefix.where(c["kind"] != kind, text)
-    return prefix + c["variant"] + " vs " + c["baseline"] + setting
+    label = prefix + c["variant"] + " vs " + c["baseline"] + setting
+    # one comparison has a row per metric; distinct variant cases sharing a label are told apart
+    pairs = pd.DataFrame({"label": label, "case": c["variant_case"].astype(str)})
+    distinct = pairs.drop_duplicates()
+    if not distinct["label"].duplicated().any():
+        return label
+    distinct = distinct.assign(fixed=unique_labels(distinct["label"], distinct["case"]))
+    return pairs.merge(distinct, on=["label", "case"], how="left")["fixed"].set_axis(c.index)
 
 
 def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
@@ -171,27 +198,6 @@ def loss_curves(steps: pd.DataFrame, energy_frame: pd.DataFrame) -> go.Figure:
     if sources:
         fig.update_xaxes(title="J", row=1, col=3)
     fig.update_layout(title="Loss per case (binned medians)", yaxis_title="loss", height=480)
-    return fig
-
-
-def study(study_frame: pd.DataFrame) -> go.Figure:
-    """Optimizer study: loss against steps, seconds and joules (when recorded)."""
-    axes = [("step", "step")]
-    for col, title in (("elapsed_s", "seconds"), ("energy_j", "joules")):
-        if col in study_frame.columns and study_frame[col].notna().any():
-            axes.append((col, title))
-    fig = make_subplots(rows=1, cols=len(axes), subplot_titles=[f"loss vs {t}" for _, t in axes])
-    group_cols = [c for c in ("workload", "optimizer", "lr", "seed") if c in study_frame.columns]
-    for keys, frame in study_frame.groupby(group_cols, sort=True):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        name = " ".join(f"{k}={v}" for k, v in zip(group_cols, keys, strict=True))
-        frame = frame.sort_values("step")
-        stride = max(1, len(frame) // MAX_POINTS)
-        frame = frame.iloc[::stride]
-        for i, (col, _) in enumerate(axes, start=1):
-            fig.add_trace(go.Scatter(x=frame[col], y=frame["loss"], mode="lines", name=name,
-                                       legendgroup=name, showlegend=i == 1), row=1, col=i)
-    fig.update_layout(title="Optimizer study", height=460)
     return fig
 
 
@@ -286,13 +292,17 @@ def all_plots(agg: Aggregates) -> dict[str, Markup]:
         if np.isfinite(frame["speedup"]).any():
             figures[name] = forest(frame, title)
     if agg.data.study is not None and not agg.data.study.empty:
-        figures["study"] = study(agg.data.study)
+        figures["study"] = study_curves(agg.data.study, agg.study_best)
+    if not agg.profile.empty:
+        figures["profile"] = performance_profile(agg.profile)
+    if "median_ns" in agg.onnx and agg.onnx["median_ns"].notna().any():
+        figures["onnx"] = onnx_bars(agg.onnx)
     if not agg.ceilings.empty:
         figures["roofline"] = roofline(agg.ceilings)
     if not agg.energy.empty:
         figures["energy"] = energy(agg.energy)
     if not agg.memory.empty:
         figures["memory"] = memory(agg.memory)
-    if not agg.thermal.empty:
+    if agg.thermal[THERMAL_SENSORS].notna().any().any():
         figures["thermal"] = thermal(agg.thermal)
     return {name: to_div(fig, f"plot-{name}") for name, fig in figures.items()}

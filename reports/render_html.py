@@ -16,6 +16,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from reports import calibration as C
+from reports import onnx as O
 from reports import tables as T
 from reports.build import Aggregates
 
@@ -60,11 +62,27 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
         "memory": T.html_table(agg.memory, T.MEMORY_COLUMNS, "t-memory"),
         "ceilings": T.html_table(agg.ceilings, T.CEILING_COLUMNS, "t-ceilings"),
         "warnings": T.html_table(agg.warnings, T.WARNING_COLUMNS, "t-warnings"),
-        "thermal": T.html_table(agg.thermal, T.THERMAL_COLUMNS, "t-thermal"),
+        "thermal": T.html_table(agg.thermal, T.with_values(agg.thermal, T.THERMAL_COLUMNS,
+                                                            len(T.ID)), "t-thermal"),
         "correctness": T.html_table(agg.correctness, T.CORRECTNESS_COLUMNS, "t-correctness",
                                     T.status_class),
         "probes": T.html_table(probes, probe_cols, "t-probes"),
+        "energy_gaps": T.html_table(agg.energy_gaps, T.ENERGY_GAP_COLUMNS, "t-energy-gaps"),
+        "study_best": T.html_table(agg.study_best, T.STUDY_BEST_COLUMNS, "t-study-best"),
+        "calibration": T.html_table(agg.calibration, C.calibration_columns(agg.calibration),
+                                    "t-calibration"),
+        "calibration_verdicts": T.html_table(agg.calibration_verdicts, C.VERDICT_TABLE,
+                                             "t-calibration-verdicts", C.verdict_class),
     }
+
+
+def _onnx_tables(agg: Aggregates) -> list[dict[str, Markup | str]]:
+    """One table per case that ran the ONNX Runtime inference study."""
+    if agg.onnx.empty:
+        return []
+    columns = O.TABLE_COLUMNS[:-1] + T.with_values(agg.onnx, O.TABLE_COLUMNS[-1:])  # note
+    return [{"title": title, "table": T.html_table(rows, columns, f"t-onnx-{i}")}
+            for i, (title, rows) in enumerate(O.per_case(agg.onnx))]
 
 
 def _manifests(agg: Aggregates) -> list[dict[str, str]]:
@@ -96,6 +114,15 @@ def render_html(agg: Aggregates, out: Path, plots: dict[str, Markup] | None = No
         "has_devices": not agg.devices.empty,
         "has_energy": not agg.energy.empty,
         "has_thermal": not agg.thermal.empty,
+        "has_kernels": not agg.kernels.empty,
+        "has_optimizers": not agg.optimizers.empty,
+        "has_study": bool(agg.data.study is not None and not agg.data.study.empty)
+        or not agg.study_best.empty or not agg.profile.empty,
+        "has_study_best": not agg.study_best.empty,
+        "has_calibration": not agg.calibration.empty,
+        "calibration_targets": C.targets_from(agg.data.calibration_targets),
+        "onnx_tables": _onnx_tables(agg),
+        "has_energy_gaps": not agg.energy_gaps.empty,
         "tables": _tables(agg),
         "plots": plots or {},
         "manifests": _manifests(agg),

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports import synthetic_extras as X
+from reports.study import best_lr_table
+
 # Kernel factors scale the update phase only (that is all a kernel variant changes).
 KERNEL_FACTORS: dict[str, float] = {"forloop": 1.0, "foreach": 0.6, "fused": 0.5, "flat": 0.4}
 OPTIMIZER_FACTORS: dict[str, float] = {"nag": 1.0, "adam": 1.25, "sgd": 0.95}
@@ -42,6 +45,8 @@ class SyntheticSpec:
     failed_workload: str | None = None  # adam on this workload fails outright
     energy_source: str = "measured:rapl"
     seed: int = 0
+    onnx: bool = True  # NAG forloop cases carry an ONNX Runtime inference study
+    calibration: bool = True  # write calibration.parquet for the NAG forloop cases
 
 
 def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
@@ -72,6 +77,8 @@ def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
             "energy_source": spec.energy_source, "idle_power_w": 2.0,
             "temp_before_c": 45.0, "temp_after_c": 52.0, "freq_before_khz": 2_400_000.0,
             "freq_after_khz": 2_300_000.0, "throttled": False, "warnings": "",
+            "onnx_inference": (X.onnx_json(threads) if spec.onnx and optimizer == "nag"
+                               and kernel == "forloop" else None),
             "_factor": factor, "_update_factor": KERNEL_FACTORS.get(kernel, 1.0),
         })
     return rows
@@ -109,21 +116,10 @@ def _steps(cases: list[dict[str, object]], spec: SyntheticSpec) -> pd.DataFrame:
     return out
 
 
-def _study(spec: SyntheticSpec) -> pd.DataFrame:
-    rows = []
-    for workload, optimizer, seed in itertools.product(spec.workloads, spec.optimizers, (0, 1)):
-        for step in range(0, 50, 2):
-            rate = 0.05 if optimizer == "nag" else 0.04
-            rows.append({"workload": workload, "optimizer": optimizer, "lr": 0.1, "seed": seed,
-                         "step": step, "loss": 2.3 * np.exp(-rate * step) + 0.01 * seed,
-                         "elapsed_s": step * 0.002 * OPTIMIZER_FACTORS.get(optimizer, 1.0),
-                         "energy_j": step * 0.01 * OPTIMIZER_FACTORS.get(optimizer, 1.0)})
-    return pd.DataFrame(rows)
-
-
 def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
                         with_study: bool = True) -> Path:
-    """Write steps/cases parquet, probe.json, manifest.json (and study.parquet) to ``run_dir``."""
+    """Write steps/cases parquet, probe.json, manifest.json to ``run_dir``; with ``with_study``
+    also the study tables, and calibration.parquet/json when ``spec.calibration``."""
     spec = spec or SyntheticSpec()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -152,5 +148,17 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
         "versions": {"torch": "synthetic"}, "seed": spec.seed,
         "argv": ["synthetic data — not a measurement"]}))
     if with_study:
-        _study(spec).to_parquet(run_dir / "study.parquet", index=False)
+        curves, summary = X.study_tables(spec.run_id, spec.device, spec.workloads,
+                                         spec.optimizers, OPTIMIZER_FACTORS, spec.energy_source)
+        curves.to_parquet(run_dir / "study.parquet", index=False)
+        summary.to_parquet(run_dir / "study_summary.parquet", index=False)
+        X.profile_table(best_lr_table(summary)).to_parquet(
+            run_dir / "performance_profile.parquet", index=False)
+    if spec.calibration:
+        ids = [str(c["case_id"]) for c in cases
+               if c["optimizer"] == "nag" and c["kernel"] == "forloop"]
+        X.calibration_table(spec.device, ids).to_parquet(run_dir / "calibration.parquet",
+                                                         index=False)
+        (run_dir / "calibration.json").write_text(json.dumps(
+            {"targets": X.CALIBRATION_TARGETS, "note": "synthetic — not a measurement"}))
     return run_dir
