@@ -15,6 +15,11 @@ the n-th round. Trials, each gated with :func:`harness.gate.gate` exactly as CI 
   (``pass`` and ``inconclusive`` are not alarms).
 - **Slowdown trial** b: plain block b against slowed block b; *detected* when ``regression``.
 
+Also per case, *within-run* rates: each plain repetition's steps split into interleaved
+halves (:func:`harness.calibrate.aa_pairs` of one run), gated as A/A and with the slowdown
+injected into one half: what the gate could do if drift between processes did not exist
+(the best a within-process A/B design could reach).
+
 Each repetition is one agent process, so a block's repetitions count as separate runs for
 the gate's ``run_drift`` term. Rates are given twice: with the gate's defaults (no drift
 allowance), and with the drift measured here (:func:`harness.calibrate.estimate_run_drift`
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import time
@@ -37,7 +43,7 @@ import pandas as pd
 
 from harness import store
 from harness.bench import execute, new_plan
-from harness.calibrate import estimate_run_drift, run_trials
+from harness.calibrate import aa_pairs, estimate_run_drift, run_trials
 from harness.errors import ConfigError
 from harness.gate import DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_RULE, METRICS
 from harness.plan import Case, shuffled
@@ -111,6 +117,21 @@ def run_calibration(profile: Profile, cases: Sequence[Case], settings: Calibrati
     return CalibrationResult(result.run_dir, table, result.failed)
 
 
+def reanalyse(run_dir: Path) -> CalibrationResult:
+    """Analyse a stored calibration run again (after a change to the gate or this module)."""
+    steps, cases_df, manifest = store.load_run(run_dir)
+    if "calibration" not in manifest:
+        raise ConfigError(f"{run_dir} is not a calibration run (its manifest has no 'calibration' "
+                          "entry); run `harness calibrate` first", key="--from")
+    settings = CalibrationSettings(**manifest["calibration"])
+    table = analyse(steps, cases_df, settings)
+    old = run_dir / "calibration.json"
+    meta = {k: v for k, v in (json.loads(old.read_text()) if old.is_file() else {}).items()
+            if k not in ("cases", "targets")}
+    write_calibration(run_dir, table, meta or {"settings": manifest["calibration"]})
+    return CalibrationResult(run_dir, table, bool((cases_df["status"] != "ok").any()))
+
+
 def _block(measured: pd.DataFrame, repeats: Sequence[int]) -> pd.DataFrame:
     """The steps of some repetitions, each labelled as its own run for the drift term."""
     rows = measured[measured["repeat"].isin(repeats)].copy()
@@ -158,6 +179,11 @@ def analyse_case(measured: pd.DataFrame, ok_repeats: set[int],
         "noise_cv": float(pd.Series(cvs).median()) if cvs else math.nan, "run_drift": drift,
         "aa_trials": len(aa), "slowdown_trials": len(slow),
     }
+    halves = [pair for g in plain_runs for pair in aa_pairs([g])]  # within one process each
+    within = _rates(halves, settings, 0.0) if halves else None
+    within_slow = _rates(halves, settings, 0.0, settings.slowdown) if halves else None
+    row |= {"false_alarm_rate_within_run": within.false_alarm_rate if within else math.nan,
+            "detection_rate_within_run": within_slow.regression_rate if within_slow else math.nan}
     for suffix, d in (("", 0.0), ("_with_drift", drift if math.isfinite(drift) else 0.0)):
         a = _rates(aa, settings, d) if aa else None
         s = _rates(slow, settings, d) if slow else None
@@ -205,7 +231,8 @@ def write_calibration(run_dir: Path, table: pd.DataFrame, meta: dict[str, Any]) 
 def format_table(table: pd.DataFrame) -> str:
     """The calibration table as fixed-width text, one line per case."""
     head = (f"{'device':<10} {'case':<40} {'steps':>5} {'cv':>6} {'drift':>6} {'FA':>6} "
-            f"{'det':>6} {'MDE':>6} {'FA+d':>6} {'det+d':>6} {'MDE+d':>6} {'wall s':>7}")
+            f"{'det':>6} {'MDE':>6} {'FA+d':>6} {'det+d':>6} {'MDE+d':>6} {'FA-in':>6} {'det-in':>6} "
+            f"{'wall s':>7}")
     lines = [head]
 
     def pct(x: float) -> str:
@@ -216,8 +243,10 @@ def format_table(table: pd.DataFrame) -> str:
             f"{r['device']:<10} {r['case_id']:<40} {r['steps_per_repeat']:>5} {pct(r['noise_cv'])} "
             f"{pct(r['run_drift'])} {pct(r['false_alarm_rate'])} {pct(r['detection_rate'])} "
             f"{pct(r['mde'])} {pct(r['false_alarm_rate_with_drift'])} "
-            f"{pct(r['detection_rate_with_drift'])} {pct(r['mde_with_drift'])} {r['wall_s']:7.1f}")
+            f"{pct(r['detection_rate_with_drift'])} {pct(r['mde_with_drift'])} "
+            f"{pct(r['false_alarm_rate_within_run'])} {pct(r['detection_rate_within_run'])} {r['wall_s']:7.1f}")
     lines.append("FA: A/A false-alarm rate (regression or improvement); det: share of slowdown trials "
                  "called regression; MDE: smallest effect caught in ≥ 90 % of trials; +d: with the "
-                 "measured run drift given to the gate")
+                 "measured run drift given to the gate; -in: within one process (interleaved halves, "
+                 "slowdown injected into one half)")
     return "\n".join(lines)

@@ -31,6 +31,8 @@ def add_parsers(sub: Any) -> None:
     cal.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
     cal.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
     cal.add_argument("--run-id", help="name of the run directory")
+    cal.add_argument("--from", dest="from_run", type=Path, metavar="RUN",
+                     help="measure nothing: analyse a stored calibration run again")
 
     ab = sub.add_parser("ab", help="compare two revisions or configurations on one device, interleaved")
     ab.add_argument("--device", default="local", help="profile name or .toml path (default local)")
@@ -79,9 +81,13 @@ def _cases(args: argparse.Namespace, profile: Any, extra: str = "") -> tuple[lis
 
 
 def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.calibrate_run import CalibrationSettings, format_table, run_calibration
+    from harness.calibrate_run import CalibrationSettings, format_table, reanalyse, run_calibration
     from harness.profiles import load_profile
 
+    if args.from_run:
+        result = reanalyse(args.from_run)
+        print(format_table(result.table))
+        return 1 if result.failed else 0
     profile = load_profile(args.device)
     cases, seed, suite = _cases(args, profile)
     settings = CalibrationSettings(trials=args.trials, repeats=args.repeats, slowdown=args.slowdown,

@@ -50,7 +50,8 @@ def test_calibrate_stores_one_row_per_case_with_rates_drift_and_wall_time(calibr
     row = table.iloc[0]
     assert (row["aa_trials"], row["slowdown_trials"], row["steps_per_repeat"]) == (3, 4, 6)
     for column in ("noise_cv", "run_drift", "false_alarm_rate", "detection_rate", "mde",
-                   "false_alarm_rate_with_drift", "detection_rate_with_drift", "wall_s"):
+                   "false_alarm_rate_with_drift", "detection_rate_with_drift",
+                   "false_alarm_rate_within_run", "detection_rate_within_run", "wall_s"):
         assert column in table.columns
     assert 0.0 <= row["false_alarm_rate"] <= 1.0 and row["wall_s"] > 0
 
@@ -59,6 +60,13 @@ def test_calibration_json_holds_the_settings_and_the_host_load(calibration):
     data = json.loads((calibration / "calibration.json").read_text())
     assert data["settings"]["trials"] == 3 and data["settings"]["slowdown"] == 0.05
     assert len(data["load_avg_before"]) == 3 and len(data["cases"]) == 1
+
+
+def test_a_stored_calibration_run_can_be_analysed_again_without_measuring(calibration, tmp_path):
+    (calibration / "calibration.parquet").unlink()
+    proc = harness(tmp_path, "calibrate", "--from", str(calibration))
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_parquet(calibration / "calibration.parquet")) == 1
 
 
 @pytest.fixture(scope="module")
