@@ -65,7 +65,7 @@ def _cases(args: argparse.Namespace, profile: Any, extra: str = "") -> tuple[lis
     from harness.cli import _add_filters, _filters, _Parser
 
     if extra:
-        side = _Parser(prog="harness ab-side", add_help=False)
+        side = _Parser(prog="harness ab", add_help=False)
         _add_filters(side)
         given, defaults = vars(side.parse_args(shlex.split(extra))), vars(side.parse_args([]))
         merged = argparse.Namespace(**vars(args))
