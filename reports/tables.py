@@ -140,7 +140,9 @@ CASE_COLUMNS = ID + [
     Column("median_step_ns", "median step (ms)", ms), Column("ci_lo_ns", "CI low (ms)", ms),
     Column("ci_hi_ns", "CI high (ms)", ms), Column("p10_ns", "p10 (ms)", ms),
     Column("p90_ns", "p90 (ms)", ms), Column("iqr_ns", "IQR (ms)", ms), Column("cv", "CV", pct),
-    Column("final_loss", "final loss", num), Column("run_id", "run"),
+    Column("final_loss", "final loss", num), Column("warmup_steps", "warm-up steps"),
+    Column("warmup_forced", "warm-up forced", yes), Column("compile_ns", "compile (ms)", ms_if_any),
+    Column("run_id", "run"),
 ]
 PHASE_TABLE = ID + [Column(f"median_{p}_ns", f"{p} (ms)", ms)
                     for p in ("data", "frontend", "forward", "backward", "update")] + [

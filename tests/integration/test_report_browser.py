@@ -93,6 +93,14 @@ def test_every_plot_renders_an_svg(browser_page: tuple[Any, list[str]]) -> None:
         assert page.locator(f"#{plot_id} .plotly .main-svg").count() > 0, plot_id
 
 
+def test_study_calibration_and_inference_plots_render(browser_page: tuple[Any, list[str]]
+                                                     ) -> None:
+    page, _ = browser_page
+    for plot_id in ("plot-profile", "plot-study", "plot-onnx"):
+        assert page.locator(f"#{plot_id} .plotly .main-svg").count() > 0, plot_id
+    assert page.locator("#t-calibration-verdicts tbody tr").count() > 0
+
+
 def test_clicking_a_header_sorts_the_table(browser_page: tuple[Any, list[str]]) -> None:
     page, _ = browser_page
     col = _header_index(page, "t-cases", "median step (ms)")
