@@ -37,6 +37,10 @@ _SHORT_CMP = [T.Column("device", "device"), T.Column("workload", "workload"),
               T.Column("p_value", "p", T.pval), T.Column("verdict", "verdict")]
 
 
+_VERDICTS = [T.Column("device", "device"), T.Column("case_id", "case"),
+             T.Column("verdict", "verdict")]
+
+
 def render_markdown(agg: Aggregates, out: Path) -> Path:
     """Write a Markdown summary: the answer, warnings, and the comparison tables."""
     parts: list[str] = ["# On-device training report", ""]
@@ -53,6 +57,8 @@ def render_markdown(agg: Aggregates, out: Path) -> Path:
         ("Kernel variants vs forloop (update phase)", update_kernels, _SHORT_CMP),
         ("Optimizers vs NAG (whole step)", agg.optimizers, _SHORT_CMP),
         ("Devices and runs (whole step)", agg.devices, _SHORT_CMP),
+        ("Optimizer study: best lr per workload", agg.study_best, T.STUDY_BEST_COLUMNS),
+        ("Gate calibration", agg.calibration_verdicts, _VERDICTS),
         ("Step time per case", agg.summary, T.CASE_COLUMNS),
     ]
     for title, frame, columns in sections:

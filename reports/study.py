@@ -9,7 +9,8 @@ cost is the median over that lr's runs with a miss counted as +∞, so it is inf
 least half of the runs missed.
 
 :func:`study_headlines` states, per device and workload, which optimizer reached the target
-fastest and how much longer each other one took; every number is a value of the table.
+fastest and how much longer each other one took, in seconds and in steps (steps do not depend
+on the host's load, seconds do); every number is a value of the table.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ def _sentence(label: str, workload: str, group: pd.DataFrame) -> str:
     parts = []
     for _, r in others.iterrows():
         if np.isfinite(r["time_to_target_s"]):
-            parts.append(f"{r['optimizer']} takes {r['time_vs_best']:.2f}× as long "
-                         f"(best lr {r['lr']:g})")
+            parts.append(f"{r['optimizer']} takes {r['time_vs_best']:.2f}× as long and "
+                         f"{r['steps_vs_best']:.2f}× the steps (best lr {r['lr']:g})")
         elif not math.isnan(r["time_to_target_s"]):
             parts.append(f"{r['optimizer']} misses it in {int(r['runs']) - int(r['runs_reached'])}"
                          f" of {_runs_word(r)} even at its best lr {r['lr']:g}")

@@ -126,9 +126,10 @@ def test_study_sentence_numbers_match_the_best_lr_table(agg: Aggregates) -> None
                                              str(win["runs"]), f"{win['lr']:g}")
         assert m["target"] == f"{win['target_loss']:g}"
         for _, other in rows.drop(index=win.name).iterrows():
-            stated = re.search(rf"{other['optimizer']} takes ([\d.]+)× as long \(best lr "
-                               rf"([\d.e-]+)\)", h.text)
+            stated = re.search(rf"{other['optimizer']} takes ([\d.]+)× as long and ([\d.]+)× "
+                               rf"the steps \(best lr ([\d.e-]+)\)", h.text)
             assert stated and stated.groups() == (f"{other['time_vs_best']:.2f}",
+                                                  f"{other['steps_vs_best']:.2f}",
                                                   f"{other['lr']:g}")
 
 
