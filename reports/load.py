@@ -145,6 +145,28 @@ def _normalise_cases(cases: pd.DataFrame, path: Path) -> pd.DataFrame:
     return cases
 
 
+def _split_repeats(steps: pd.DataFrame, cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give each repetition of a case its own case id (``<case_id>-r<repeat>``).
+
+    ``--repeat`` and ``harness calibrate`` store one row per repetition under one case id; a
+    calibration's odd repetitions even carry an injected slowdown the tables do not record.
+    Pooling them would mix conditions, so each repetition is reported as a case of its own
+    (``base_case_id`` keeps the stored id). Runs without repeats are left as they are.
+    """
+    if "repeat" not in cases.columns or not cases.duplicated(["case_id"]).any():
+        return steps, cases
+    cases = cases.assign(base_case_id=cases["case_id"].astype(str),
+                         case_id=cases["case_id"].astype(str) + "-r"
+                         + cases["repeat"].astype("int64").astype(str))
+    if "repeat" in steps.columns:
+        pairs = steps[["case_id", "repeat"]].drop_duplicates()
+        names = pairs["case_id"].astype(str) + "-r" + pairs["repeat"].astype("int64").astype(str)
+        lookup = pd.Series(names.to_numpy(), index=pd.MultiIndex.from_frame(pairs))
+        keys = pd.MultiIndex.from_frame(steps[["case_id", "repeat"]])
+        steps = steps.assign(case_id=pd.Categorical(lookup.reindex(keys).to_numpy()))
+    return steps, cases
+
+
 def _optional_table(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """An optional parquet table of the run, or None when the run has none."""
     if not path.exists():
@@ -207,6 +229,7 @@ def load_run(run_dir: Path) -> RunData:
         tables[name] = _read_parquet(path)
     steps = _normalise_steps(tables["steps"], run_dir / "steps.parquet")
     cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
+    steps, cases = _split_repeats(steps, cases)
     study = _optional_table(run_dir / "study.parquet")
     manifest = _read_object(run_dir / "manifest.json") or {"run_id": run_dir.name}
     probe_path = run_dir / "probe.json"

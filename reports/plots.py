@@ -46,12 +46,13 @@ def unique_labels(label: pd.Series, case_id: pd.Series) -> pd.Series:
 
     Plotly puts equal category labels on one row, stacking or overlaying different cases, so a
     repeated label gains the end of its case id (e.g. ``h249baed4-T0.1-s0``: the
-    hyper-parameter digest, target and seed), or the whole case id when that is not enough.
+    hyper-parameter digest, target and seed; ``r3``: the repetition), or the whole case id when
+    that is not enough.
     """
     dup = label.duplicated(keep=False)
     if not dup.any():
         return label
-    tail = case_id.str.extract(r"-(h[0-9a-f]{6,}.*|T[\d.e+-]+-s\d+.*|s\d+)$", expand=False)
+    tail = case_id.str.extract(r"-(h[0-9a-f]{6,}.*|T[\d.e+-]+-s\d+.*|s\d+|r\d+)$", expand=False)
     fixed = label.where(~dup, label + " · " + tail.fillna(case_id))
     still = fixed.duplicated(keep=False)
     return fixed.where(~still, label + " · " + case_id)

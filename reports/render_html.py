@@ -106,6 +106,7 @@ def render_html(agg: Aggregates, out: Path, plots: dict[str, Markup] | None = No
         "n_steps": int(summary["n_steps"].sum()),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "headlines": agg.headlines,
+        "n_comparisons": len(agg.kernels) + len(agg.optimizers) + len(agg.devices),
         "n_boot": agg.n_boot,
         "alpha": agg.call_rule.alpha,
         "floor_pct": f"{agg.call_rule.floor:.0%}",

@@ -342,3 +342,31 @@ def test_csv_export_includes_the_new_tables(run_dir: Path, tmp_path: Path) -> No
     names = {p.name for p in out.iterdir()}
     for table in ("study_best", "performance_profile", "calibration", "onnx_inference"):
         assert f"{table}.parquet" in names
+
+
+def test_each_repetition_of_a_case_is_reported_as_its_own_case(run_dir: Path,
+                                                               tmp_path: Path) -> None:
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    to = tmp_path / "rep"
+    to.mkdir()
+    pd.concat([steps.assign(repeat=0), steps.assign(repeat=1)]).to_parquet(to / "steps.parquet")
+    pd.concat([cases.assign(repeat=0), cases.assign(repeat=1)]).to_parquet(to / "cases.parquet")
+    summary = aggregate_dirs([to], n_boot=20).summary
+    assert summary["case_id"].is_unique and len(summary) == 2 * len(cases)
+    assert (summary.loc[summary["status"] != "failed", "n_steps"] == SPEC.steps).all()
+
+
+def test_answer_explains_why_no_sentence_when_cases_share_a_setting(run_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    page = reports.build_report([_study_like_run(run_dir, tmp_path / "s")], tmp_path / "r.html")
+    assert "several cases share each compared setting" in page.read_text(encoding="utf-8")
+
+
+def test_every_stored_set_of_rates_is_judged(agg: Aggregates) -> None:
+    from reports.calibration import calibration_verdicts
+
+    table = agg.calibration.assign(false_alarm_rate_within_run=0.0,
+                                   detection_rate_within_run=1.0)
+    verdict = calibration_verdicts(table).iloc[1]["verdict"]
+    assert verdict.startswith("meets the targets only within one process")
