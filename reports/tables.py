@@ -154,6 +154,7 @@ COMPARISON_COLUMNS = ID + [
     Column("speedup", "speed-up", ratio), Column("ci_lo", "CI low", ratio),
     Column("ci_hi", "CI high", ratio), Column("p_value", "Mann–Whitney p", pval),
     Column("verdict", "verdict"), Column("run_id", "run"),
+    Column("variant_case", "variant case"),
 ]
 ENERGY_COLUMNS = ID + [
     Column("energy_source", "source"), Column("energy_per_step_j", "J / step", num),

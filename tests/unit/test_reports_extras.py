@@ -370,3 +370,10 @@ def test_every_stored_set_of_rates_is_judged(agg: Aggregates) -> None:
                                    detection_rate_within_run=1.0)
     verdict = calibration_verdicts(table).iloc[1]["verdict"]
     assert verdict.startswith("meets the targets only within one process")
+
+
+def test_markdown_summary_carries_the_study_table_and_calibration_verdicts(
+        run_dir: Path, tmp_path: Path) -> None:
+    text = reports.build_report([run_dir], tmp_path / "s.md", fmt="md").read_text()
+    assert "## Optimizer study: best lr per workload" in text and "## Gate calibration" in text
+    assert "misses the targets" in text
