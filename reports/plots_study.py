@@ -68,11 +68,19 @@ def _plain_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fallback_best(curves: pd.DataFrame) -> pd.DataFrame:
-    """Without a study summary: the lr with the lowest median final loss over its seeds."""
-    last = (curves.sort_values("step").groupby([*_PROBLEM, "optimizer", "lr", "seed"])["loss"]
-            .last().groupby([*_PROBLEM, "optimizer", "lr"]).median().reset_index())
-    idx = last.groupby([*_PROBLEM, "optimizer"])["loss"].idxmin()
-    return last.loc[idx, [*_PROBLEM, "optimizer", "lr"]].assign(target_loss=np.nan)
+    """Without a study summary: the lr with the lowest mean loss over the steps all its runs share.
+
+    Runs stop at the target, so a final loss says little; the mean loss over a common
+    step range says which lr trained fastest.
+    """
+    group = [*_PROBLEM, "optimizer"]
+    runs = curves.groupby([*group, "lr", "seed"])["step"].transform("max")
+    common = runs.groupby([curves[c] for c in group]).transform("min")
+    early = curves.loc[curves["step"] <= common]
+    score = (early.groupby([*group, "lr", "seed"])["loss"].mean()
+             .groupby([*group, "lr"]).median().reset_index())
+    idx = score.groupby(group)["loss"].idxmin()
+    return score.loc[idx, [*group, "lr"]].assign(target_loss=np.nan)
 
 
 def best_curves(curves: pd.DataFrame, best: pd.DataFrame | None) -> pd.DataFrame:

@@ -377,3 +377,10 @@ def test_markdown_summary_carries_the_study_table_and_calibration_verdicts(
     text = reports.build_report([run_dir], tmp_path / "s.md", fmt="md").read_text()
     assert "## Optimizer study: best lr per workload" in text and "## Gate calibration" in text
     assert "misses the targets" in text
+
+
+def test_without_a_study_summary_curves_show_the_lr_that_trained_fastest(agg: Aggregates) -> None:
+    from reports.plots_study import best_curves
+
+    chosen = best_curves(agg.data.study, None).groupby(["workload", "optimizer"])["lr"].unique()
+    assert chosen.map(list).to_dict()[("mlp", "nag")] == [0.03]
