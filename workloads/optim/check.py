@@ -48,8 +48,12 @@ def max_rel_diff_vs_reference(
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     frontend: Callable[[Any], Any] | None = None,
     seed: int = 0,
+    observe: Callable[[Any], None] | None = None,
 ) -> float:
     """Max over parameters of ``max|p_var − p_ref| / (max|p_ref| + eps)`` over ``steps`` steps.
+
+    ``observe``, when given, receives the variant's updater after the last step (the agent
+    takes the compiled kernel's compile time from it: compilation happens here first).
 
     The reference (``spec.reference``) trains a copy of the model on real batches; the
     variant updates its own copy with the *same* gradients, step by step. Feeding both the
@@ -94,4 +98,6 @@ def max_rel_diff_vs_reference(
                 scale = p_ref.detach().abs().max().double().item() + eps
                 diff = (p_var.detach().double() - p_ref.detach().double()).abs().max().item()
                 worst = max(worst, diff / scale)
+    if observe is not None:
+        observe(updater)
     return worst
