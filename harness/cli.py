@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
     bench.add_argument("--run-id", help="name of the run directory (default: UTC time and a random suffix)")
     bench.add_argument("--csv", action="store_true", help="also write steps.csv and cases.csv")
+    bench.add_argument("--onnx-inference", action="store_true",
+                       help="after each case's training, export the model to ONNX and time ONNX Runtime "
+                            "inference at every graph optimization level beside torch eager")
     bench.add_argument("--repeat", type=int, default=1,
                        help="run every case this many times, interleaved in rounds (default 1)")
     bench.add_argument("--inject-slowdown", type=float, default=0.0, metavar="FRACTION",
@@ -156,7 +159,8 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             cases = plan.expand(suite, filters, default_threads=threads)
         if not 0.0 <= args.inject_slowdown <= 10.0:
             raise ConfigError(f"must be between 0 and 10, got {args.inject_slowdown}", key="--inject-slowdown")
-        cases = [dataclasses.replace(c, slowdown=args.inject_slowdown) for c in cases]
+        cases = [dataclasses.replace(c, slowdown=args.inject_slowdown, onnx_inference=args.onnx_inference)
+                 for c in cases]
         seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
         bench_plan = new_plan(profiles, plan.repeated(cases, args.repeat, seed), out=args.out, run_id=args.run_id,
                               suite=suite.name, seed=seed, argv=["harness", *argv],

@@ -56,6 +56,7 @@ class Case:
     hparams: Mapping[str, Any] = field(default_factory=dict)
     warmup_until_stable: bool = False  # warm-up ends when short and long medians agree
     warmup_max: int = 50
+    onnx_inference: bool = False  # after training: export to ONNX, check and time inference
     repeat: int = 0  # which repetition of the case this is (not part of case_id)
     slowdown: float = 0.0  # calibration only: a known busy-wait, as a fraction of each step
     target_loss: float | None = None  # the optimizer study: stop when the smoothed loss reaches it

@@ -31,7 +31,8 @@ from workloads.schema import CaseEnd, CaseStart, Error, Meter, ProtocolError, St
 
 RESULTS_VERSION = 1
 PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns")
-CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed")
+CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed",
+             "mode", "accel", "slowdown")
 STEP_COLUMNS = (
     "run_id", "device", "case_id", "repeat", "workload", "optimizer", "kernel", "threads", "batch",
     "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss",

@@ -72,12 +72,21 @@ def energy_comparisons(energy: pd.DataFrame, baseline_kernel: str) -> pd.DataFra
 
 
 def memory_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Parameters, optimizer state, activations (peak − baseline RSS when known), peak RSS."""
+    """Parameters, optimizer state, activations, peak RSS.
+
+    Activations are the bytes autograd saved for backward (``saved_activation_bytes``) where
+    the agent measured them; otherwise the growth of RSS over the baseline taken before the
+    first step, which misses memory the allocator reuses.
+    """
     frame = summary[ID_COLUMNS + ["param_bytes", "state_bytes", "peak_rss_bytes", "uss_bytes",
                                   "pss_bytes", "baseline_rss_bytes"]].copy()
     # NaN when the run did not record a baseline RSS (taken before the first step)
-    frame["activation_bytes"] = (frame["peak_rss_bytes"] - frame["baseline_rss_bytes"]).clip(
-        lower=0)
+    frame["rss_growth_bytes"] = (frame["peak_rss_bytes"] - frame["baseline_rss_bytes"]).clip(lower=0)
+    saved = summary.get("saved_activation_bytes")
+    frame["activation_bytes"] = (
+        pd.to_numeric(saved, errors="coerce").fillna(frame["rss_growth_bytes"]).to_numpy()
+        if saved is not None else frame["rss_growth_bytes"]
+    )
     return frame.reset_index(drop=True)
 
 

@@ -133,7 +133,6 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     correctness = check_correctness(spec, build_task())
     inst = CaseInstruments(spec)
     try:
-        inst.reset_memory()  # the correctness check's memory does not count against the case
         prepared = trainer.prepare(build_task(), spec)
         task = prepared.task
         updater = opt_spec.build(task.model, spec["kernel"], hparams)
@@ -142,12 +141,15 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         inputs, targets = task.next_batch()
         with trainer.autocast(spec["dtype"], prepared.device.type):
             flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
+            activation_bytes = trainer.saved_activation_bytes(task.model, task.frontend, inputs,
+                                                              targets, task.loss_fn)
         emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count,
                               param_bytes=sum(p.numel() * p.element_size() for p in params)))
         maybe_fail("start", case_id)
         compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
         trainer.reset_peak_memory(prepared)
         inst.settle()  # after compiling: cooldown to the profile's temperature, then idle power
+        inst.reset_memory()  # building, the FLOP count and compiling do not set the high-water mark
         inst.mark_baseline()  # resident before the first step: activations are peak minus this
         steps = _StepLoop(spec, prepared, updater, emit, maybe_fail)
         steps.warm_up()
@@ -167,6 +169,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         + int(correctness.get("compile_ns", 0)),
         "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
         "flops_per_step": flops,
+        "saved_activation_bytes": activation_bytes,
         "accel": prepared.device.type,
         "warmup_forced": steps.warmup_forced,
     }

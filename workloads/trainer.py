@@ -158,3 +158,35 @@ def compile_warmup(prepared: Prepared, updater: Any, dtype: str) -> int:
     train_step(prepared, updater, dtype)
     prepared.compile_ns = time.monotonic_ns() - start
     return prepared.compile_ns
+
+
+def saved_activation_bytes(model: Any, frontend: Any, inputs: Any, targets: Any, loss_fn: Any) -> int:
+    """Bytes autograd keeps for backward in one forward pass: the step's activation memory.
+
+    Counted on a copy of the model (its statistics and gradients stay untouched) with
+    saved-tensor hooks; each storage counts once, and parameters (also saved by some ops)
+    not at all. Unlike peak-minus-baseline RSS, this does not depend on whether the
+    allocator reuses pages freed earlier in the process.
+    """
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(model)
+    param_storages = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: Any) -> Any:
+        nonlocal total
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in param_storages and ptr not in seen:
+            seen.add(ptr)
+            total += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        x = frontend(inputs) if frontend is not None else inputs
+        loss_fn(net(x), targets)
+    return total

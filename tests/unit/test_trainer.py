@@ -1,0 +1,27 @@
+"""The timed step's helpers: activation bytes saved for backward."""
+
+import torch
+
+from workloads.trainer import saved_activation_bytes
+
+
+def test_saved_activations_count_what_backward_needs_and_not_the_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(100, 200), torch.nn.ReLU(), torch.nn.Linear(200, 10))
+    x = torch.randn(32, 100)
+    y = torch.randint(0, 10, (32,))
+    got = saved_activation_bytes(model, None, x, y, torch.nn.functional.cross_entropy)
+    # input 32x100 (for Linear 1's weight grad), ReLU output 32x200 (for ReLU and Linear 2),
+    # and cross-entropy's log-softmax 32x10 (+ its targets): float32 unless noted
+    expected = 4 * (32 * 100 + 32 * 200 + 32 * 10) + 8 * 32
+    assert expected * 0.9 <= got <= expected * 1.6
+    assert got < sum(p.numel() * 4 for p in model.parameters())  # weights are not activations
+
+
+def test_activation_bytes_grow_with_the_batch():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    model(torch.randn(1, 3, 16, 16))
+    small = saved_activation_bytes(model, None, torch.randn(2, 3, 16, 16), torch.zeros(2, dtype=torch.long),
+                                   torch.nn.functional.cross_entropy)
+    large = saved_activation_bytes(model, None, torch.randn(8, 3, 16, 16), torch.zeros(8, dtype=torch.long),
+                                   torch.nn.functional.cross_entropy)
+    assert 3.5 < large / small < 4.5
