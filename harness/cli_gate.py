@@ -89,7 +89,8 @@ def _rerun(candidate: Path, case_ids: list[str], round_no: int) -> Path | None:
         return None
     profiles = [load_profile(d.get("path") or d["name"]) for d in manifest["devices"]]
     cases = [Case(**c) for c in manifest["cases"]]
-    cases = [c for c in cases if c.case_id in set(case_ids)]
+    wanted = {k.split("/")[-1] for k in case_ids}  # several devices: ids are <device>/<case_id>
+    cases = [c for c in cases if c.case_id in wanted]
     if not cases:
         return None
     plan = new_plan(profiles, cases, out=candidate.parent, run_id=f"{candidate.name}-rerun{round_no}",

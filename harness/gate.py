@@ -230,6 +230,17 @@ def inconclusive_cases(result: GateResult) -> list[str]:
     return sorted({v.case_id for v in result.verdicts if v.verdict == "inconclusive"})
 
 
+def _devices(*frames: pd.DataFrame | None) -> set[str]:
+    return {str(d) for f in frames if f is not None and "device" in f.columns for d in f["device"].dropna().unique()}
+
+
+def _by_device(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The frame with cases named ``<device>/<case_id>``."""
+    if frame is None or "device" not in frame.columns or "case_id" not in frame.columns:
+        return frame
+    return frame.assign(case_id=frame["device"].astype(str) + "/" + frame["case_id"].astype(str))
+
+
 class _Side:
     """One side's tables, indexed once by case so thousands of cases stay fast."""
 
@@ -302,7 +313,10 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         raise ConfigError(f"unknown gate rule {rule!r}; known: {', '.join(RULES)}", key="rule")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha={alpha!r} must lie in (0, 1); use e.g. 0.01", key="alpha")
-    base, cand = _Side(baseline_steps, baseline_cases), _Side(candidate_steps, candidate_cases)
+    sides = [baseline_steps, baseline_cases, candidate_steps, candidate_cases]
+    if len(_devices(*sides[:2]) & _devices(*sides[2:])) > 1:
+        sides = [_by_device(f) for f in sides]  # a merged lab run: never pool two devices
+    base, cand = _Side(*sides[:2]), _Side(*sides[2:])
     warnings = []
     if baseline_manifest is not None or candidate_manifest is not None:
         warnings += stack_mismatches(baseline_manifest, candidate_manifest)

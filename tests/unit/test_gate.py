@@ -387,3 +387,21 @@ def test_minimum_detectable_effect_is_the_smallest_effect_caught_nine_times_in_t
     rng = np.random.default_rng(0)
     pair = (synthetic_run(20, 200, rng), synthetic_run(20, 200, rng))
     assert minimum_detectable_effect([pair], effects=(0.01, 0.10), n_resamples=200) == 0.10
+
+
+def test_a_run_of_several_devices_is_gated_device_by_device():
+    rng = np.random.default_rng(3)
+
+    def steps(device_scale: dict[str, float]) -> pd.DataFrame:
+        rows = []
+        for device, scale in device_scale.items():
+            for i, v in enumerate(rng.lognormal(np.log(10e6 * scale), 0.02, 200)):
+                rows.append({"device": device, "case_id": "c", "index": i, "warmup": False,
+                             "step_ns": v, "update_ns": v / 10, "run_id": "r"})
+        return pd.DataFrame(rows)
+
+    # the phone got 20 % slower; pooled with the unchanged board it would hide in the mix
+    result = gate(steps({"board": 1.0, "phone": 3.0}), None, steps({"board": 1.0, "phone": 3.6}), None,
+                  metrics=("step_time",))
+    verdicts = {v.case_id: v.verdict for v in result.verdicts}
+    assert verdicts == {"board/c": "pass", "phone/c": "regression"}
