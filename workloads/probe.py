@@ -155,10 +155,24 @@ def flops_per_step(
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from workloads.models.macs import _EXTRA_FORMULAS, _GATES, _recurrent_macs
+
     net = copy.deepcopy(model)
     params = [p for p in net.parameters() if p.requires_grad]
-    with FlopCounterMode(display=False) as counter:
+    recurrent = 0
+
+    def hook(module: Any, args: tuple[Any, ...], _output: Any) -> None:
+        nonlocal recurrent
+        recurrent += _recurrent_macs(module, args)
+
+    # torch's counter has no formula for recurrent layers (LSTM/GRU run as one fused op) nor
+    # for the CPU flash-attention kernel; count those from their shapes
+    for module in net.modules():
+        if type(module) in _GATES:
+            module.register_forward_hook(hook)
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
         x = frontend(inputs) if frontend is not None else inputs
         loss = loss_fn(net(x), targets)
         torch.autograd.grad(loss, params, allow_unused=True)
-    return int(counter.get_total_flops())
+    # a recurrent MAC is 2 FLOPs forward and about twice that backward
+    return int(counter.get_total_flops()) + 6 * recurrent

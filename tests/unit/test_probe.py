@@ -110,3 +110,23 @@ def test_flops_per_step_leaves_gradients_and_running_stats_alone() -> None:
     flops_per_step(model, None, torch.randn(5, 4), torch.randn(5, 4), torch.nn.functional.mse_loss)
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(model[1].running_mean, torch.zeros(4))
+
+
+def test_recurrent_layers_count_in_the_step_flops():
+    import torch
+
+    from workloads.probe import flops_per_step
+
+    lstm = torch.nn.LSTM(16, 32, batch_first=True)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm, self.head = lstm, torch.nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    x, y = torch.randn(2, 5, 16), torch.zeros(2, dtype=torch.long)
+    macs = 4 * 32 * (16 + 32) * 5 * 2  # gates x hidden x (input + hidden) x steps x batch
+    assert flops_per_step(Net(), None, x, y, torch.nn.functional.cross_entropy) >= 6 * macs
