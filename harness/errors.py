@@ -35,7 +35,15 @@ class DeviceBusy(DeviceError):
 
 
 class TransientError(HarnessError):
-    """A fault that may pass: a dropped link, an offline device, a missed deadline."""
+    """A fault that may pass: a dropped link, an offline device, a missed deadline.
+
+    ``orphans`` names remote process groups the fault may have left running (a command whose
+    link dropped cannot be killed over that link); the runner kills them after reconnecting.
+    """
+
+    def __init__(self, message: str = "", *, orphans: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.orphans = orphans
 
 
 class DeadlineExceeded(TransientError):

@@ -193,6 +193,7 @@ def run_device(
         with DeviceLock(profile.name, run_dir.name):
             conn: Connection | None = None
             deployment: Deployment | None = None
+            orphans: tuple[int, ...] = ()
             for case in cases:
                 progress.start_case(case)
                 status = "failed"
@@ -203,6 +204,7 @@ def run_device(
                             conn = connect(profile)
                             deployment = deploy(conn, profile, bundle)
                             outcome.bytes_pushed += deployment.bytes_pushed
+                            orphans = _reap(conn, orphans)
                         if probe and outcome.probe is None:
                             threads = max(c.threads for c in cases)
                             outcome.probe = run_probe(conn, deployment, profile, threads, raw) or {}
@@ -213,6 +215,7 @@ def run_device(
                                   repeat=case.repeat, status="transient", error_kind="transient",
                                   error_message=str(exc), spec=case_spec(case, profile))
                         log.warning("%s: %s (attempt %d); reconnecting", profile.name, exc, attempt)
+                        orphans += exc.orphans
                         if conn is not None:
                             _close_quietly(conn)
                         conn = None
@@ -241,6 +244,14 @@ def run_device(
         return outcome
     outcome.status = "ok" if outcome.cases_failed == 0 else "some-failed"
     return outcome
+
+
+def _reap(conn: Connection, pgids: tuple[int, ...]) -> tuple[int, ...]:
+    """Kill process groups a dropped link left running on the device; () once done."""
+    for pgid in pgids:
+        result = conn.run(["kill", "-KILL", "--", f"-{pgid}"], deadline_s=30, on_stdout_line=lambda _: None)
+        log.info("killed process group %d left by the dropped link (exit %s)", pgid, result.exit_code)
+    return ()
 
 
 def _close_quietly(conn: Connection) -> None:

@@ -281,8 +281,10 @@ class SSHConnection:
             return RunResult(exit_code=None, signal=signal.SIGKILL, stderr=pump.stderr_tail(),
                              wall_ns=wall_ns, timed_out=True)
         if status == -1 and self._link_dropped():
+            pid = pump.wait_pid(0)
             raise TransientError(f"the link to {self.route.target.describe()} dropped while running "
-                                 f"{argv[0]!r}; stderr so far: {pump.stderr_tail()[-500:]!r}")
+                                 f"{argv[0]!r}; stderr so far: {pump.stderr_tail()[-500:]!r}",
+                                 orphans=(pid,) if pid else ())
         # -1 on a live link: the command died of a signal (paramiko ignores "exit-signal")
         return RunResult(exit_code=None if status == -1 else status, stderr=pump.stderr_tail(),
                          wall_ns=wall_ns)
