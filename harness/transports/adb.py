@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -30,6 +31,8 @@ from adbutils.errors import AdbError
 from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
 from harness.profiles import Profile
 from harness.transports.base import LineSink, RunResult, tail
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = ("127.0.0.1", 5037)
 PGID_MARKER = b"ODT-PGID "
@@ -283,11 +286,31 @@ class AdbConnection:
         conn.check_okay()  # raises AdbError with the server's FAIL message
         return conn
 
-    def _kill_group(self, pgid: int | None) -> None:
-        """SIGKILL a remote process group from a second shell (the first one is still busy)."""
+    def _kill_group(self, pgid: int | None, wait_s: float = 30.0) -> None:
+        """SIGKILL a remote process group from a second shell (the first one is still busy).
+
+        Opening that shell waits for the device; when the link stays down past ``wait_s`` the
+        kill is left to the runner, which reaps the group after reconnecting.
+        """
         if pgid is None or pgid <= 1:
             return
-        self._exec(wrap_root(f"kill -9 -{pgid}", self.root), deadline_s=30)
+        done = threading.Event()
+
+        def kill() -> None:
+            try:
+                self._exec(wrap_root(f"kill -9 -{pgid}", self.root), deadline_s=wait_s)
+            except HarnessError as exc:
+                log.warning("killing process group %d on %s failed: %s", pgid, self.serial, exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=kill, daemon=True, name=f"adb-kill-{pgid}").start()
+        if not done.wait(wait_s):
+            raise TransientError(
+                f"{self.serial}: the link stayed down for {wait_s:.0f} s while killing a timed-out "
+                f"command (process group {pgid}); it is killed after the reconnect",
+                orphans=(pgid,),
+            )
 
     def _exec(self, command: str, *, deadline_s: float = 60) -> tuple[int | None, bytes, str]:
         """Run a shell command line (already quoted); return exit code, stdout bytes, stderr."""

@@ -15,9 +15,16 @@ from harness.errors import DeviceError
 from harness.transports.base import LineSink, RunResult, tail
 
 
-def _drain_lines(stream, sink: LineSink) -> None:
+def _drain_lines(stream, sink: LineSink, errors: list[BaseException]) -> None:
+    """Feed stdout lines to the sink; after a sink error, keep draining so the child never
+    blocks on a full pipe, and let ``run_process`` re-raise the error once the child ends."""
     for raw in iter(stream.readline, b""):
-        sink(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        if errors:
+            continue
+        try:
+            sink(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
     stream.close()
 
 
@@ -56,8 +63,9 @@ def run_process(
     except FileNotFoundError as exc:
         raise DeviceError(f"cannot run {argv[0]!r}: {exc.strerror}; check the profile's python") from None
     err_chunks: list[bytes] = []
+    sink_errors: list[BaseException] = []
     readers = [
-        threading.Thread(target=_drain_lines, args=(proc.stdout, on_stdout_line), daemon=True),
+        threading.Thread(target=_drain_lines, args=(proc.stdout, on_stdout_line, sink_errors), daemon=True),
         threading.Thread(target=_drain_bytes, args=(proc.stderr, err_chunks), daemon=True),
     ]
     for t in readers:
@@ -84,6 +92,8 @@ def run_process(
         _kill_group(proc.pid)
     for t in readers:
         t.join(timeout=5)
+    if sink_errors:
+        raise sink_errors[0]
     code = proc.returncode
     return RunResult(
         exit_code=code if code is not None and code >= 0 else None,
@@ -124,11 +134,15 @@ class LocalConnection:
         dest = Path(remote)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        shutil.copyfile(local, tmp)
         size = local.stat().st_size
-        if tmp.stat().st_size != size:
-            raise DeviceError(f"copy of {local} to {remote} is incomplete; check free space")
-        os.replace(tmp, dest)
+        try:
+            shutil.copyfile(local, tmp)
+            if tmp.stat().st_size != size:
+                raise DeviceError(f"copy of {local} to {remote} is incomplete; check free space")
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-copied bundle left behind
+            raise
         return size
 
     def pull(self, remote: str, local: Path) -> None:
