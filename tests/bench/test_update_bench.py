@@ -5,9 +5,10 @@ Layouts: ``many_small`` (2000 tensors of 1024 floats: dispatch-bound), ``mobilen
 workloads.models.mobilenet) and ``large_25m`` (5 tensors of 5 M floats: bandwidth-bound).
 Each benchmark times ``step()`` alone (gradients stay fixed) and records in ``extra_info``
 the ideal bytes moved (20 B/param: read p, g, b; write p, b) and the GB/s that implies at the
-median and the best time. Speed is shown, never asserted. Two extra rows explain ``flat``:
-``flat_unchunked`` (whole-buffer passes) and ``flat_fused`` (torch's fused SGD on one flat
-tensor). Run: ``pytest tests/bench --benchmark-only [--bench-threads 2]``.
+median and the best time. Speed is shown, never asserted. ``flat`` is flat buffers updated
+by torch's fused kernel in one call; two extra rows explain it: ``flat_elementwise`` (the same
+buffers updated by 4-5 chunked in-place ops, FlatNAG) and ``flat_unchunked`` (those ops over
+the whole buffer at once). Run: ``pytest tests/bench --benchmark-only [--bench-threads 2]``.
 
 Caveat: the step is repeated on the same buffers with no backward pass in between, so a
 layout whose p, g and b (12 B/param) fit in the last-level cache runs from cache (here, a
@@ -24,7 +25,7 @@ import pytest
 import torch
 
 from workloads.optim import OPTIMIZERS
-from workloads.optim.flat import FlatFusedNAG, FlatNAG
+from workloads.optim.flat import FlatNAG
 from workloads.optim.nag_variants import with_nag_variants
 
 NAG = with_nag_variants(OPTIMIZERS.get("nag"))
@@ -59,7 +60,7 @@ class ParamBag(torch.nn.Module):
 
 EXTRA: dict[str, Callable[[torch.nn.Module], Any]] = {
     "flat_unchunked": lambda m: FlatNAG(m.parameters(), HP["lr"], HP["momentum"], HP["weight_decay"], chunk_elems=None),
-    "flat_fused": lambda m: FlatFusedNAG(m.parameters(), HP["lr"], HP["momentum"], HP["weight_decay"]),
+    "flat_elementwise": lambda m: FlatNAG(m.parameters(), HP["lr"], HP["momentum"], HP["weight_decay"]),
 }
 
 

@@ -25,8 +25,13 @@ def _compiled(model: Any, hp: Mapping[str, Any]) -> Any:
 
 
 def _flat(model: Any, hp: Mapping[str, Any]) -> Any:
-    from workloads.optim.flat import FlatNAG
+    """Flat buffers updated by one fused NAG pass where torch has that kernel for the device
+    (CPU and CUDA); elsewhere the chunked in-place ops of :class:`FlatNAG`."""
+    from workloads.optim.flat import FlatFusedNAG, FlatNAG
 
+    first = next(iter(model.parameters()))
+    if first.device.type in ("cpu", "cuda"):
+        return FlatFusedNAG(model.parameters(), hp["lr"], hp["momentum"], hp["weight_decay"])
     return FlatNAG(model.parameters(), hp["lr"], hp["momentum"], hp["weight_decay"])
 
 
