@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.deploy import Bundle, deploy, host_python, resolve_workdir
+from harness.deploy import Bundle, deploy, free_bytes, host_python, resolve_workdir
 from harness.errors import HarnessError
 from harness.profiles import Profile
 from harness.transports import connect
@@ -57,7 +57,7 @@ def run_doctor(profile: Profile, bundle: Bundle) -> list[Check]:
                                 "install Python ≥ 3.10 on the device or set [agent].python to one"))
             return checks
         checks.append(Check("python", True, f"{' '.join(python)} runs; work directory {workdir}"))
-        free = _free_bytes(conn, python, workdir)
+        free = free_bytes(conn, python, workdir)
         checks.append(Check(
             "free space", free is not None and free >= MIN_FREE_BYTES,
             f"{free / 2**20:.0f} MiB free in {workdir}" if free is not None else "could not read free space",
@@ -83,16 +83,6 @@ def run_doctor(profile: Profile, bundle: Bundle) -> list[Check]:
         return checks
     finally:
         conn.close()
-
-
-def _free_bytes(conn: Any, python: tuple[str, ...], workdir: str) -> int | None:
-    out: list[str] = []
-    code = "import shutil,sys;print(shutil.disk_usage(sys.argv[1]).free)"
-    result = conn.run([*python, "-c", code, workdir], deadline_s=60, on_stdout_line=out.append)
-    try:
-        return int(out[-1]) if result.ok and out else None
-    except ValueError:
-        return None
 
 
 def _reach_fix(profile: Profile) -> str:

@@ -276,11 +276,13 @@ class _Side:
         return self.ok_cases(case_id).get(metric.column, pd.Series([]))
 
     def runs(self, case_id: str) -> int:
-        """How many runs contributed steps to the case (distinct run_id; 1 if unknown)."""
+        """How many agent processes contributed steps to the case: distinct (run_id, repeat),
+        since every repeat is a process of its own (1 if unknown)."""
         rows = self.steps.get(case_id)
         if rows is None or "run_id" not in rows.columns:
             return 1
-        return max(1, int(rows["run_id"].nunique()))
+        keys = [c for c in ("run_id", "repeat") if c in rows.columns]
+        return max(1, len(rows[keys].drop_duplicates()))
 
     def energy_sources(self, case_id: str) -> set[str]:
         rows = self.ok_cases(case_id)

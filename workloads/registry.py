@@ -7,7 +7,7 @@ nearest match. Standard library only (this module travels in the agent bundle).
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -63,3 +63,14 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def merge_options(kind: str, name: str, defaults: Mapping[str, Any],
+                  overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``defaults`` updated by ``overrides``; a key the defaults lack is refused, listing them."""
+    merged = dict(defaults)
+    for key, value in (overrides or {}).items():
+        if key not in defaults:
+            raise ValueError(f"{kind} {name!r} has no {key!r} (it has: {', '.join(sorted(defaults))})")
+        merged[key] = value
+    return merged

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from workloads.registry import Registry
+from workloads.registry import Registry, merge_options
 
 
 @dataclass
@@ -41,14 +41,7 @@ class WorkloadSpec:
     build: Callable[..., Task]  # build(batch: int, seed: int, **options) -> Task
 
     def make(self, batch: int, seed: int, options: Mapping[str, Any] | None = None) -> Task:
-        opts = dict(self.defaults)
-        for key, value in (options or {}).items():
-            if key not in self.defaults:
-                raise ValueError(
-                    f"workload {self.name!r} has no option {key!r} "
-                    f"(options: {', '.join(sorted(self.defaults))})"
-                )
-            opts[key] = value
+        opts = merge_options("workload", self.name, self.defaults, options)
         return self.build(batch=batch, seed=seed, **opts)
 
 

@@ -405,3 +405,17 @@ def test_a_run_of_several_devices_is_gated_device_by_device():
                   metrics=("step_time",))
     verdicts = {v.case_id: v.verdict for v in result.verdicts}
     assert verdicts == {"board/c": "pass", "phone/c": "regression"}
+
+
+def test_repeats_in_one_run_count_as_processes_for_the_drift_allowance():
+    rng = np.random.default_rng(5)
+
+    def run(repeats: int) -> pd.DataFrame:
+        return pd.DataFrame([{"case_id": "c", "run_id": "r", "repeat": r, "index": i, "warmup": False,
+                              "step_ns": v, "update_ns": v}
+                             for r in range(repeats) for i, v in enumerate(rng.normal(1e7, 1e5, 50))])
+
+    one = gate(run(1), None, run(1), None, metrics=("step_time",), run_drift=0.03).verdicts[0]
+    many = gate(run(12), None, run(12), None, metrics=("step_time",), run_drift=0.03).verdicts[0]
+    width = lambda v: v.comparison.ratio_ci_high - v.comparison.ratio_ci_low  # noqa: E731
+    assert width(many) < width(one) / 2

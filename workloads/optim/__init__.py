@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from workloads.registry import Registry
+from workloads.registry import Registry, merge_options
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,7 @@ class OptimizerSpec:
     reference: Callable[[Iterable[Any], Mapping[str, Any]], Any]  # (params, hparams) -> optim
 
     def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        merged = dict(self.defaults)
-        for key, value in (overrides or {}).items():
-            if key not in self.defaults:
-                raise ValueError(
-                    f"optimizer {self.name!r} has no hyper-parameter {key!r} "
-                    f"(has: {', '.join(sorted(self.defaults))})"
-                )
-            merged[key] = value
-        return merged
+        return merge_options("optimizer", self.name, self.defaults, overrides)
 
 
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
