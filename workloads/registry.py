@@ -65,12 +65,13 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
-def merge_options(kind: str, name: str, defaults: Mapping[str, Any],
+def merge_options(kind: str, name: str, what: str, defaults: Mapping[str, Any],
                   overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """``defaults`` updated by ``overrides``; a key the defaults lack is refused, listing them."""
     merged = dict(defaults)
     for key, value in (overrides or {}).items():
         if key not in defaults:
-            raise ValueError(f"{kind} {name!r} has no {key!r} (it has: {', '.join(sorted(defaults))})")
+            raise ValueError(f"{kind} {name!r} has no {what} {key!r} "
+                             f"(it has: {', '.join(sorted(defaults))})")
         merged[key] = value
     return merged

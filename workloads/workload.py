@@ -41,7 +41,7 @@ class WorkloadSpec:
     build: Callable[..., Task]  # build(batch: int, seed: int, **options) -> Task
 
     def make(self, batch: int, seed: int, options: Mapping[str, Any] | None = None) -> Task:
-        opts = merge_options("workload", self.name, self.defaults, options)
+        opts = merge_options("workload", self.name, "option", self.defaults, options)
         return self.build(batch=batch, seed=seed, **opts)
 
 

@@ -26,7 +26,7 @@ class OptimizerSpec:
     reference: Callable[[Iterable[Any], Mapping[str, Any]], Any]  # (params, hparams) -> optim
 
     def hparams(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return merge_options("optimizer", self.name, self.defaults, overrides)
+        return merge_options("optimizer", self.name, "hyper-parameter", self.defaults, overrides)
 
 
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
