@@ -44,6 +44,9 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
                    help="smallest change that counts, per metric, e.g. step_time:5%% (defaults: time 5%%, energy 5%%, memory 2%%)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
     p.add_argument("--gate-estimated", action="store_true", help="also gate estimated (not measured) energy")
+    p.add_argument("--run-drift", type=float, default=0.0, metavar="FRACTION",
+                   help="the device's process-to-process drift of a median, as `harness calibrate` "
+                        "measured it (e.g. 0.03); widens each interval, less so with more --repeat")
     p.add_argument("--rerun-budget", type=int, default=1,
                    help="rounds of re-measuring inconclusive cases when the device is reachable (default 1)")
     p.add_argument("--baselines-dir", type=Path, default=DEFAULT_BASELINES)
@@ -101,6 +104,8 @@ def _rerun(candidate: Path, case_ids: list[str], round_no: int) -> Path | None:
 
 
 def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
+    if not 0.0 <= args.run_drift < 1.0:
+        raise ConfigError(f"must be a fraction in [0, 1), got {args.run_drift}", key="--run-drift")
     from harness.baseline import read_run
     from harness.ci_outputs import append_step_summary, render_markdown, write_junit
     from harness.gate import VERDICTS, gate, inconclusive_cases
@@ -113,7 +118,8 @@ def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
 
     def decide() -> Any:
         return gate(b_steps, b_cases, c_steps, c_cases, floors=args.floor or None, alpha=args.alpha,
-                    gate_estimated=args.gate_estimated, baseline_manifest=b_manifest,
+                    gate_estimated=args.gate_estimated, run_drift=args.run_drift,
+                    baseline_manifest=b_manifest,
                     candidate_manifest=c_manifest)
 
     result = decide()

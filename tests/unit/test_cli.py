@@ -15,6 +15,8 @@ from harness.cli import main
         (["bench", "--steps", "0"], "--steps: must be ≥ 1"),
         (["bench", "--bogus"], "unrecognized arguments: --bogus"),
         (["report", "/nonexistent"], "is not a run directory"),
+        (["gate", "--baseline", "b", "--candidate", "c", "--run-drift", "1.5"], "--run-drift: must be a fraction"),
+        (["gate", "--baseline", "b"], "the following arguments are required: --candidate"),
     ],
 )
 def test_bad_input_exits_2_with_one_message(argv, message, capsys):
