@@ -227,7 +227,7 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print("optimizers (kernels; the first is torch's default on CPU):")
     for name in OPTIMIZERS:
         o = OPTIMIZERS.get(name)
-        print(f"  {name:<20} {', '.join(o.kernels):<40} {o.description}")
+        print(f"  {name:<20} {', '.join(o.kernels):<48} {o.description}")
     print(f"kernels: {', '.join(all_kernels())}")
     print("suites:")
     for name in known_suites():
