@@ -211,6 +211,12 @@ def _print_cases(cases_df) -> None:
         else:
             print(f"  {row['device']:<10} {row['case_id']:<48} {str(row['status']).upper()}: "
                   f"{row['error_kind']}: {str(row['error_message'])[:200]}", file=sys.stderr)
+    flagged = cases_df[cases_df["warnings"].fillna("").astype(str) != ""] if "warnings" in cases_df else cases_df[:0]
+    if len(flagged):
+        print("stability warnings (stored with each case, repeated in the report):", file=sys.stderr)
+        for _, row in flagged.iterrows():
+            print(f"  {row['device']:<10} {row['case_id']:<48} {str(row['warnings']).replace(';', ', ')}",
+                  file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:

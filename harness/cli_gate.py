@@ -35,7 +35,9 @@ def add_parsers(sub: Any) -> None:
 
     g = sub.add_parser("gate", help="compare a candidate run with a baseline; exit 1 on a regression")
     g.add_argument("--baseline", required=True, help="baseline directory, run directory, or a baseline name")
-    g.add_argument("--candidate", type=Path, required=True, help="candidate results/<run-id> directory")
+    g.add_argument("--candidate", type=Path, required=True,
+                   help="candidate results/<run-id> directory, or a pytest-benchmark JSON file "
+                        "(then --baseline is one too)")
     add_gate_options(g)
 
 
@@ -107,10 +109,10 @@ def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
     if not 0.0 <= args.run_drift < 1.0:
         raise ConfigError(f"must be a fraction in [0, 1), got {args.run_drift}", key="--run-drift")
     from harness.baseline import read_run
-    from harness.ci_outputs import append_step_summary, render_markdown, write_junit
-    from harness.gate import VERDICTS, gate, inconclusive_cases
-    from harness.store import atomic_write
+    from harness.gate import gate, inconclusive_cases
 
+    if str(candidate).endswith(".json"):  # pytest-benchmark micro-benchmarks (nox -s microbench)
+        return _gate_microbench(Path(baseline), candidate, args)
     c_steps, c_cases, c_manifest = read_run(candidate)
     devices = sorted(set(c_cases["device"])) if "device" in c_cases else []
     device = devices[0] if devices else ""
@@ -140,10 +142,30 @@ def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
         c_steps = pd.concat([c_steps, e_steps], ignore_index=True)
         c_cases = pd.concat([c_cases, e_cases], ignore_index=True)
         result = decide()
+    return _publish(result, candidate if candidate.is_dir() else candidate.parent, args)
+
+
+def _gate_microbench(baseline: Path, candidate: Path, args: argparse.Namespace) -> int:
+    """Gate two pytest-benchmark JSON files (``--benchmark-json``) on the metric ``time``."""
+    from harness.baseline import load_pytest_benchmark
+    from harness.gate import gate
+
+    floors = args.floor or ["time:5%"]
+    result = gate(load_pytest_benchmark(baseline), None, load_pytest_benchmark(candidate), None,
+                  floors=floors, alpha=args.alpha, metrics=("time",))
+    return _publish(result, candidate.parent, args)
+
+
+def _publish(result: Any, out_dir: Path, args: argparse.Namespace) -> int:
+    """Write summary.md and junit.xml, append the GitHub step summary, print the verdicts."""
+    from harness.ci_outputs import append_step_summary, render_markdown, write_junit
+    from harness.gate import VERDICTS
+    from harness.store import atomic_write
+
     markdown = render_markdown(result)
-    summary_path = args.summary or candidate / "summary.md"
+    summary_path = args.summary or out_dir / "summary.md"
     atomic_write(summary_path, markdown)
-    junit_path = write_junit(result, args.junit or candidate / "junit.xml")
+    junit_path = write_junit(result, args.junit or out_dir / "junit.xml")
     appended = append_step_summary(markdown)
     for w in result.warnings:
         print(f"WARNING: {w}", file=sys.stderr)

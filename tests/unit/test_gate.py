@@ -419,3 +419,15 @@ def test_repeats_in_one_run_count_as_processes_for_the_drift_allowance():
     many = gate(run(12), None, run(12), None, metrics=("step_time",), run_drift=0.03).verdicts[0]
     width = lambda v: v.comparison.ratio_ci_high - v.comparison.ratio_ci_low  # noqa: E731
     assert width(many) < width(one) / 2
+
+
+def test_the_gate_command_reads_pytest_benchmark_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.cli import main
+
+    rng = np.random.default_rng(1)
+    base = write_benchmark_json(tmp_path / "base.json", list(rng.lognormal(-13, 0.05, 100)))
+    slow = write_benchmark_json(tmp_path / "slow.json", list(rng.lognormal(-13, 0.05, 100) * 1.2))
+    assert main(["gate", "--baseline", str(base), "--candidate", str(base)]) == 0
+    assert main(["gate", "--baseline", str(base), "--candidate", str(slow)]) == 1
+    assert "REGRESSION tests/bench/test_nag.py::test_nag time" in capsys.readouterr().err
+    assert (tmp_path / "junit.xml").is_file() and (tmp_path / "summary.md").is_file()
