@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import posixpath
-import re
 import secrets
 import shlex
 import socket
@@ -30,7 +29,7 @@ from adbutils.errors import AdbError
 
 from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
 from harness.profiles import Profile
-from harness.transports.base import LineSink, RunResult, tail
+from harness.transports.base import LineSink, RunResult, quoted_words, tail
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ KILL_GRACE_S = 5.0
 STAGING_DIR = "/data/local/tmp"  # writable and readable by adbd's uid on every Android
 _STDIN, _STDOUT, _STDERR, _EXIT, _CLOSE_STDIN = 0, 1, 2, 3, 4
 _PACKET_DATA_MAX = 4096 - 5  # adbd's shell-protocol buffer is 4 KiB including the header
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRANSIENT_STATES = {"offline", "authorizing", "connecting", "bootloader", "recovery", "sideload", "rescue"}
 T = TypeVar("T")
 
@@ -89,17 +87,9 @@ def choose_serial(devices: Sequence[tuple[str, str]], serial: str, *, source: st
 
 def shell_line(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None) -> str:
     """One POSIX shell command line that runs argv verbatim, in cwd, with env added."""
-    if not argv:
-        raise ConfigError("cannot run an empty argv")
-    parts: list[str] = []
-    if cwd:
-        parts.append(f"cd {shlex.quote(cwd)} &&")
-    for key, value in (env or {}).items():
-        if not _ENV_NAME.match(key):
-            raise ConfigError(f"environment variable name {key!r} is not a valid shell name")
-        parts.append(f"{key}={shlex.quote(value)}")
-    parts.extend(shlex.quote(a) for a in argv)
-    return " ".join(parts)
+    assignments, args = quoted_words(argv, env)
+    parts = [f"cd {shlex.quote(cwd)} &&"] if cwd else []
+    return " ".join(parts + assignments + args)
 
 
 def wrap_root(command: str, root: str) -> str:

@@ -9,9 +9,13 @@ by a shell.
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from harness.errors import ConfigError
 
 LineSink = Callable[[str], None]
 
@@ -80,3 +84,25 @@ STDERR_TAIL_BYTES = 16_384
 def tail(text: bytes, limit: int = STDERR_TAIL_BYTES) -> str:
     """The last ``limit`` bytes of a stream, decoded leniently."""
     return text[-limit:].decode("utf-8", errors="replace")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def quoted_words(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(``K=V`` assignments, argv), each word quoted for a POSIX shell.
+
+    Only the value of an assignment is quoted (the name is checked instead), so a word is
+    still an assignment when it stands before a command, as well as an argument of ``env``.
+
+    Every transport that goes through a remote shell builds its command line from these, so
+    no value from a profile, suite or the CLI is ever interpreted by that shell.
+    """
+    if not argv:
+        raise ConfigError("cannot run an empty command")
+    for key in env or {}:
+        if not _ENV_NAME.match(key):
+            raise ConfigError(f"environment variable name {key!r} is not a valid shell name; "
+                              "use letters, digits and _")
+    return ([f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()],
+            [shlex.quote(a) for a in argv])

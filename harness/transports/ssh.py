@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-import re
 import shlex
 import signal
 import threading
@@ -37,14 +36,13 @@ from typing import Iterator, Sequence
 
 import paramiko
 
-from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
+from harness.errors import DeviceError, HarnessError, TransientError
 from harness.profiles import Profile
-from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, tail
+from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, quoted_words, tail
 from harness.transports.sshconfig import LinkOptions, open_route, resolve_route, with_retries
 
 log = logging.getLogger(__name__)
 
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _KILL_TIMEOUT_S = 5.0
 _LEFTOVER_GRACE_S = 1.0  # after the command exits, how long its streams may stay open
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
@@ -141,15 +139,8 @@ class StreamPump:
 
 def remote_command(argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None) -> str:
     """The shell line that runs argv verbatim in its own process group, announcing its pid."""
-    if not argv:
-        raise ConfigError("cannot run an empty command")
-    for key in env or {}:
-        if not _ENV_KEY.match(key):
-            raise ConfigError(f"environment variable name {key!r} is not valid; use letters, digits and _")
-    words = ["exec", "$odt_s"]
-    if env:
-        words += ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items())]
-    words += [shlex.quote(a) for a in argv]
+    assignments, args = quoted_words(argv, env)
+    words = ["exec", "$odt_s"] + (["env", *assignments] if assignments else []) + args
     command = " ".join(words)
     if cwd:
         command = f"cd -- {shlex.quote(cwd)} && {command}"
