@@ -11,8 +11,10 @@
   remote tree, as the local transport does with ``os.killpg``.
 - stdout lines reach the caller as they arrive; stderr is drained on its own thread, so
   neither stream can fill the SSH window and hang the command.
-- Files go over SFTP: to a temporary name, checked (size, and sha256 when ``sha256sum``
-  exists), then renamed into place with posix-rename.
+- Files go over SFTP when the server offers it, otherwise over the exec channel (Dropbear
+  without sftp-server, OpenSSH without ``Subsystem sftp``): to a temporary name, checked
+  (size, and sha256sum / md5sum / cksum as the device has them), then renamed into place;
+  see :mod:`harness.transports.sshfiles`.
 
 paramiko references: https://docs.paramiko.org/en/stable/api/client.html,
 https://docs.paramiko.org/en/stable/api/channel.html (exec_command, recv_stderr,
@@ -22,24 +24,22 @@ https://docs.paramiko.org/en/stable/api/sftp.html (put, stat, posix_rename, norm
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import posixpath
 import shlex
 import signal
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import paramiko
 
-from harness.errors import DeviceError, HarnessError, TransientError
+from harness.errors import HarnessError, TransientError
 from harness.profiles import Profile
 from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, quoted_words, tail
 from harness.transports.sshconfig import LinkOptions, open_route, resolve_route, with_retries
+from harness.transports.sshfiles import RemoteFiles, open_files
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class SSHConnection:
                               keepalive_s=keepalive_s, allow_agent=allow_agent,
                               look_for_keys=look_for_keys, source=source)
         self._timeout_s = connect_timeout_s
-        self._sftp: paramiko.SFTPClient | None = None
+        self._files: RemoteFiles | None = None
         self._home: str | None = None
         self._clients = with_retries(lambda: open_route(self.route, options), attempts=connect_attempts,
                                      what=f"connecting to {self.route.target.describe()}")
@@ -305,104 +305,60 @@ class SSHConnection:
         except _LINK_ERRORS as exc:
             log.warning("killing remote pid %d on %s failed: %s", pid, self.route.target.describe(), exc)
 
-    def _capture(self, argv: Sequence[str], deadline_s: float = 60.0) -> tuple[RunResult, list[str]]:
-        lines: list[str] = []
-        return self.run(argv, deadline_s=deadline_s, on_stdout_line=lines.append), lines
-
     # -- files ------------------------------------------------------------------------------
 
-    def _sftp_client(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            with self._link("opening SFTP"):
-                self._sftp = self._client.open_sftp()
-        return self._sftp
+    def _remote_files(self) -> RemoteFiles:
+        """SFTP, or the exec channel when the server offers no SFTP (found once per link)."""
+        if self._files is None:
+            with self._link("opening a file channel (SFTP or exec)"):
+                self._files = open_files(self._client, self.route.target.describe())
+        return self._files
+
+    @property
+    def file_transfer(self) -> str:
+        """How files travel on this link: ``sftp`` or ``exec``."""
+        return self._remote_files().how
 
     def _expand(self, path: str) -> str:
-        """``~`` and ``~/x`` on the device: its home directory, as SFTP reports it."""
+        """``~`` and ``~/x`` on the device: its home directory, as the server reports it."""
         if path != "~" and not path.startswith("~/"):
             return path
         if self._home is None:
             with self._link("finding the remote home"):
-                self._home = self._sftp_client().normalize(".")
+                self._home = self._remote_files().home()
         return self._home + path[1:]
 
-    def _makedirs(self, directory: str) -> None:
-        sftp = self._sftp_client()
-        missing: list[str] = []
-        while directory not in ("", "/"):
-            try:
-                sftp.stat(directory)
-                break
-            except FileNotFoundError:
-                missing.append(directory)
-                directory = posixpath.dirname(directory)
-        for path in reversed(missing):
-            sftp.mkdir(path)
-
     def push(self, local: Path, remote: str) -> int:
-        """Copy a file over SFTP to a temporary name, verify it, rename it into place."""
-        size = Path(local).stat().st_size
+        """Copy a file to a temporary name, verify size and checksum, rename it into place."""
         dest = self._expand(remote)
-        tmp = f"{dest}.part-{uuid.uuid4().hex[:12]}"
         with self._link(f"pushing {local} to {remote}"):
-            sftp = self._sftp_client()
-            self._makedirs(posixpath.dirname(dest))
-            try:
-                sent = sftp.put(str(local), tmp, confirm=False)
-                got = sftp.stat(tmp).st_size
-                if got != size:
-                    raise DeviceError(f"pushed {size} bytes of {local} but {remote} has {got}; "
-                                      f"check free space on the device (df -h)")
-                self._check_sha256(Path(local), tmp, remote)
-                try:
-                    sftp.posix_rename(tmp, dest)
-                except OSError:  # server without posix-rename@openssh.com
-                    if self.exists(dest):
-                        sftp.remove(dest)
-                    sftp.rename(tmp, dest)
-            except BaseException:
-                try:
-                    sftp.remove(tmp)
-                except (OSError, paramiko.SSHException, EOFError):
-                    pass
-                raise
-        log.debug("pushed %s to %s (%d bytes, %s)", local, dest, size, sent)
+            size = self._remote_files().push(Path(local), dest)
+        log.debug("pushed %s to %s (%d bytes over %s)", local, dest, size, self.file_transfer)
         return size
-
-    def _check_sha256(self, local: Path, remote_tmp: str, remote: str) -> None:
-        result, lines = self._capture(["sha256sum", "--", remote_tmp])
-        if result.exit_code == 127 or not lines:
-            return  # no sha256sum on the device: the size check stands alone
-        want = hashlib.sha256(local.read_bytes()).hexdigest()
-        got = lines[0].split()[0] if lines[0].split() else ""
-        if got != want:
-            raise DeviceError(f"{remote} has sha256 {got!r} after the push, expected {want}; "
-                              f"the device's storage may be failing")
 
     def pull(self, remote: str, local: Path) -> None:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(local.name + ".part")
         with self._link(f"pulling {remote}"):
-            self._sftp_client().get(self._expand(remote), str(tmp))
+            self._remote_files().pull(self._expand(remote), tmp)
         tmp.replace(local)
 
     def read_text(self, remote: str) -> str:
-        with self._link(f"reading {remote}"), self._sftp_client().open(self._expand(remote), "r") as f:
-            return f.read().decode("utf-8", errors="replace")
+        with self._link(f"reading {remote}"):
+            return self._remote_files().read_bytes(self._expand(remote)).decode("utf-8", errors="replace")
 
     def exists(self, remote: str) -> bool:
         with self._link(f"checking {remote}"):
-            try:
-                self._sftp_client().stat(self._expand(remote))
-            except FileNotFoundError:
-                return False
-        return True
+            return self._remote_files().exists(self._expand(remote))
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
+        if self._files is not None:
+            try:
+                self._files.close()
+            except _LINK_ERRORS:
+                pass
+            self._files = None
         for client in reversed(self._clients):
             client.close()
         self._clients = self._clients[-1:]  # keep one (closed) client so _alive() stays answerable

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,7 +76,10 @@ def keygen(path: Path, comment: str) -> str:
     return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
-def write_sshd_config(workdir: Path, port: int, host_key: Path, authorized_keys: Path) -> Path:
+def write_sshd_config(workdir: Path, port: int, host_key: Path, authorized_keys: Path, *,
+                      sftp: bool = True) -> Path:
+    """An sshd_config for the fixture; ``sftp=False`` leaves out the ``Subsystem sftp`` line,
+    as minimal boards do, so a client's SFTP request is refused."""
     config = workdir / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}",
@@ -90,7 +94,7 @@ def write_sshd_config(workdir: Path, port: int, host_key: Path, authorized_keys:
         "UsePAM no",
         "StrictModes no",
         "AllowTcpForwarding yes",
-        "Subsystem sftp internal-sftp",
+        *(["Subsystem sftp internal-sftp"] if sftp else []),
         "LogLevel DEBUG1",  # DEBUG1 logs direct-tcpip requests (the ProxyJump test reads them)
         "",
     ]))
@@ -112,17 +116,16 @@ def wait_for_banner(port: int, proc: subprocess.Popen[bytes], log_path: Path) ->
     raise RuntimeError(f"sshd did not answer on port {port} within {START_TIMEOUT_S} s")
 
 
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """A running sshd on 127.0.0.1 that accepts the fixture's client key for the current user."""
+@contextmanager
+def running_sshd(workdir: Path, *, sftp: bool = True) -> Iterator[SshdServer]:
+    """Start sshd in ``workdir`` (keys, config, log there); stop it on exit."""
     require_real_part(os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None, "OpenSSH sshd")
-    workdir = tmp_path_factory.mktemp("sshd")
     host_line = keygen(workdir / "host_ed25519", "odt-test-host")
     client_line = keygen(workdir / "client_ed25519", "odt-test-client")
     authorized = workdir / "authorized_keys"
     authorized.write_text(client_line + "\n")
     port = free_port()
-    config = write_sshd_config(workdir, port, workdir / "host_ed25519", authorized)
+    config = write_sshd_config(workdir, port, workdir / "host_ed25519", authorized, sftp=sftp)
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_line}\n")
     empty_config = workdir / "ssh_config"
@@ -147,6 +150,20 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """A running sshd on 127.0.0.1 that accepts the fixture's client key for the current user."""
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_without_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """The same sshd with no ``Subsystem sftp`` line: SFTP requests are refused."""
+    with running_sshd(tmp_path_factory.mktemp("sshd-nosftp"), sftp=False) as server:
+        yield server
 
 
 @pytest.fixture()
