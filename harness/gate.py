@@ -290,6 +290,13 @@ class _Side:
             return set()
         return {str(s) for s in rows["energy_source"].dropna() if str(s) not in ("", "none")}
 
+    def energy_flags(self, case_id: str) -> set[str]:
+        """Why a case's energy figures are not comparable (too short a window, restarts)."""
+        rows = self.ok_cases(case_id)
+        if "energy_flags" not in rows.columns:
+            return set()
+        return {f for s in rows["energy_flags"].dropna() for f in str(s).split(";") if f}
+
 
 def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | None,
          candidate_steps: pd.DataFrame | None, candidate_cases: pd.DataFrame | None,
@@ -380,6 +387,9 @@ def _judge(case_id: str, metric: Metric, base: _Side, cand: _Side, floor: float,
                                gate_estimated)
         if skipped is not None:
             return skipped or None
+        flagged = base.energy_flags(case_id) | cand.energy_flags(case_id)
+        if flagged:
+            return f"energy_per_step: energy flagged ({', '.join(sorted(flagged))}), not gated"
     b = pd.to_numeric(base.values(case_id, metric), errors="coerce").dropna().to_numpy(float)
     c = pd.to_numeric(cand.values(case_id, metric), errors="coerce").dropna().to_numpy(float)
     if not (b.any() or c.any()):

@@ -88,7 +88,11 @@ class EnergySection:
     cpu_idle_w: float = 0.0  # estimated cpu-model parameters
     cpu_max_w: float = 0.0
     cpu_model_source: str = ""  # where the idle/max watts come from
+    cpu_model: str = ""  # "default": the documented default model when the watts are unset
     allow_charging: bool = False
+    refresh_s: float = 0.0  # the meter's refresh period, where it differs from its default
+    min_window_s: float = 0.0  # raise the meter's minimum energy window (never lowers it)
+    max_extend_s: float = 60.0  # longest the measured steps are extended to reach that window
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,12 @@ _CHOICES = {
     ("connection", "transport"): TRANSPORTS,
     ("agent", "root"): ROOT_MODES,
     ("energy", "meter"): ENERGY_METERS,
+    ("energy", "cpu_model"): ("", "default"),
 }
 _NON_NEGATIVE = {
     "port", "connect_timeout_s", "keepalive_s", "case_timeout_s", "retries", "threads",
     "idle_window_s", "cpu_idle_w", "cpu_max_w", "cooldown_c", "cooldown_timeout_s", "hot_c",
+    "refresh_s", "min_window_s", "max_extend_s",
 }
 _POSITIVE = {"sample_interval_s"}
 
@@ -233,9 +239,11 @@ def _cross_check(profile: Profile, source: str) -> None:
         )
     if not profile.agent.python:
         raise ConfigError("python must name the interpreter, e.g. [\"python3\"]", source=source, key="agent.python")
-    if profile.energy.meter == "cpu-model" and profile.energy.cpu_max_w <= profile.energy.cpu_idle_w:
+    if (profile.energy.meter == "cpu-model" and profile.energy.cpu_max_w <= profile.energy.cpu_idle_w
+            and profile.energy.cpu_model != "default"):
         raise ConfigError(
-            "the cpu-model meter needs cpu_max_w > cpu_idle_w (watts at full load and at idle)",
+            "the cpu-model meter needs cpu_max_w > cpu_idle_w (watts at full load and at idle), "
+            "or cpu_model = \"default\" for the documented default model",
             source=source,
             key="energy.cpu_max_w",
         )

@@ -31,6 +31,10 @@ def energy_table(summary: pd.DataFrame) -> pd.DataFrame:
     frame = summary.loc[has, ID_COLUMNS + ["status", "correct_ok", "energy_source", "energy_j",
                                            "energy_per_step_j", "idle_power_w",
                                            "active_energy_j", "median_step_ns"]].copy()
+    # why a figure is not comparable (window shorter than the meter resolves, a restarted
+    # counter, negative active energy): shown, never compared
+    frame["energy_flags"] = (summary.loc[has, "energy_flags"].fillna("").astype(str)
+                             if "energy_flags" in summary.columns else "")
     missing = frame["energy_per_step_j"].isna()
     steps = summary.loc[has, "steps"].replace(0, np.nan)
     frame.loc[missing, "energy_per_step_j"] = (frame["energy_j"] / steps)[missing]
@@ -52,10 +56,13 @@ def energy_gaps(summary: pd.DataFrame) -> pd.DataFrame:
 def energy_comparisons(energy: pd.DataFrame, baseline_kernel: str) -> pd.DataFrame:
     """Energy per step of each kernel variant relative to the baseline kernel, same source.
 
-    Only correct cases are compared: a variant that failed its check is wrong, not frugal.
+    Only correct cases are compared: a variant that failed its check is wrong, not frugal;
+    nor are flagged figures (``energy_flags``: too short a window, a restarted counter).
     """
     rows = []
     energy = energy.loc[energy["status"].eq("ok") & energy["correct_ok"]]
+    if "energy_flags" in energy.columns:
+        energy = energy.loc[energy["energy_flags"].fillna("").astype(str).eq("")]
     match = ["run_id", "device", "workload", "optimizer", "threads", "batch", "dtype",
              "energy_source"]
     for keys, group in energy.groupby(match, sort=True):

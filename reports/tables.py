@@ -160,7 +160,7 @@ ENERGY_COLUMNS = ID + [
     Column("energy_source", "source"), Column("energy_per_step_j", "J / step", num),
     Column("energy_j", "total J", num), Column("active_energy_j", "above idle J", num),
     Column("idle_power_w", "idle W", num), Column("avg_power_w", "avg W", num),
-    Column("run_id", "run"),
+    Column("energy_flags", "flagged (not compared)"), Column("run_id", "run"),
 ]
 ENERGY_GAP_COLUMNS = [Column("device", "device"), Column("energy_reason", "why no energy"),
                       Column("cases", "cases"), Column("example_case", "e.g. case"),

@@ -353,7 +353,9 @@ def stability_flags(
 
     ``cfg`` keys (all optional): ``noisy_cv`` (0.10), ``min_steps`` (10), ``hot_c`` (85),
     ``cooldown`` (a CooldownResult or its dict), ``long_cooldown_s`` (60),
-    ``energy_source`` (a reading's source), ``low_battery_pct`` (20).
+    ``energy_source`` (a reading's source), ``energy_flags`` (why the energy figure is not
+    comparable: window too short, counter restarted, negative active energy),
+    ``low_battery_pct`` (20).
     """
     flags = []
     if len(step_ns) < int(cfg.get("min_steps", 10)):
@@ -375,6 +377,8 @@ def stability_flags(
             flags.append("long-cooldown")
     if str(cfg.get("energy_source", "")).startswith("estimated"):
         flags.append("energy-estimated")
+    if cfg.get("energy_flags"):
+        flags.append("energy-flagged")
     level = before.get("battery_pct")
     if level is not None and level < float(cfg.get("low_battery_pct", 20.0)):
         flags.append("low-battery")  # phones throttle and change governors when low

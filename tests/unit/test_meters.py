@@ -18,7 +18,7 @@ from tests.fixtures.sysfs import (
     write_tree,
 )
 from workloads.meters import NullMeter, describe_meter, measure_idle, open_meter
-from workloads.meters.base import EnergyReading, group_channels, trapezoid_j
+from workloads.meters.base import METERS, EnergyMeter, EnergyReading, group_channels, trapezoid_j
 from workloads.meters.case import CaseInstruments
 from workloads.meters.cpu_model import CpuModelMeter, parse_proc_stat
 from workloads.meters.fuel_gauge import FuelGaugeMeter, detect_units, discharge_power_w
@@ -94,9 +94,77 @@ def test_odpm_meter_reads_both_pixel7_pmics_and_groups_rails(tmp_path: Path) -> 
         tmp_path, 1480, {r: 5_000_000 + (2_000_000 if "CPUCL" in r else 100_000) for r in rails}
     ))
     assert reading.source == "measured:odpm"
-    assert reading.channels["cpu"] == pytest.approx(3 * 2.0)
-    assert reading.channels["gpu"] == pytest.approx(2 * 0.1)
-    assert reading.energy_j == pytest.approx(6.0 + 13 * 0.1)
+    window_s = reading.duration_ns / 1e9  # the host's window; power comes from the files' clock
+    assert reading.channels["cpu"] == pytest.approx(3 * 2.0 / 0.48 * window_s)
+    assert reading.channels["gpu"] == pytest.approx(2 * 0.1 / 0.48 * window_s)
+    assert reading.power_w == pytest.approx((6.0 + 13 * 0.1) / 0.48)
+
+
+def test_odpm_power_is_energy_over_the_files_own_clock_not_the_hosts(tmp_path: Path) -> None:
+    """The driver's clock advances 480 ms for two rails and 320 ms for a stale third while
+    the host waits 30 ms: each rail's power is its ΔE over its own ΔT, exactly."""
+    rails = [r for group in PIXEL7_RAILS.values() for r in group]
+    stale = rails[2]
+    pixel7_odpm(tmp_path, 1000, {r: 5_000_000 for r in rails}, {stale: 1100})
+    meter = open_meter({"meter": "odpm", "root": str(tmp_path)})
+    added = {rails[0]: 1_234_567, rails[1]: 7_654_321, stale: 999_999}
+    reading = measure(meter, between=lambda: pixel7_odpm(
+        tmp_path, 1480, {r: 5_000_000 + added.get(r, 0) for r in rails}, {stale: 1420}))
+    expected_w = (1.234567 + 7.654321) / 0.480 + 0.999999 / 0.320
+    assert reading.power_w == pytest.approx(expected_w, rel=1e-9)
+    assert reading.energy_j == pytest.approx(expected_w * reading.duration_ns / 1e9, rel=1e-9)
+    assert reading.details["clock"] == "device"
+    assert reading.details["device_window_ns"][stale] == 320_000_000
+    assert abs(reading.duration_ns - 30_000_000) < 200_000_000  # the host's window, not 480 ms
+
+
+def test_a_restarted_odpm_channel_is_flagged_and_never_negative(tmp_path: Path) -> None:
+    rails = [r for group in PIXEL7_RAILS.values() for r in group]
+    pixel7_odpm(tmp_path, 1000, {r: 5_000_000 for r in rails})
+    meter = open_meter({"meter": "odpm", "root": str(tmp_path)})
+    # rail 0 was re-enabled mid-window: its counter starts again from a small value
+    reading = measure(meter, between=lambda: pixel7_odpm(
+        tmp_path, 1480, {r: (40_000 if r == rails[0] else 5_100_000) for r in rails}))
+    assert f"counter-restart:{rails[0]}" in reading.flags
+    assert rails[0] not in reading.details["rails_j"]
+    assert reading.energy_j is not None and reading.energy_j > 0
+    assert all(j >= 0 for j in reading.details["rails_j"].values())
+
+
+def test_an_odpm_channel_whose_clock_did_not_advance_is_flagged(tmp_path: Path) -> None:
+    rails = [r for group in PIXEL7_RAILS.values() for r in group]
+    pixel7_odpm(tmp_path, 1000, {r: 5_000_000 for r in rails})
+    meter = open_meter({"meter": "odpm", "root": str(tmp_path)})
+    reading = measure(meter, between=lambda: pixel7_odpm(
+        tmp_path, 1480, {r: 5_100_000 for r in rails}, {rails[1]: 1000}))
+    assert f"counter-stale:{rails[1]}" in reading.flags
+    assert rails[1] not in reading.details["rails_j"]
+
+
+def test_an_odpm_window_shorter_than_twenty_refreshes_is_flagged(tmp_path: Path) -> None:
+    pixel7_odpm(tmp_path, 1000, {})
+    meter = open_meter({"meter": "odpm", "root": str(tmp_path)})
+    assert meter.min_window_s == pytest.approx(20 * 0.16)
+    reading = measure(meter, between=lambda: pixel7_odpm(tmp_path, 1480, {}))
+    assert "window-short" in reading.flags
+    assert reading.min_window_ns == 3_200_000_000
+
+
+def test_a_counter_that_goes_back_without_timestamps_is_flagged_not_negative() -> None:
+    """NVML's counter restarts on a driver reload: the GPU is dropped and flagged."""
+    values = iter([5000.0, 10.0])
+
+    class Restarting(EnergyMeter):  # counters on the host clock only
+        NAME = "restarting"
+        HAS_COUNTERS = True
+
+        def read_energy_j(self) -> dict[str, float]:
+            return {"gpu0": next(values)}
+
+    meter = Restarting({})
+    reading = measure(meter)
+    assert reading.flags[0] == "counter-restart:gpu0"
+    assert reading.energy_j == 0.0
 
 
 def test_odpm_window_comes_from_the_files_timestamps(tmp_path: Path) -> None:
@@ -435,13 +503,13 @@ def test_metadata_refuses_an_unknown_key() -> None:
 # --- around a case ------------------------------------------------------------------------
 
 
-def run_instruments(spec: dict) -> tuple[list[Meter], dict]:
+def run_instruments(spec: dict, window_s: float = 0.03) -> tuple[list[Meter], dict]:
     """The agent's call order around a case, with a fake measured window."""
     inst = CaseInstruments(spec)
     inst.reset_memory()
     inst.settle()
     inst.start()
-    time.sleep(0.03)
+    time.sleep(window_s)
     inst.stop()
     inst.close()
     return inst.finish("case-1", [100_000] * 20)
@@ -455,12 +523,23 @@ def test_case_instruments_measure_energy_idle_power_and_state(tmp_path: Path) ->
     root = str(tmp_path)
     spec = {"energy": {"meter": "hwmon", "root": root, "idle_window_s": 0.02, **FAST},
             "thermal": {"root": root, "cooldown_c": 45.0}}
-    records, summary = run_instruments(spec)
+    records, summary = run_instruments(spec, window_s=0.12)  # min window: 20 × 5 ms samples
     assert summary["energy_source"] == "measured:hwmon"
     assert summary["idle_power_w"] == pytest.approx(2.0, rel=0.05)
     assert summary["energy_per_step_j"] == pytest.approx(summary["energy_j"] / 20)
     assert summary["temp_before_c"] == 41.0 and summary["warnings"] == ""
+    assert summary["energy_flags"] == ""
     assert summary["cooldown_timed_out"] is False
+
+
+def test_a_window_shorter_than_the_meter_resolves_is_flagged_in_the_case(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"/sys/class/hwmon/hwmon0/name": "board",
+                          "/sys/class/hwmon/hwmon0/power1_input": 2_000_000})
+    spec = {"energy": {"meter": "hwmon", "root": str(tmp_path), "idle_window_s": 0.02, **FAST}}
+    _, summary = run_instruments(spec, window_s=0.03)
+    assert summary["energy_flags"] == "window-short"
+    assert "energy-flagged" in summary["warnings"].split(";")
+    assert summary["energy_min_window_ns"] == 100_000_000
 
 
 def test_case_summary_uses_only_registered_metadata_keys(tmp_path: Path) -> None:
@@ -478,3 +557,57 @@ def test_a_case_without_an_energy_section_reports_no_meter_and_says_why() -> Non
     _, summary = run_instruments({})
     assert summary["energy_source"] == "none" and summary["energy_j"] is None
     assert "energy.meter = 'none'" in summary["energy_reason"]
+
+
+# --- energy windows through the agent ------------------------------------------------------
+
+
+@METERS.register("test-stepped-100ms")
+class SteppedCounterMeter(EnergyMeter):
+    """A counter that advances only every 100 ms (like NVML's), at 5 W, without timestamps."""
+
+    NAME = "test-stepped-100ms"
+    HAS_COUNTERS = True
+    REFRESH_S = 0.1
+
+    @classmethod
+    def probe(cls, config: dict) -> str | None:
+        return None
+
+    def read_energy_j(self) -> dict[str, float]:
+        return {"board": (time.monotonic_ns() // 100_000_000) * 0.1 * 5.0}
+
+
+def _agent_summary(steps: int, energy: dict) -> dict:
+    from workloads import schema as protocol
+    from workloads.agent import run_case
+
+    records: list = []
+    spec = {"case_id": "w", "workload": "bert_tiny", "optimizer": "nag", "kernel": "foreach",
+            "threads": 1, "batch": 2, "dtype": "fp32", "steps": steps, "warmup": 1, "seed": 0,
+            "check_steps": 0, "options": {"vocab_size": 256, "seq_len": 8},
+            "energy": {"meter": "test-stepped-100ms", "idle_window_s": 0.05, **energy}}
+    assert run_case(spec, records.append)
+    (end,) = [r for r in records if isinstance(r, protocol.CaseEnd)]
+    return dict(end.summary)
+
+
+@pytest.mark.parametrize(("steps", "energy"), [
+    (3, {}), (3, {"max_extend_s": 0.0}), (3, {"max_extend_s": 0.3}), (40, {"max_extend_s": 0.0}),
+])
+def test_no_case_reports_energy_from_a_window_shorter_than_its_meter_without_a_flag(steps, energy):
+    """A counter refreshed every 100 ms needs a 2 s window: the agent steps on until the window
+    is long enough, and a window it could not extend far enough is flagged, never bare."""
+    summary = _agent_summary(steps, energy)
+    flags = summary["energy_flags"].split(";") if summary["energy_flags"] else []
+    assert summary["energy_min_window_ns"] == 2_000_000_000
+    assert summary["energy_j"] is not None
+    if summary["energy_window_ns"] < summary["energy_min_window_ns"]:
+        assert "window-short" in flags and "energy-flagged" in summary["warnings"]
+    if summary["active_energy_j"] is not None and summary["active_energy_j"] < 0:
+        assert "negative-active" in flags
+    if "max_extend_s" not in energy:  # extended until the meter can resolve the window
+        assert summary["energy_extended_steps"] > 0
+        assert summary["energy_window_ns"] >= 2_000_000_000 and "window-short" not in flags
+    if energy.get("max_extend_s") == 0.0:
+        assert summary["energy_extended_steps"] == 0 and "window-short" in flags

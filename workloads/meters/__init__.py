@@ -22,6 +22,7 @@ __all__ = [
     "EnergyReading",
     "NullMeter",
     "describe_meter",
+    "idle_reading",
     "measure_idle",
     "open_meter",
 ]
@@ -65,17 +66,29 @@ def open_meter(config: Mapping[str, Any]) -> EnergyMeter:
     return NullMeter(config, "none available: " + "; ".join(reasons))
 
 
-def measure_idle(meter: EnergyMeter, seconds: float) -> float | None:
-    """Mean power over ``seconds`` of doing nothing (the baseline draw), or None.
+def idle_reading(meter: EnergyMeter, seconds: float) -> EnergyReading | None:
+    """A reading of ``seconds`` of doing nothing, lengthened to the meter's minimum window.
 
-    Reports subtract ``idle_power_w × duration`` from a case's energy to get its active
-    energy. None when the meter gives no energy or ``seconds`` is 0.
+    None when ``seconds`` is 0 (no idle baseline asked for).
     """
     if seconds <= 0:
         return None
     meter.start()
-    time.sleep(seconds)
-    return meter.stop().power_w
+    time.sleep(max(seconds, meter.min_window_s))
+    return meter.stop()
+
+
+def measure_idle(meter: EnergyMeter, seconds: float) -> float | None:
+    """Mean power over ``seconds`` (at least the meter's minimum window) of doing nothing.
+
+    Reports subtract ``idle_power_w × duration`` from a case's energy to get its active
+    energy. None when the meter gives no energy, ``seconds`` is 0, or the reading is flagged
+    (a restarted counter: its power would not be the baseline).
+    """
+    reading = idle_reading(meter, seconds)
+    if reading is None or reading.flags:
+        return None
+    return reading.power_w
 
 
 def describe_meter(config: Mapping[str, Any]) -> tuple[str, bool, str]:

@@ -11,6 +11,18 @@ two kinds and a meter may mix them:
 
 Every reading carries its source (``measured:<meter>``, ``estimated:cpu-model`` or
 ``none``); a meter that cannot measure says why in ``reason`` instead of returning a number.
+
+**Clocks and windows.** A counter that carries its own timestamps (ODPM's ``CH<n>(T=<ms>)``)
+gives each channel's mean power as ΔE / ΔT on *its* clock, and the window's energy is that
+power times the measured window (the host's monotonic span of the steps): a stale read
+(the driver refreshes every ~160 ms) then costs nothing but alignment. A counter that went
+backwards between two reads (restart, rail re-enabled, driver reload) or whose timestamp did
+not advance is dropped from the total and flagged (``counter-restart:<channel>``,
+``counter-stale:<channel>``), never summed as negative joules. Every meter has a minimum
+window, :data:`WINDOW_PERIODS` times its refresh period (``REFRESH_S``, or the sampling
+interval of a power meter; ``energy.refresh_s`` / ``energy.min_window_s`` in the profile raise
+it): a shorter window is flagged ``window-short``. Flagged readings keep their numbers (nothing
+measured is lost) but are kept out of comparisons.
 Standard library only: this module travels in the agent bundle.
 """
 
@@ -36,6 +48,8 @@ class EnergyReading:
     channels: Mapping[str, float] = field(default_factory=dict)  # rail or group -> joules
     reason: str = ""  # why energy_j is None
     details: Mapping[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()  # window-short, counter-restart:<ch>, counter-stale:<ch>
+    min_window_ns: int = 0  # the meter's minimum trustworthy window
 
     @property
     def power_w(self) -> float | None:
@@ -54,6 +68,8 @@ class EnergyReading:
             "reason": self.reason,
             "details": dict(self.details),
             "power_w": self.power_w,
+            "flags": list(self.flags),
+            "min_window_ns": self.min_window_ns,
         }
 
 
@@ -62,6 +78,14 @@ class MeterUnavailable(RuntimeError):
 
 
 METERS: Registry[type[EnergyMeter]] = Registry("energy meter")
+
+# A window must span this many refresh periods of its meter: a stale read at each end then
+# moves the figure by at most ~2/20 of the window, and counters quantised per refresh
+# resolve the window's energy to a few percent.
+WINDOW_PERIODS = 20
+# Counter readings: joules per channel and, where the source stamps its values, the
+# channel's own timestamp in ns (None: only the host's clock is known).
+Counters = dict[str, tuple[float, int | None]]
 
 
 def sysfs(root: str, path: str) -> Path:
@@ -177,14 +201,17 @@ class EnergyMeter:
     NAME: ClassVar[str] = ""
     HAS_COUNTERS: ClassVar[bool] = False
     HAS_POWER: ClassVar[bool] = False
+    REFRESH_S: ClassVar[float] = 0.0  # how often the source updates its values (0: unknown/fast)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
         self.root = str(config.get("root", "") or "")
         self.interval_s = float(config.get("sample_interval_s", 0.05) or 0.05)
         self.groups: Mapping[str, str] = dict(config.get("rails", {}) or {})
+        self.refresh_s = float(config.get("refresh_s", 0.0) or 0.0) or self.REFRESH_S
+        self._min_window_cfg_s = float(config.get("min_window_s", 0.0) or 0.0)
         self._t0_ns = 0
-        self._start_counters: dict[str, float] = {}
+        self._start_counters: Counters = {}
         self._sampler: PowerSampler | None = None
         self._start_reason = ""
 
@@ -204,6 +231,16 @@ class EnergyMeter:
     def read_power_w(self) -> dict[str, float]:
         """Instantaneous power, watts per channel."""
         return {}
+
+    def read_counters(self) -> Counters:
+        """Counters with their own timestamps; the default has none (host clock only)."""
+        return {name: (joules, None) for name, joules in self.read_energy_j().items()}
+
+    @property
+    def min_window_s(self) -> float:
+        """The shortest window this meter resolves: WINDOW_PERIODS refresh (or sampling) periods."""
+        period = max(self.refresh_s, self.interval_s if self.HAS_POWER else 0.0)
+        return max(WINDOW_PERIODS * period, self._min_window_cfg_s)
 
     def counter_delta_j(self, start: Mapping[str, float], end: Mapping[str, float]) -> dict[str, float]:
         """Energy per channel between two counter readings (RAPL overrides for wrap-around)."""
@@ -228,7 +265,7 @@ class EnergyMeter:
             if self._start_reason:
                 return
             if self.HAS_COUNTERS:
-                self._start_counters = self.read_energy_j()
+                self._start_counters = self.read_counters()
             if self.HAS_POWER:
                 self._sampler = PowerSampler(self.read_power_w, self.interval_s)
                 self._sampler.start()
@@ -236,17 +273,53 @@ class EnergyMeter:
             self._sampler = None
             self._start_reason = f"{self.NAME}: reading at start failed: {exc}"
 
+    def counter_energy(
+        self, start: Counters, end: Counters, window_ns: int
+    ) -> tuple[dict[str, float], list[str], dict[str, int]]:
+        """Joules per channel over ``window_ns``, the flags, and each channel's own window (ns).
+
+        A channel with timestamps gives ΔE/ΔT on its clock times ``window_ns``; one without
+        gives its ΔE. A counter that went back (restart) or a timestamp that did not advance
+        (no refresh) drops the channel and flags it.
+        """
+        deltas = self.counter_delta_j({k: v[0] for k, v in start.items()},
+                                      {k: v[0] for k, v in end.items()})
+        rails: dict[str, float] = {}
+        flags: list[str] = []
+        own_ns: dict[str, int] = {}
+        for name, joules in deltas.items():
+            if joules < 0:
+                flags.append(f"counter-restart:{name}")
+                continue
+            t0, t1 = start[name][1], end[name][1]
+            if t0 is None or t1 is None:
+                rails[name] = joules
+                continue
+            if t1 <= t0:
+                flags.append(f"counter-stale:{name}")
+                continue
+            own_ns[name] = t1 - t0
+            rails[name] = joules / (t1 - t0) * window_ns
+        return rails, flags, own_ns
+
     def stop(self) -> EnergyReading:
         rails: dict[str, float] = {}
+        flags: list[str] = []
         details: dict[str, Any] = {"meter": self.NAME}
         if self._start_reason:
             return self._none(self._start_reason)
         try:
-            if self.HAS_COUNTERS:
-                rails.update(self.counter_delta_j(self._start_counters, self.read_energy_j()))
+            end = self.read_counters() if self.HAS_COUNTERS else {}
         except (OSError, ValueError) as exc:
             return self._none(f"{self.NAME}: reading counters failed: {exc}")
         duration_ns = time.monotonic_ns() - self._t0_ns
+        if self.HAS_COUNTERS:
+            counted, flags, own_ns = self.counter_energy(self._start_counters, end, duration_ns)
+            rails.update(counted)
+            if own_ns:
+                details["clock"] = "device"
+                details["device_window_ns"] = own_ns
+                details["host_window_ns"] = duration_ns
         if self._sampler is not None:
             rails.update(self._sampler.stop())
             # the integral spans the samples' own stamps: that is the window it measured
@@ -256,6 +329,9 @@ class EnergyMeter:
             if self._sampler.error:
                 return self._none(f"{self.NAME}: {self._sampler.error}")
             self._sampler = None
+        min_ns = int(self.min_window_s * 1e9)
+        if duration_ns < min_ns:
+            flags.append("window-short")
         details.update(self.extra_details())
         details["rails_j"] = dict(rails)
         return EnergyReading(
@@ -264,6 +340,8 @@ class EnergyMeter:
             source=self.source,
             channels=group_channels(rails, self.groups),
             details=details,
+            flags=tuple(flags),
+            min_window_ns=min_ns,
         )
 
     def _none(self, reason: str) -> EnergyReading:

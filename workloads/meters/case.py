@@ -27,7 +27,7 @@ import time
 from typing import Any, Mapping
 
 from workloads import schema, system
-from workloads.meters import measure_idle, open_meter
+from workloads.meters import idle_reading, open_meter
 from workloads.meters.base import EnergyMeter, EnergyReading
 
 
@@ -48,6 +48,8 @@ class CaseInstruments:
         self.meter = meter if meter is not None else open_meter(self.energy_cfg)
         self.cooldown: system.CooldownResult | None = None
         self.idle_power_w: float | None = None
+        self.idle_flags: tuple[str, ...] = ()
+        self._start_ns = 0
         self.peak_reset = False
         self.baseline_rss_bytes: int | None = None
         self.before: dict[str, Any] = {}
@@ -66,12 +68,30 @@ class CaseInstruments:
     def settle(self) -> None:
         """Cool down to ``thermal.cooldown_c``, then measure idle power for ``idle_window_s``."""
         self.cooldown = system.cooldown(self.thermal_cfg)
-        self.idle_power_w = measure_idle(self.meter, float(self.energy_cfg.get("idle_window_s", 0.0)))
+        idle = idle_reading(self.meter, float(self.energy_cfg.get("idle_window_s", 0.0)))
+        if idle is not None:
+            self.idle_power_w = None if idle.flags else idle.power_w
+            self.idle_flags = tuple(f"idle-{flag}" for flag in idle.flags)
 
     def start(self) -> None:
         """Snapshot the device state and start the meter: the measured window begins."""
         self.before = system.snapshot(self.thermal_cfg, self.sysfs_root)
         self.meter.start()
+        self._start_ns = time.monotonic_ns()
+
+    def window_short_s(self) -> float:
+        """Seconds the running window still lacks to reach the meter's minimum (0: enough).
+
+        The agent keeps stepping while this is positive (up to ``energy.max_extend_s``), so
+        a short case still gives an energy figure the meter can resolve.
+        """
+        if self.meter.source == "none" or not self._start_ns:
+            return 0.0
+        return max(0.0, self.meter.min_window_s - (time.monotonic_ns() - self._start_ns) / 1e9)
+
+    @property
+    def max_extend_s(self) -> float:
+        return float(self.energy_cfg.get("max_extend_s", 60.0) or 0.0)
 
     def stop(self) -> None:
         """Stop the meter and snapshot the device state: the measured window ends."""
@@ -90,11 +110,15 @@ class CaseInstruments:
         active = None
         if energy is not None and self.idle_power_w is not None:
             active = energy - self.idle_power_w * reading.duration_ns / 1e9
+        energy_flags = list(reading.flags) + list(self.idle_flags if energy is not None else ())
+        if active is not None and active < 0:
+            energy_flags.append("negative-active")
         cool = self.cooldown
         flags = system.stability_flags(step_ns, self.before, self.after, {
             "hot_c": float(self.thermal_cfg.get("hot_c", 85.0)),
             "cooldown": cool,
             "energy_source": reading.source,
+            "energy_flags": energy_flags,
         })
         reasons = system.throttle_reasons(self.before, self.after)
         return {
@@ -103,6 +127,10 @@ class CaseInstruments:
             "energy_reason": reading.reason,
             "energy_per_step_j": energy / len(step_ns) if energy is not None and step_ns else None,
             "energy_window_ns": reading.duration_ns,
+            "energy_min_window_ns": reading.min_window_ns,
+            # why the figure is not to be compared (window-short, counter-restart:<ch>,
+            # counter-stale:<ch>, idle-..., negative-active); empty when it is sound
+            "energy_flags": ";".join(energy_flags),
             "idle_power_w": self.idle_power_w,
             "active_energy_j": active,
             "peak_rss_bytes": memory["peak_rss_bytes"],

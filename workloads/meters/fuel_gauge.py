@@ -63,6 +63,7 @@ class FuelGaugeMeter(EnergyMeter):
     """Battery discharge power integrated over time (source ``measured:fuel-gauge``)."""
 
     NAME = "fuel-gauge"
+    REFRESH_S = 0.5  # gauges refresh current_now every 0.25-1 s (vendor); override with energy.refresh_s
     HAS_POWER = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:

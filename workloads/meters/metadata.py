@@ -61,6 +61,9 @@ _key("warmup_steps", "int", "", "steps the warm-up detector needed before measur
 _key("energy_reason", "str", "", "why energy_j is missing (empty when measured)")
 _key("energy_per_step_j", "float", "J", "energy_j divided by the measured steps", 0)
 _key("energy_window_ns", "int", "ns", "length of the energy meter's window", 0)
+_key("energy_min_window_ns", "int", "ns", "the shortest window the meter resolves (20 refreshes)", 0)
+_key("energy_flags", "str", "", "why the energy figure is kept out of comparisons: window-short, "
+     "counter-restart:<ch>, counter-stale:<ch>, idle-<flag>, negative-active (empty: sound)")
 _key("baseline_rss_bytes", "int", "B", "RSS before the measured task was built", 0)
 _key("temp_before_c", "float", "°C", "hottest selected zone when the measured window began")
 _key("temp_after_c", "float", "°C", "hottest selected zone when the measured window ended")

@@ -8,9 +8,11 @@ Pixel 6 and later expose two IIO devices (main and sub PMIC, e.g. ``s2mpg12-odpm
     CH1(T=8795640)[S3M_VDD_CPUCL1], 1045311
 
 ``t`` and ``T`` are milliseconds since boot, the numbers are cumulative µW·s (µJ) per rail.
-The driver refreshes its accumulators only every ~160 ms, so a read can be that stale: the
-window length comes from the file's own timestamps (``details.odpm_window_ms``), and
-windows should be many times longer than 160 ms. ``enabled_rails`` lists ``CH<n>[<rail>]``
+The driver refreshes its accumulators only every ~160 ms, so a read can be that stale: each
+rail's power is its energy delta over *its own* timestamps ``T`` (never the host's clock), and
+the window's energy is that power times the measured window (see ``workloads.meters.base``).
+A rail whose counter went back (restarted, re-enabled) or whose ``T`` did not advance is
+dropped and flagged. The minimum window is 20 refresh periods (3.2 s). ``enabled_rails`` lists ``CH<n>[<rail>]``
 with an optional ``:<subsystem>`` suffix.
 """
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from workloads.meters.base import METERS, EnergyMeter, read_text, sysfs
+from workloads.meters.base import METERS, Counters, EnergyMeter, read_text, sysfs
 
 IIO_GLOB = "/sys/bus/iio/devices/iio:device*"
 _CHANNEL = re.compile(r"^CH(\d+)\(T=(\d+)\)\[([^\]]+)\],\s*(\d+)\s*$")
@@ -78,6 +80,7 @@ class OdpmMeter(EnergyMeter):
 
     NAME = "odpm"
     HAS_COUNTERS = True
+    REFRESH_S = 0.16
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -98,15 +101,19 @@ class OdpmMeter(EnergyMeter):
             )
         return None
 
-    def read_energy_j(self) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def read_counters(self) -> Counters:
+        """Joules per rail with the rail's own timestamp ``T`` (ms since boot, as ns)."""
+        out: Counters = {}
         for dev in self.devices:
             sample = parse_energy_value(read_text(dev / "energy_value"))
             first, _ = self._t_ms.get(dev.name, (sample.t_ms, sample.t_ms))
             self._t_ms[dev.name] = (first, sample.t_ms)
             for rail, uws in sample.energy_uws.items():
-                out[rail] = uws / 1e6
+                out[rail] = (uws / 1e6, sample.rail_t_ms[rail] * 1_000_000)
         return out
+
+    def read_energy_j(self) -> dict[str, float]:
+        return {rail: joules for rail, (joules, _) in self.read_counters().items()}
 
     def start(self) -> None:
         self._t_ms.clear()
@@ -114,4 +121,4 @@ class OdpmMeter(EnergyMeter):
 
     def extra_details(self) -> dict[str, Any]:
         windows = {dev: t1 - t0 for dev, (t0, t1) in self._t_ms.items()}
-        return {"odpm_window_ms": windows, "odpm_refresh_note": "driver refreshes about every 160 ms"}
+        return {"odpm_window_ms": windows, "odpm_refresh_s": self.refresh_s}

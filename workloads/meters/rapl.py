@@ -64,6 +64,7 @@ class RaplMeter(EnergyMeter):
     """RAPL energy counters per zone (source ``measured:rapl``)."""
 
     NAME = "rapl"
+    REFRESH_S = 0.001  # RAPL updates its counters about every millisecond
     HAS_COUNTERS = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
