@@ -1,6 +1,6 @@
 """The ``ssh`` transport: a Linux board reached with paramiko, behind the Connection protocol.
 
-- Hosts are ``~/.ssh/config`` aliases (or names); see :mod:`harness.transports.sshconfig`
+- Hosts are ``~/.ssh/config`` aliases (or names); see :mod:`harness.transports.sshroute`
   for alias resolution, ProxyJump and the host-key policy (unknown keys are refused).
 - ``run`` sends one command line in which every argv element is ``shlex.quote``-d, so the
   remote shell never interprets a value. The line is a small POSIX-sh wrapper that prints
@@ -38,8 +38,9 @@ import paramiko
 from harness.errors import HarnessError, TransientError
 from harness.profiles import Profile
 from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, quoted_words, tail
-from harness.transports.sshconfig import LinkOptions, open_route, resolve_route, with_retries
+from harness.transports.sshconfig import LinkOptions, open_route, with_retries
 from harness.transports.sshfiles import RemoteFiles, open_files
+from harness.transports.sshroute import resolve_route
 
 log = logging.getLogger(__name__)
 

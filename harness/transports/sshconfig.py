@@ -1,11 +1,8 @@
-"""Reaching an SSH device: ``~/.ssh/config`` aliases, host-key trust, and logging in.
+"""Reaching an SSH device: host-key trust and logging in, hop by hop.
 
-Aliases are resolved with :class:`paramiko.SSHConfig` the way ``ssh(1)`` resolves them
-(HostName, User, Port, IdentityFile, IdentitiesOnly, ProxyJump, ProxyCommand,
-UserKnownHostsFile); a value set in the device profile wins over the config file.
-See https://docs.paramiko.org/en/stable/api/config.html and ssh_config(5)
-(https://man.openbsd.org/ssh_config) for the keywords and ProxyJump's
-``[user@]host[:port]`` hop syntax.
+Aliases are resolved in :mod:`harness.transports.sshroute` (``ssh -G`` when OpenSSH's client
+is installed, paramiko's parser otherwise); a value set in the device profile wins over the
+config file.
 
 Host keys are checked against a known_hosts file and an unknown key is *refused* unless the
 profile says ``trust_new_host_key = true``: a benchmark harness must not silently talk to
@@ -17,7 +14,6 @@ https://docs.paramiko.org/en/stable/api/hostkeys.html.
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
 import logging
 import os
@@ -30,127 +26,9 @@ from typing import Callable, TypeVar
 import paramiko
 
 from harness.errors import ConfigError, HarnessError, TransientError
+from harness.transports.sshroute import SSH_PORT, Endpoint, Route
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
-DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
-SSH_PORT = 22
-MAX_JUMPS = 8
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One SSH server to log in to, after alias resolution."""
-
-    alias: str  # what the user wrote (profile host or ProxyJump hop)
-    hostname: str
-    port: int
-    user: str
-    identity_files: tuple[str, ...] = ()
-    identities_only: bool = False
-    proxy_command: str = ""
-
-    @property
-    def known_hosts_name(self) -> str:
-        """The name known_hosts files use: ``host`` on port 22, ``[host]:port`` otherwise."""
-        return self.hostname if self.port == SSH_PORT else f"[{self.hostname}]:{self.port}"
-
-    def describe(self) -> str:
-        via = f" (alias {self.alias!r})" if self.alias != self.hostname else ""
-        return f"{self.user}@{self.hostname}:{self.port}{via}"
-
-
-@dataclass(frozen=True)
-class Route:
-    """The target and the jump hosts in front of it, first hop first."""
-
-    target: Endpoint
-    jumps: tuple[Endpoint, ...]
-    known_hosts: Path
-
-
-def load_ssh_config(path: Path | str | None) -> paramiko.SSHConfig:
-    """Parse an ssh_config file; a missing default file is an empty config."""
-    cfg_path = Path(path).expanduser() if path is not None else DEFAULT_SSH_CONFIG.expanduser()
-    if not cfg_path.is_file():
-        if path is not None:
-            raise ConfigError(f"no ssh config file at {str(cfg_path)!r}", key="ssh_config")
-        return paramiko.SSHConfig()
-    try:
-        return paramiko.SSHConfig.from_path(str(cfg_path))
-    except (OSError, paramiko.ConfigParseError) as exc:
-        raise ConfigError(f"cannot parse ssh config {str(cfg_path)!r}: {exc}") from None
-
-
-def _parse_hop(hop: str) -> tuple[str, str, int]:
-    """``[ssh://][user@]host[:port]`` -> (user, host, port); empty user / 0 port mean unset."""
-    text = hop.strip()
-    if text.startswith("ssh://"):
-        text = text[len("ssh://"):]
-    user, _, hostport = text.rpartition("@")
-    host, port = hostport, 0
-    if hostport.startswith("["):  # [v6addr]:port
-        inner, _, rest = hostport[1:].partition("]")
-        host, port_text = inner, rest.lstrip(":")
-        port = int(port_text) if port_text else 0
-    elif hostport.count(":") == 1:
-        host, port_text = hostport.split(":")
-        if not port_text.isdigit():
-            raise ConfigError(f"ProxyJump hop {hop!r} has a bad port; write [user@]host[:port]")
-        port = int(port_text)
-    if not host:
-        raise ConfigError(f"ProxyJump hop {hop!r} names no host; write [user@]host[:port]")
-    return user, host, port
-
-
-def _endpoint(config: paramiko.SSHConfig, alias: str, *, user: str = "", port: int = 0,
-              identity_file: str = "") -> tuple[Endpoint, str]:
-    """Resolve one alias; explicit values win over the config. Also returns its ProxyJump."""
-    entry = config.lookup(alias)
-    files = (identity_file,) if identity_file else tuple(entry.get("identityfile", ()))
-    resolved = Endpoint(
-        alias=alias,
-        hostname=entry.get("hostname", alias),
-        port=port or int(entry.get("port", SSH_PORT)),
-        user=user or entry.get("user", "") or getpass.getuser(),
-        identity_files=tuple(os.path.expanduser(f) for f in files),
-        identities_only=entry.get("identitiesonly", "no").lower() == "yes",
-        proxy_command=entry.get("proxycommand", "") if entry.get("proxycommand", "none") != "none" else "",
-    )
-    jump = entry.get("proxyjump", "")
-    return resolved, "" if jump.lower() == "none" else jump
-
-
-def resolve_route(
-    host: str,
-    *,
-    port: int = 0,
-    user: str = "",
-    identity_file: str = "",
-    known_hosts: str = "",
-    ssh_config: Path | str | None = None,
-) -> Route:
-    """Resolve a profile's host (alias or name) into the endpoints to connect through.
-
-    Each ProxyJump hop is itself looked up in the config (its HostName, User, Port and keys);
-    a hop's own ProxyJump is not followed, as ``ssh -J`` does not either.
-    """
-    config = load_ssh_config(ssh_config)
-    target, jump_spec = _endpoint(config, host, user=user, port=port, identity_file=identity_file)
-    jumps: list[Endpoint] = []
-    for hop in filter(None, (h.strip() for h in jump_spec.split(","))):
-        hop_user, hop_host, hop_port = _parse_hop(hop)
-        jumps.append(_endpoint(config, hop_host, user=hop_user, port=hop_port)[0])
-    if len(jumps) > MAX_JUMPS:
-        raise ConfigError(f"ProxyJump for {host!r} has {len(jumps)} hops; at most {MAX_JUMPS}")
-    if jumps and target.proxy_command:
-        raise ConfigError(f"{host!r} sets both ProxyJump and ProxyCommand in the ssh config; keep one")
-    entry = config.lookup(host)
-    config_known = (entry.get("userknownhostsfile") or "").split()
-    chosen = known_hosts or (config_known[0] if config_known else "") or str(DEFAULT_KNOWN_HOSTS)
-    return Route(target=target, jumps=tuple(jumps), known_hosts=Path(chosen).expanduser())
-
 
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's ``SHA256:...`` fingerprint, as ``ssh-keygen -lf`` prints it."""
@@ -273,7 +151,7 @@ def open_route(route: Route, options: LinkOptions) -> list[paramiko.SSHClient]:
     sock: paramiko.Channel | None = None
     try:
         for i, hop in enumerate(hops):
-            clients.append(_connect_one(hop, sock, route.known_hosts, options))
+            clients.append(_connect_one(hop, sock, route, options))
             if i + 1 < len(hops):
                 sock = _tunnel(clients[-1], hop, hops[i + 1], options)
     except BaseException:
@@ -297,8 +175,9 @@ def _tunnel(client: paramiko.SSHClient, jump: Endpoint, there: Endpoint, options
         raise TransientError(f"jump host {jump.describe()} dropped the link: {exc}") from exc
 
 
-def _connect_one(hop: Endpoint, sock: paramiko.Channel | None, known_hosts: Path,
+def _connect_one(hop: Endpoint, sock: paramiko.Channel | None, route: Route,
                  options: LinkOptions) -> paramiko.SSHClient:
+    known_hosts = route.known_hosts
     client = paramiko.SSHClient()
     load_known_hosts(client, known_hosts)
     client.set_missing_host_key_policy(
@@ -317,7 +196,7 @@ def _connect_one(hop: Endpoint, sock: paramiko.Channel | None, known_hosts: Path
         transport = client.get_transport()
         half_open = transport is not None and transport.is_active() and not transport.is_authenticated()
         client.close()
-        error = _connect_error(hop, exc, half_open, known_hosts, options.source)
+        error = _connect_error(hop, exc, half_open, route, options.source)
         raise error from (None if error is exc or isinstance(exc, HarnessError) else exc)
     except BaseException:
         client.close()
@@ -327,13 +206,13 @@ def _connect_one(hop: Endpoint, sock: paramiko.Channel | None, known_hosts: Path
     return client
 
 
-def _connect_error(hop: Endpoint, exc: Exception, half_open: bool, known_hosts: Path,
+def _connect_error(hop: Endpoint, exc: Exception, half_open: bool, route: Route,
                    source: str) -> Exception:
     """Classify a failed login: configuration (fail fast) or transient (retry with backoff)."""
     if isinstance(exc, HarnessError):
         return exc
     if isinstance(exc, paramiko.BadHostKeyException):
-        return changed_host_key_error(hop, exc, known_hosts, source)
+        return changed_host_key_error(hop, exc, route.known_hosts, source)
     keys = ", ".join(hop.identity_files) or "the default keys in ~/.ssh"
     if isinstance(exc, paramiko.PasswordRequiredException):
         return ConfigError(f"the identity file for {hop.describe()} ({keys}) is encrypted; load it "
@@ -345,12 +224,12 @@ def _connect_error(hop: Endpoint, exc: Exception, half_open: bool, known_hosts: 
             f"authentication failed for {hop.describe()} ({exc}). Check the user, the identity "
             f"file ({keys}; identity_file under [connection] or IdentityFile in ~/.ssh/config), "
             f"that its public key is in ~/.ssh/authorized_keys on the device, or that ssh-agent "
-            f"holds it (ssh-add -l)", source=source, key="connection.identity_file")
+            f"holds it (ssh-add -l){route.limits()}", source=source, key="connection.identity_file")
     if isinstance(exc, socket.gaierror):
         return ConfigError(f"cannot resolve host {hop.hostname!r} ({exc.strerror}); add a 'Host "
-                           f"{hop.alias}' entry with its HostName to ~/.ssh/config",
+                           f"{hop.alias}' entry with its HostName to ~/.ssh/config{route.limits()}",
                            source=source, key="connection.host")
     if isinstance(exc, (*_LINK_ERRORS, paramiko.ProxyCommandFailure)):
         return TransientError(f"cannot reach {hop.describe()}: {exc or type(exc).__name__}; check "
-                              f"that the device is on and that `ssh {hop.alias}` works")
+                              f"that the device is on and that `ssh {hop.alias}` works{route.limits()}")
     return exc
