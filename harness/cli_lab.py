@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.cli_options import DEFAULT_RESULTS, Parser, add_filters, filters_from
 from harness.errors import ConfigError
+from harness.selection import Selection, select
 
 
 def add_parsers(sub: Any) -> None:
-    from harness.cli import DEFAULT_RESULTS, _add_filters
-
     cal = sub.add_parser("calibrate", help="measure the gate's A/A false-alarm and detection rates on a device")
     cal.add_argument("--device", default="local", help="profile name or .toml path (default local)")
-    _add_filters(cal)
+    add_filters(cal)
     cal.add_argument("--trials", type=int, default=20, help="A/A trials per case (default 20)")
     cal.add_argument("--repeats", type=int, default=1,
                      help="repetitions per side of a trial, each its own agent process (default 1)")
@@ -36,7 +36,7 @@ def add_parsers(sub: Any) -> None:
 
     ab = sub.add_parser("ab", help="compare two revisions or configurations on one device, interleaved")
     ab.add_argument("--device", default="local", help="profile name or .toml path (default local)")
-    _add_filters(ab)
+    add_filters(ab)
     ab.add_argument("--a", dest="rev_a", metavar="REV", help="git revision of side A's agent (default: working tree)")
     ab.add_argument("--b", dest="rev_b", metavar="REV", help="git revision of side B's agent (default: working tree)")
     ab.add_argument("--a-args", default="", help='extra filters for side A, e.g. "--kernel foreach"')
@@ -59,25 +59,21 @@ def add_parsers(sub: Any) -> None:
     merge.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
 
-def _cases(args: argparse.Namespace, profile: Any, extra: str = "") -> tuple[list, int, str]:
-    """(cases, seed, suite name) from the filters, with ``extra`` filter arguments on top."""
-    from harness import plan
-    from harness.cli import _add_filters, _filters, _Parser
-
+def _selection(args: argparse.Namespace, profile: Any, extra: str = "") -> Selection:
+    """The cases of the filters, with ``extra`` filter arguments (``--a-args``) on top."""
     if extra:
-        side = _Parser(prog="harness ab", add_help=False)
-        _add_filters(side)
+        side = Parser(prog="harness ab", add_help=False)
+        add_filters(side)
         given, defaults = vars(side.parse_args(shlex.split(extra))), vars(side.parse_args([]))
         merged = argparse.Namespace(**vars(args))
         for key, value in given.items():
             if value != defaults[key]:
                 setattr(merged, key, value)
         args = merged
-    filters = _filters(args)
-    suite = plan.load_suite(args.suite)
-    cases = plan.expand(suite, filters, default_threads=profile.cpu.threads or 1)
-    seed = filters.seed if filters.seed is not None else int(suite.data.get("seed", 0))
-    return cases, seed, suite.name
+    chosen = select(filters_from(args), suite=args.suite, default_threads=profile.cpu.threads or 1)
+    for note in chosen.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return chosen
 
 
 def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
@@ -89,11 +85,11 @@ def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         print(format_table(result.table))
         return 1 if result.failed else 0
     profile = load_profile(args.device)
-    cases, seed, suite = _cases(args, profile)
+    chosen = _selection(args, profile)
     settings = CalibrationSettings(trials=args.trials, repeats=args.repeats, slowdown=args.slowdown,
                                    alpha=args.alpha, floor=args.floor, metric=args.metric)
-    result = run_calibration(profile, cases, settings, out=args.out, run_id=args.run_id, seed=seed,
-                             suite=suite, argv=["harness", *argv])
+    result = run_calibration(profile, list(chosen.cases), settings, out=args.out, run_id=args.run_id,
+                             seed=chosen.seed, suite=chosen.suite, argv=["harness", *argv])
     print(format_table(result.table))
     print(f"calibration: {(result.run_dir / 'calibration.json').resolve()}")
     return 1 if result.failed else 0
@@ -107,11 +103,11 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
     if not (args.rev_a or args.rev_b or args.a_args or args.b_args):
         raise ConfigError("give two revisions (--a REV --b REV) or two configurations "
                           "(--a-args ... --b-args ...)", key="--a")
-    a_cases, seed, suite = _cases(args, profile, args.a_args)
-    b_cases, _, _ = _cases(args, profile, args.b_args)
-    result = run_ab(profile, Side("a", args.rev_a, args.a_args, a_cases),
-                    Side("b", args.rev_b, args.b_args, b_cases), rounds=args.rounds,
-                    pause_s=args.pause_s, out=args.out, run_id=args.run_id, seed=seed, suite=suite,
+    a = _selection(args, profile, args.a_args)
+    b = _selection(args, profile, args.b_args)
+    result = run_ab(profile, Side("a", args.rev_a, args.a_args, list(a.cases)),
+                    Side("b", args.rev_b, args.b_args, list(b.cases)), rounds=args.rounds,
+                    pause_s=args.pause_s, out=args.out, run_id=args.run_id, seed=a.seed, suite=a.suite,
                     argv=["harness", *argv], floors=args.floor or None, alpha=args.alpha,
                     gate_estimated=args.gate_estimated, summary=args.summary, junit=args.junit,
                     report=not args.no_report)

@@ -8,7 +8,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.cli import _filters, build_parser
+from harness.cli import build_parser
+from harness.cli_options import filters_from
 from harness.errors import ConfigError
 from harness.plan import Suite, expand
 from harness.profiles import parse_profile
@@ -90,7 +91,7 @@ def test_any_cli_filter_gives_a_plan_or_a_config_error(pairs):
     try:
         args = build_parser().parse_args(argv)
         expand(Suite("smoke", "", {"matrix": [{"workloads": ["*"], "optimizers": ["nag"], "kernels": ["forloop"]}]},
-                     "smoke.toml"), _filters(args))
+                     "smoke.toml"), filters_from(args))
     except ConfigError:
         pass
 

@@ -39,3 +39,53 @@ def test_list_shows_workloads_optimizers_kernels_suites_and_devices(capsys):
     out = capsys.readouterr().out
     for name in ("mobilenet_v2", "bert_tiny", "ds_cnn", "nag", "adamw", "fused", "smoke", "local"):
         assert name in out
+
+
+def test_cli_lab_builds_its_parsers_without_importing_cli():
+    import ast
+    from pathlib import Path
+
+    import harness.cli_lab
+
+    tree = ast.parse(Path(harness.cli_lab.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "harness.cli" not in imported
+
+
+def test_an_optimizer_alias_selects_the_registered_optimizer():
+    from harness.cli import build_parser
+    from harness.cli_options import filters_from
+
+    args = build_parser().parse_args(["bench", "--optimizer", "nesterov,AdamW", "--optimizer", "sgdm"])
+    assert filters_from(args).optimizers == ("nag", "adamw", "momentum")
+
+
+def test_a_filter_value_that_no_case_uses_is_reported_as_a_note():
+    from harness.plan import Filters
+    from harness.selection import select
+
+    chosen = select(Filters(workloads=("bert_tiny",), optimizers=("nag",), kernels=("forloop", "flat")))
+    assert {c.kernel for c in chosen.cases} == {"forloop"}
+    assert len(chosen.notes) == 1 and chosen.notes[0].startswith("--kernel flat: no case of suite 'smoke'")
+
+
+def test_the_seed_defaults_to_the_suites_and_the_filter_replaces_it():
+    from harness.plan import Filters, load_suite
+    from harness.selection import select
+
+    assert select(Filters(workloads=("bert_tiny",))).seed == int(load_suite("smoke").data.get("seed", 0))
+    chosen = select(Filters(workloads=("bert_tiny",), seed=7))
+    assert chosen.seed == 7 and {c.seed for c in chosen.cases} == {7}
+
+
+@pytest.mark.parametrize("flag", [["--kernel", "fused"], ["--repeat", "2"], ["--study", "optimizers"],
+                                  ["--run-id", "x"]])
+def test_resume_refuses_an_option_that_changes_the_plan(flag, tmp_path, capsys):
+    assert main(["bench", "--resume", str(tmp_path), *flag]) == 2
+    assert f"drop {flag[0]}" in capsys.readouterr().err
+
+
+def test_a_run_id_works_where_a_run_path_does(tmp_path, capsys):
+    (tmp_path / "R1").mkdir()
+    assert main(["report", "R1", "--out", str(tmp_path)]) == 2  # found under --out, but empty
+    assert f"{tmp_path / 'R1'} is not a run directory" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""``harness bench`` from request to outcome: plan (new or resumed), measure, analyse, report, gate.
+
+The command line parses options into a :class:`BenchRequest` and prints the
+:class:`BenchOutcome`; everything between lives here. A failure after the measurements are
+stored (the study analysis, the report) becomes an error line in the outcome and a failed
+exit code, never a lost run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from harness.errors import ConfigError
+from harness.plan import Filters
+from harness.selection import Selection, select
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger(__name__)
+
+# Options that change what a run measures: a resumed run keeps its own plan, so they conflict.
+PLAN_OPTIONS = ("--device", "--workload", "--optimizer", "--kernel", "--threads", "--batch", "--dtype",
+                "--mode", "--accel", "--study", "--steps", "--warmup", "--seed", "--run-id", "--repeat",
+                "--inject-slowdown", "--suite", "--onnx-inference")
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """A new run: which devices, which cases, where the results go."""
+
+    devices: tuple[str, ...] = ("local",)
+    filters: Filters = Filters()
+    suite: str = "smoke"
+    study: str | None = None
+    out: Path = Path("results")
+    run_id: str | None = None
+    repeat: int = 1
+    slowdown: float = 0.0
+    onnx_inference: bool = False
+    probe: bool = True
+    argv: tuple[str, ...] = ("harness", "bench")
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What happens after the measurements: tables as CSV, the report, the gate."""
+
+    csv: bool = False
+    report: bool = True
+    gate: Callable[[Path], int] | None = None  # run dir -> the gate's exit code
+
+
+@dataclass
+class BenchOutcome:
+    run_dir: Path
+    cases: pd.DataFrame
+    failed: bool
+    report: Path | None = None
+    study_text: str | None = None
+    errors: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    gate_code: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        own = EXIT_FAILED if self.failed or self.errors else EXIT_OK
+        if self.gate_code is None:
+            return own
+        return self.gate_code if self.gate_code == EXIT_USAGE else max(self.gate_code, own)
+
+
+def check_resume(given: Sequence[str]) -> None:
+    """``--resume`` continues the run's own plan: refuse options that would change it."""
+    conflicts = [flag for flag in given if flag in PLAN_OPTIONS]
+    if conflicts:
+        raise ConfigError(f"--resume continues the run's own plan; drop {conflicts[0]}", key="--resume")
+
+
+def run_dir_of(run: Path, out: Path) -> Path:
+    """A run given by path or by its id under the results directory."""
+    if run.exists() or run.is_absolute():
+        return run
+    return out / run
+
+
+def selection_for(request: BenchRequest) -> tuple[Selection, list]:
+    """The request's cases, expanded for its devices' profiles (threads default to the first's)."""
+    from harness.profiles import load_profile
+
+    if len(set(request.devices)) != len(request.devices):
+        raise ConfigError(f"a device is named twice: {list(request.devices)}", key="--device")
+    profiles = [load_profile(n) for n in request.devices]
+    chosen = select(request.filters, suite=request.suite, study=request.study,
+                    default_threads=profiles[0].cpu.threads or 1, slowdown=request.slowdown,
+                    onnx_inference=request.onnx_inference)
+    return chosen, profiles
+
+
+def run_bench(request: BenchRequest, finish: Finish = Finish(),
+              on_notes: Callable[[Sequence[str]], None] | None = None) -> BenchOutcome:
+    """Plan and measure a new run, then finish it (analysis, report, gate)."""
+    from harness import plan
+    from harness.bench import execute, new_plan
+
+    chosen, profiles = selection_for(request)
+    if on_notes and chosen.notes:
+        on_notes(chosen.notes)
+    bench_plan = new_plan(profiles, plan.repeated(list(chosen.cases), request.repeat, chosen.seed),
+                          out=request.out, run_id=request.run_id, suite=chosen.suite, seed=chosen.seed,
+                          argv=list(request.argv), probe=request.probe,
+                          extra={"study": request.study} if request.study else None)
+    result = execute(bench_plan, csv=finish.csv)
+    outcome = BenchOutcome(result.run_dir, result.cases, result.failed, notes=chosen.notes)
+    return _finish(outcome, bench_plan.manifest, finish)
+
+
+def resume_bench(run: Path, out: Path, argv: Sequence[str], finish: Finish = Finish()) -> BenchOutcome:
+    """Measure the cases of a stored run that are missing or failed, then finish it again."""
+    from harness.bench import execute, resume_plan
+
+    bench_plan = resume_plan(run_dir_of(run, out), list(argv))
+    result = execute(bench_plan, csv=finish.csv)
+    return _finish(BenchOutcome(result.run_dir, result.cases, result.failed), bench_plan.manifest, finish)
+
+
+def _finish(outcome: BenchOutcome, manifest: dict, finish: Finish) -> BenchOutcome:
+    run_dir = outcome.run_dir
+    if manifest.get("study"):  # a new study run, or a resumed one
+        from harness.study import analyze_study, format_result
+
+        try:
+            outcome.study_text = format_result(analyze_study(run_dir))
+        except Exception as exc:  # the measurements are stored; an analysis bug must not hide them
+            log.debug("study analysis failed", exc_info=True)
+            outcome.errors.append(
+                f"the study could not be analysed ({type(exc).__name__}: {exc}); the results are "
+                f"stored, retry with `python -c 'from harness.study import analyze_study; "
+                f"analyze_study(\"{run_dir}\")'`")
+    if finish.report:
+        from reports import build_report
+
+        try:
+            outcome.report = build_report([run_dir], run_dir / "report.html")
+        except Exception as exc:  # the measurements are stored; a report bug must not hide them
+            log.debug("report failed", exc_info=True)
+            outcome.errors.append(f"the report could not be built ({type(exc).__name__}: {exc}); the "
+                                  f"results are stored, rebuild it with `harness report {run_dir}`")
+    if finish.gate is not None:
+        outcome.gate_code = finish.gate(run_dir)
+    return outcome
