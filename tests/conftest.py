@@ -1,4 +1,13 @@
-"""Shared test setup: one torch thread per test process, and the real-parts policy.
+"""Shared test setup: isolation from the user's state and the host's hardware, one torch thread
+per test process, and the real-parts policy.
+
+Isolation (set before any test module imports ``harness``, inherited by every agent process a
+test starts): ``$HOME``, the harness's lock, cache, results and baselines directories point
+into one temporary directory, so a ``nox -s bench`` running beside the tests, or a run the
+user left in ``results/``, changes nothing. The host's accelerators and NVML are hidden
+(``CUDA_VISIBLE_DEVICES=""`` and an import of ``pynvml`` that fails), so ``meter = "auto"``
+and the probe see the same machine on a laptop and on a GPU workstation.
+``HARNESS_TEST_HOST_HARDWARE=1`` keeps the host's accelerators and meters visible.
 
 Tests that need a real part (sshd, adb/adbd, Chromium) skip when it is missing, unless
 ``HARNESS_REQUIRE_REAL_PARTS=1`` (CI sets it), which turns the skip into a failure.
@@ -7,10 +16,71 @@ Tests that need a real part (sshd, adb/adbd, Chromium) skip when it is missing, 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 REQUIRE_REAL_PARTS = os.environ.get("HARNESS_REQUIRE_REAL_PARTS") == "1"
+HOST_HARDWARE = os.environ.get("HARNESS_TEST_HOST_HARDWARE") == "1"
+_HIDDEN_MODULES = ("pynvml",)  # host meters a test must not find by accident
+_state: dict[str, str] = {}
+
+
+def _isolate(base: Path) -> dict[str, str]:
+    """The environment of an isolated test session under ``base`` (directories created)."""
+    home = base / "home"
+    env = {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "HARNESS_LOCK_DIR": str(base / "locks"),
+        "HARNESS_CACHE": str(base / "cache"),
+        "HARNESS_RESULTS": str(base / "results"),
+        "HARNESS_BASELINES": str(base / "baselines"),
+    }
+    for key in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    if not HOST_HARDWARE:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        shim = base / "hidden-modules"  # first on the agents' sys.path: `import pynvml` fails there too
+        shim.mkdir()
+        for name in _HIDDEN_MODULES:
+            (shim / f"{name}.py").write_text(
+                f"raise ImportError('{name} is hidden from the tests (HARNESS_TEST_HOST_HARDWARE=1 shows it)')\n")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    base = Path(tempfile.mkdtemp(prefix="harness-tests-"))
+    _state["base"] = str(base)
+    for key, value in _isolate(base).items():
+        _state.setdefault(f"old:{key}", os.environ.get(key, "\0"))
+        os.environ[key] = value
+    if not HOST_HARDWARE:
+        for name in _HIDDEN_MODULES:
+            sys.modules[name] = None  # type: ignore[assignment]  # `import pynvml` raises ImportError
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for key, old in list(_state.items()):
+        if key.startswith("old:"):
+            if old == "\0":
+                os.environ.pop(key[4:], None)
+            else:
+                os.environ[key[4:]] = old
+    if "base" in _state:
+        shutil.rmtree(_state.pop("base"), ignore_errors=True)
+
+
+def account_home() -> Path:
+    """The account's home directory, where sshd puts a remote ``~`` (``$HOME`` is isolated)."""
+    import pwd
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def need_part(available: bool, what: str) -> None:

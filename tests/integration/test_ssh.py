@@ -25,6 +25,7 @@ from harness.transports.base import STDERR_TAIL_BYTES, Connection
 from harness.transports.ssh import SSHConnection
 
 pytest.register_assert_rewrite("tests.integration.sshd")
+from tests.conftest import account_home  # noqa: E402
 from tests.integration.sshd import SshdServer, free_port, keygen  # noqa: E402
 
 # the sshd fixtures (sshd_server, ssh_conn) live in tests/integration/sshd.py
@@ -197,7 +198,7 @@ def test_hostile_argv_values_arrive_verbatim_and_run_nothing(
 
 def test_a_leading_tilde_in_argv_means_the_remote_home(ssh_conn: SSHConnection) -> None:
     _, lines = run_lines(ssh_conn, ["printf", "%s\\n", "~/x"])
-    assert lines == [str(Path.home() / "x")]
+    assert lines == [str(account_home() / "x")]
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -234,10 +235,10 @@ def test_a_leading_tilde_in_a_remote_path_means_the_remote_home(ssh_conn: SSHCon
     local.write_text("home")
     try:
         ssh_conn.push(local, f"~/{name}/f")
-        assert (Path.home() / name / "f").read_text() == "home"
+        assert (account_home() / name / "f").read_text() == "home"
         assert ssh_conn.exists(f"~/{name}/f")
     finally:
-        subprocess.run(["rm", "-rf", str(Path.home() / name)], check=True)
+        subprocess.run(["rm", "-rf", str(account_home() / name)], check=True)
 
 
 def test_read_text_and_exists(ssh_conn: SSHConnection, tmp_path: Path) -> None:

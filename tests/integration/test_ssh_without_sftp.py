@@ -22,6 +22,7 @@ from harness.transports.ssh import SSHConnection
 from harness.transports.sshfiles import ChecksumTool, ExecFiles, local_digest, posix_cksum
 
 pytest.register_assert_rewrite("tests.integration.sshd")
+from tests.conftest import account_home  # noqa: E402
 from tests.integration.sshd import SshdServer  # noqa: E402
 from tests.integration.test_ssh import PUSHED, harness_bench, write_loopback_profile  # noqa: E402
 
@@ -75,7 +76,7 @@ def test_read_text_exists_and_home_work_without_sftp(plain_conn: SSHConnection, 
     with pytest.raises(FileNotFoundError):
         plain_conn.read_text(str(tmp_path / "absent"))
     name = f"odt-home-{uuid.uuid4().hex[:8]}"
-    home_file = Path.home() / name
+    home_file = account_home() / name
     home_file.write_text("at home")
     try:
         assert plain_conn.read_text(f"~/{name}") == "at home"
