@@ -11,7 +11,8 @@ atomically (temporary file, then rename).
 Stored-result history (``RESULTS_VERSION``):
 
 - 1: steps and cases tables as below (``repeat`` numbers the repetitions of a case in one
-  run, 0 when it ran once); manifest.json.
+  run, 0 when it ran once); manifest.json. Additive: ``zero_grad_ns`` (gradient clearing,
+  timed apart from ``update_ns``; 0 in runs stored before it existed).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from harness.errors import HarnessError
 from workloads.schema import CaseEnd, CaseStart, Error, Meter, ProtocolError, Step, parse_line
 
 RESULTS_VERSION = 1
-PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns")
+PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns", "zero_grad_ns")
 CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed",
              "mode", "accel", "slowdown")
 STEP_COLUMNS = (

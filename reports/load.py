@@ -23,7 +23,7 @@ STEP_COLUMNS: tuple[str, ...] = (
     "dtype", "index", "warmup", "step_ns",
 )
 PHASE_COLUMNS: tuple[str, ...] = (
-    "data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns",
+    "data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns", "zero_grad_ns",
 )
 CASE_COLUMNS: tuple[str, ...] = (
     "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",

@@ -22,7 +22,7 @@ from reports.onnx import onnx_bars
 from reports.plots_study import performance_profile, study_curves
 
 MAX_POINTS = 120  # per loss curve
-PHASES: tuple[str, ...] = ("data", "frontend", "forward", "backward", "update")
+PHASES: tuple[str, ...] = ("data", "frontend", "forward", "backward", "update", "zero_grad")
 _CONFIG = {"displaylogo": False, "responsive": True,
            "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 _TEMPLATE = "plotly_white"

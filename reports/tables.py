@@ -145,7 +145,7 @@ CASE_COLUMNS = ID + [
     Column("run_id", "run"),
 ]
 PHASE_TABLE = ID + [Column(f"median_{p}_ns", f"{p} (ms)", ms)
-                    for p in ("data", "frontend", "forward", "backward", "update")] + [
+                    for p in ("data", "frontend", "forward", "backward", "update", "zero_grad")] + [
     Column("median_step_ns", "step (ms)", ms)]
 COMPARISON_COLUMNS = ID + [
     Column("baseline", "baseline"), Column("variant", "variant"), Column("metric", "metric"),

@@ -67,35 +67,47 @@ def _setup_threads(spec: dict[str, Any]) -> None:
         os.sched_setaffinity(0, set(int(c) for c in cores))
 
 
-def check_correctness(spec: dict[str, Any], task: Any) -> dict[str, Any]:
+def check_correctness(spec: dict[str, Any], task: Any, accel: str = "cpu") -> dict[str, Any]:
     """Run the case's kernel variant beside the reference torch.optim for ``check_steps`` steps.
 
-    Both copies start from the task's weights and see the same batches; the figure is the
-    largest relative parameter difference (workloads.optim.check).
+    ``task`` is prepared as the timed case is (``trainer.prepare``: its device, memory format),
+    and the steps run under the case's autocast dtype on ``accel``, so the kernel that is
+    timed is the kernel that is checked. Both copies start from the task's weights and see the
+    same gradients; lr changes every step and weight decay is non-zero
+    (``workloads.optim.check``). The tolerance is that of the parameters' dtype (fp32 under
+    bf16 autocast: parameters and optimizer state stay fp32).
     """
-    import torch
-
     from workloads import trainer
     from workloads.optim import OPTIMIZERS
-    from workloads.optim.check import max_rel_diff_vs_reference, tolerance_for
+    from workloads.optim.check import (
+        LR_FACTORS,
+        check_hparams,
+        max_rel_diff_vs_reference,
+        param_tolerance,
+    )
 
     steps = int(spec.get("check_steps", 0))
     if steps <= 0:
         return {"checked": False, "reason": "check_steps = 0"}
     opt = OPTIMIZERS.get(spec["optimizer"])
     compile_ns: list[int] = []
-    with trainer.autocast(spec["dtype"]):
+    with trainer.autocast(spec["dtype"], accel):
         diff = max_rel_diff_vs_reference(
             task.model, opt, spec["kernel"], opt.hparams(spec.get("hparams")), steps=steps,
             make_batch=task.next_batch, loss_fn=task.loss_fn, frontend=task.frontend,
             seed=int(spec["seed"]),
             observe=lambda u: compile_ns.append(int(getattr(u, "compile_ns", 0) or 0)),
         )
-    tol = tolerance_for(torch.bfloat16 if spec["dtype"] == "bf16" else torch.float32)
+    tol = param_tolerance(task.model)
     return {
         "checked": True,
         "reference": f"{opt.name} via torch.optim, for-loop implementation",
         "steps": steps,
+        "accel": accel,
+        "dtype": spec["dtype"],
+        "param_dtype": str(next(p for p in task.model.parameters() if p.requires_grad).dtype),
+        "lr_factors": list(LR_FACTORS),
+        "weight_decay": check_hparams(opt, spec.get("hparams")).get("weight_decay"),
         "compile_ns": compile_ns[0] if compile_ns else 0,  # a compiled kernel compiles here first
         "max_rel_diff": diff,
         "tolerance": tol,
@@ -130,7 +142,9 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
         torch.manual_seed(int(spec["seed"]))
         return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
 
-    correctness = check_correctness(spec, build_task())
+    checked = trainer.prepare(build_task(), spec)  # the timed device and memory format
+    correctness = check_correctness(spec, checked.task, checked.device.type)
+    del checked
     inst = CaseInstruments(spec)
     try:
         prepared = trainer.prepare(build_task(), spec)

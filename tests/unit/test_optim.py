@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -12,7 +13,13 @@ from workloads.optim import (
     extra,  # noqa: F401  (registers adam, rmsprop, adagrad, lion)
     state_bytes,
 )
-from workloads.optim.check import max_rel_diff_vs_reference, tolerance_for
+from workloads.optim.check import (
+    CHECK_WEIGHT_DECAY,
+    check_hparams,
+    max_rel_diff_vs_reference,
+    param_tolerance,
+    tolerance_for,
+)
 from workloads.optim.flat import FlatFusedNAG, FlatNAG
 from workloads.optim.lion import Lion
 from workloads.optim.nag_variants import build_nag_variant, with_nag_variants
@@ -264,3 +271,82 @@ def test_flat_fused_follows_torch_sgd_nesterov(weight_decay: float) -> None:
         make_batch=make_batch_fn(), loss_fn=mse,
     )
     assert diff < tolerance_for(torch.float32)
+
+
+# --- the checker catches near-miss kernels, in fp32 and under bf16 autocast -------------------
+
+
+class _LrTimes102(torch.optim.SGD):
+    """NAG with a 2 % learning-rate error (read from the group every step, then scaled)."""
+
+    def step(self, closure=None):  # type: ignore[override]
+        saved = [g["lr"] for g in self.param_groups]
+        for g in self.param_groups:
+            g["lr"] *= 1.02
+        super().step()
+        for g, lr in zip(self.param_groups, saved, strict=True):
+            g["lr"] = lr
+
+
+class _KeepsFirstLr(torch.optim.SGD):
+    """NAG that keeps the lr it was built with (a schedule never reaches it)."""
+
+    def step(self, closure=None):  # type: ignore[override]
+        first = self.defaults["lr"]
+        for g in self.param_groups:
+            g["lr"] = first
+        super().step()
+
+
+def _broken_build(kind: str):
+    def build(model, kernel, hp):
+        args = {"lr": hp["lr"], "momentum": hp["momentum"], "nesterov": True,
+                "weight_decay": hp["weight_decay"], "foreach": False}
+        if kind == "heavy-ball":
+            args["nesterov"] = False
+        elif kind == "momentum-0.89":
+            args["momentum"] = 0.89
+        elif kind == "ignores-weight-decay":
+            args["weight_decay"] = 0.0
+        elif kind == "lr-x1.02":
+            return _LrTimes102(model.parameters(), **args)
+        elif kind == "keeps-first-lr":
+            return _KeepsFirstLr(model.parameters(), **args)
+        return torch.optim.SGD(model.parameters(), **args)
+
+    return build
+
+
+def _bf16_or_fp32(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["heavy-ball", "lr-x1.02", "momentum-0.89", "ignores-weight-decay",
+                                  "keeps-first-lr"])
+def test_checker_flags_a_near_miss_nag_kernel_in_fp32_and_bf16(kind: str, dtype: str) -> None:
+    """At the case's defaults (lr 0.05, momentum 0.9, weight decay 0): the check's changing lr
+    and non-zero weight decay expose each kernel, and bf16 autocast keeps fp32 parameters, so
+    fp32's tolerance applies."""
+    broken = dataclasses.replace(NAG, build=_broken_build(kind))
+    model = tiny_model()
+    with _bf16_or_fp32(dtype):
+        diff = max_rel_diff_vs_reference(model, broken, "forloop", {}, steps=10,
+                                          make_batch=make_batch_fn(), loss_fn=mse)
+    assert param_tolerance(model) == tolerance_for(torch.float32)
+    assert diff > param_tolerance(model), f"{kind} in {dtype}: {diff:.2e}"
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kernel", ["forloop", "foreach", "fused", "flat", "ort"])
+def test_correct_nag_kernels_pass_the_stricter_check_in_fp32_and_bf16(kernel: str, dtype: str) -> None:
+    model = tiny_model()
+    with _bf16_or_fp32(dtype):
+        diff = max_rel_diff_vs_reference(model, NAG, kernel, {}, steps=10,
+                                          make_batch=make_batch_fn(), loss_fn=mse)
+    assert diff <= param_tolerance(model)
+
+
+def test_check_hyper_parameters_make_weight_decay_non_zero_and_keep_a_set_one() -> None:
+    assert check_hparams(NAG, {})["weight_decay"] == CHECK_WEIGHT_DECAY > 0
+    assert check_hparams(NAG, {"weight_decay": 0.3})["weight_decay"] == 0.3

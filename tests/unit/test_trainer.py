@@ -25,3 +25,32 @@ def test_activation_bytes_grow_with_the_batch():
     large = saved_activation_bytes(model, None, torch.randn(8, 3, 16, 16), torch.zeros(8, dtype=torch.long),
                                    torch.nn.functional.cross_entropy)
     assert 3.5 < large / small < 4.5
+
+
+def test_a_step_times_zero_grad_as_its_own_phase_apart_from_the_update():
+    """update is the optimizer's step() alone; clearing gradients is the zero_grad phase."""
+    import time
+
+    from workloads.trainer import PHASES, prepare, train_step
+    from workloads.workload import Task
+
+    model = torch.nn.Linear(4, 2)
+    task = Task(model=model, next_batch=lambda: (torch.randn(3, 4), torch.randint(0, 2, (3,))),
+                loss_fn=torch.nn.CrossEntropyLoss())
+    calls: list[str] = []
+
+    class SlowUpdater:
+        param_groups: list = []
+
+        def step(self) -> None:
+            calls.append("step")
+            time.sleep(0.002)
+
+        def zero_grad(self) -> None:
+            calls.append("zero_grad")
+            time.sleep(0.005)
+
+    phases, step_ns, _ = train_step(prepare(task, {}), SlowUpdater(), "fp32")
+    assert tuple(phases) == PHASES and calls == ["step", "zero_grad"]
+    assert phases["update"] >= 2_000_000 and phases["zero_grad"] >= 5_000_000
+    assert sum(phases.values()) <= step_ns  # the step spans every phase

@@ -21,7 +21,9 @@ class OptimizerSpec:
     defaults: Mapping[str, Any]
     kernels: tuple[str, ...]  # the first is the one torch picks by default on CPU
     state_tensors_per_param: int
-    traffic_bytes_per_param: int  # ideal fp32 update traffic (read p, g, state; write p, state)
+    # ideal fp32 traffic of the update phase, step() alone (read p, g, state; write p, state);
+    # clearing gradients is the zero_grad phase and is not counted here
+    traffic_bytes_per_param: int
     build: Callable[[Any, str, Mapping[str, Any]], Any]  # (model, kernel, hparams) -> updater
     reference: Callable[[Iterable[Any], Mapping[str, Any]], Any]  # (params, hparams) -> optim
 

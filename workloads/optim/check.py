@@ -2,8 +2,15 @@
 
 :func:`max_rel_diff_vs_reference` trains two identical copies of a model side by side on the
 same batches, one with the variant and one with ``spec.reference``, and returns the largest
-relative parameter difference. Compare it with :data:`TOLERANCE` for the parameters' dtype
-(:func:`tolerance_for`); a variant above it is reported as wrong, not as fast.
+relative parameter difference. Compare it with :data:`TOLERANCE` for the *parameters'* dtype
+(:func:`tolerance_for`, :func:`param_tolerance`): under bf16 autocast the parameters, gradients
+and optimizer state stay fp32, so the update kernel is held to fp32's tolerance. A variant
+above it is reported as wrong, not as fast.
+
+The checked steps change the learning rate every step (:data:`LR_FACTORS`) and use a non-zero
+weight decay (:data:`CHECK_WEIGHT_DECAY` where the case's is 0), so a kernel that caches lr
+or ignores weight decay cannot pass. The agent runs the check on the device, memory format
+and autocast dtype of the timed case.
 """
 
 from __future__ import annotations
@@ -26,6 +33,30 @@ TOLERANCE: dict[torch.dtype, float] = {
     torch.float16: 1e-2,
     torch.bfloat16: 5e-2,
 }
+
+
+# lr of checked step k: the case's lr × LR_FACTORS[k % len]; a kernel that keeps the lr it was
+# built with, or reads it once, drifts from the reference at the second step.
+LR_FACTORS = (1.0, 0.6, 1.4, 0.8, 1.2)
+# weight decay of the checked steps where the case's own is 0 (a kernel that ignores it
+# then differs by lr·wd·p per step: ~5e-4 of p at lr 0.05, far above fp32's tolerance)
+CHECK_WEIGHT_DECAY = 1e-2
+
+
+def check_hparams(spec: OptimizerSpec, hparams: dict[str, Any] | None) -> dict[str, Any]:
+    """The case's hyper-parameters with a non-zero weight decay for the check."""
+    hp = spec.hparams(hparams)
+    if "weight_decay" in hp and not hp["weight_decay"]:
+        hp["weight_decay"] = CHECK_WEIGHT_DECAY
+    return hp
+
+
+def param_tolerance(model: torch.nn.Module) -> float:
+    """The tolerance for the dtype of ``model``'s trainable parameters (the updated tensors)."""
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    if not dtypes:
+        raise ValueError("the model has no trainable parameters to check")
+    return max(tolerance_for(d) for d in dtypes)
 
 
 def tolerance_for(dtype: torch.dtype) -> float:
@@ -54,6 +85,8 @@ def max_rel_diff_vs_reference(
 
     ``observe``, when given, receives the variant's updater after the last step (the agent
     takes the compiled kernel's compile time from it: compilation happens here first).
+    The hyper-parameters are :func:`check_hparams` of ``hparams``, and the lr of step k is
+    the case's lr × ``LR_FACTORS[k]``.
 
     The reference (``spec.reference``) trains a copy of the model on real batches; the
     variant updates its own copy with the *same* gradients, step by step. Feeding both the
@@ -69,14 +102,17 @@ def max_rel_diff_vs_reference(
         raise ValueError(f"steps must be >= 1, got {steps!r}")
     base = model if isinstance(model, torch.nn.Module) else model()
     var_model, ref_model = copy.deepcopy(base), copy.deepcopy(base)
-    hp = spec.hparams(hparams)
+    hp = check_hparams(spec, hparams)
     updater = spec.build(var_model, kernel, hp)
     reference = spec.reference(ref_model.parameters(), hp)
     var_params = list(var_model.parameters())
     ref_params = list(ref_model.parameters())
     eps = torch.finfo(torch.float32).tiny
     worst = 0.0
+    base_lr = float(hp["lr"])
     for index in range(steps):
+        for group in [*reference.param_groups, *updater.param_groups]:
+            group["lr"] = base_lr * LR_FACTORS[index % len(LR_FACTORS)]
         inputs, targets = make_batch()
         reference.zero_grad()
         updater.zero_grad()
