@@ -350,3 +350,62 @@ def test_correct_nag_kernels_pass_the_stricter_check_in_fp32_and_bf16(kernel: st
 def test_check_hyper_parameters_make_weight_decay_non_zero_and_keep_a_set_one() -> None:
     assert check_hparams(NAG, {})["weight_decay"] == CHECK_WEIGHT_DECAY > 0
     assert check_hparams(NAG, {"weight_decay": 0.3})["weight_decay"] == 0.3
+
+
+# --- memory format and missing gradients ------------------------------------------------------
+
+
+def conv_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("kernel", ["flat", "ort"])
+def test_flat_kernels_keep_a_channels_last_model_channels_last(kernel: str) -> None:
+    model = conv_model().to(memory_format=torch.channels_last)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    updater = NAG.build(model, kernel, NAG.hparams())
+    weight = model[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert weight.grad.stride() == weight.stride()
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1])).backward()
+    assert updater.flat.grads_are_views() and updater.flat.missing() == []
+
+
+class LateBranch(torch.nn.Module):
+    """A branch that first takes part (and gets a gradient) from the third step on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.main = torch.nn.Linear(6, 3)
+        self.late = torch.nn.Linear(6, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.main(x)
+        return out + self.late(x) if self.calls > 2 else out
+
+
+@pytest.mark.parametrize("kernel", ["forloop", "foreach", "fused", "compiled", "flat", "ort"])
+def test_every_nag_kernel_skips_a_parameter_without_gradient_as_torch_does(kernel: str) -> None:
+    """No gradient for two steps: torch leaves the parameter alone (no weight decay, no
+    momentum), and its first gradient at step 2 starts its momentum at b ← g."""
+    diff = max_rel_diff_vs_reference(LateBranch, NAG, kernel, {"weight_decay": 0.05}, steps=6,
+                                     make_batch=make_batch_fn(), loss_fn=mse)
+    assert diff <= tolerance_for(torch.float32)
+
+
+def test_flat_kernel_leaves_a_parameter_without_gradient_untouched() -> None:
+    model = LateBranch()
+    late = model.late.weight.detach().clone()
+    updater = NAG.build(model, "flat", {**NAG.hparams(), "weight_decay": 0.1})
+    x, y = make_batch_fn()()
+    mse(model(x), y).backward()
+    assert len(updater.flat.missing()) == 2  # late.weight and late.bias
+    updater.step()
+    assert torch.equal(model.late.weight.detach(), late)

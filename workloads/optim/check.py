@@ -119,14 +119,11 @@ def max_rel_diff_vs_reference(
         torch.manual_seed(seed + index)
         x = frontend(inputs) if frontend is not None else inputs
         loss_fn(ref_model(x), targets).backward()
-        with torch.no_grad():
-            for p_var, p_ref in zip(var_params, ref_params, strict=True):
-                if p_ref.grad is None:
-                    continue
-                if p_var.grad is None:
-                    p_var.grad = p_ref.grad.detach().clone()
-                else:  # flat kernels keep .grad as views into their buffer: write through
-                    p_var.grad.copy_(p_ref.grad)
+        fed = [(p_var, p_ref.grad.detach().clone())
+               for p_var, p_ref in zip(var_params, ref_params, strict=True) if p_ref.grad is not None]
+        if fed:  # delivered as backward delivers them: accumulated into .grad (in place into a
+            # flat kernel's views, whose hooks note which parameters got a gradient this step)
+            torch.autograd.backward([p for p, _ in fed], [g for _, g in fed])
         reference.step()
         updater.step()
         with torch.no_grad():

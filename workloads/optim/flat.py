@@ -8,7 +8,13 @@ None, which would make autograd allocate fresh, unshared gradients.
 
 :class:`FlatNAG` then updates the whole model with a few large in-place ops, exactly torch's
 NAG: ``b ← μ·b + g`` (first step ``b ← g``), ``g' ← g + μ·b``, ``p ← p − lr·g'``, with
-``wd·p`` added to ``g`` first. With ``chunk_elems`` the buffer is walked in cache-sized chunks
+``wd·p`` added to ``g`` first.
+
+Each parameter's view keeps the parameter's own strides, so a ``channels_last`` model stays
+``channels_last`` (the flat buffer holds its elements in that order). A parameter that
+received no gradient since ``zero_grad`` (noted by a post-accumulate-grad hook) is left
+untouched by the step, parameter and momentum alike, as torch.optim skips a ``None`` grad;
+its first gradient, whenever it comes, gives ``b ← g`` as torch's first step does. With ``chunk_elems`` the buffer is walked in cache-sized chunks
 and ``g'`` goes to a chunk-sized scratch tensor, so main memory sees about 20 B/param (read p,
 g, b; write p, b) instead of the ~40 B/param of whole-buffer passes, and ``.grad`` is left as
 backward wrote it. Why: the ideal update is memory-bound, and small tensors are dispatch-bound.
@@ -16,7 +22,7 @@ backward wrote it. Why: the ideal update is memory-bound, and small tensors are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -25,6 +31,24 @@ import torch
 # 16 Ki 24 ms, 64 Ki 16 ms, 256 Ki 15.5 ms, 1 Mi 14.3 ms, whole buffer 19.4 ms: smaller chunks
 # pay Python dispatch per chunk, the whole buffer pays main-memory passes.
 DEFAULT_CHUNK_ELEMS = 262144
+
+
+def keep_unchanged(tensors: Sequence[torch.Tensor]) -> Callable[[], None]:
+    """Snapshot ``tensors``; the returned function writes the snapshot back (a skipped update)."""
+    saved = [t.detach().clone() for t in tensors]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for t, s in zip(tensors, saved, strict=True):
+                t.copy_(s)
+
+    return restore
+
+
+def dense_strides(p: torch.Tensor) -> bool:
+    """True when ``p`` covers its elements exactly once (contiguous in some dimension order)."""
+    return p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last) or (
+        p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d))
 
 
 class FlatBuffers:
@@ -40,23 +64,63 @@ class FlatBuffers:
                 f"flat buffers need one dtype and device for all parameters, got {sorted(map(str, kinds))}; "
                 "cast the model to one dtype first"
             )
+        strided = [tuple(p.shape) for p in self.params if not dense_strides(p)]
+        if strided:
+            raise ValueError(
+                f"flat buffers need dense parameters (contiguous or channels_last), got strided "
+                f"ones of shapes {strided[:3]}; call .contiguous() on the model's parameters"
+            )
         dtype, device = kinds.pop()
         self.numel = sum(p.numel() for p in self.params)
         self.param = torch.empty(self.numel, dtype=dtype, device=device)
         self.grad = torch.zeros(self.numel, dtype=dtype, device=device)
+        self.offsets: list[int] = []
+        self.received = [False] * len(self.params)
         offset = 0
         with torch.no_grad():
-            for p in self.params:
+            for index, p in enumerate(self.params):
                 n = p.numel()
-                view = self.param[offset : offset + n].view_as(p)
+                # the parameter's own strides: channels_last stays channels_last
+                view = self.param.as_strided(p.shape, p.stride(), offset)
                 view.copy_(p)
                 p.data = view
-                p.grad = self.grad[offset : offset + n].view_as(p)
+                p.grad = self.grad.as_strided(p.shape, p.stride(), offset)
+                p.register_post_accumulate_grad_hook(self._marker(index))
+                self.offsets.append(offset)
                 offset += n
+
+    def _marker(self, index: int) -> Callable[[torch.Tensor], None]:
+        def mark(_: torch.Tensor) -> None:
+            self.received[index] = True
+
+        return mark
 
     def zero_grad(self) -> None:
         """Zero the flat gradient in place (grads stay views into it)."""
         self.grad.zero_()
+        self.received = [False] * len(self.params)
+
+    def missing(self) -> list[int]:
+        """Indices of the parameters that received no gradient since ``zero_grad``.
+
+        Only a backward pass tells: when no hook fired at all (gradients written into the
+        flat buffer directly, as micro-benchmarks do), every parameter counts as having one.
+        """
+        if not any(self.received):
+            return []
+        return [i for i, got in enumerate(self.received) if not got]
+
+    def pieces(self, flat: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
+        """The 1-D slices of a flat tensor (param, grad or state) that belong to ``indices``."""
+        return [flat[self.offsets[i] : self.offsets[i] + self.params[i].numel()] for i in indices]
+
+    def skip_missing(self, *state: torch.Tensor) -> Callable[[], None]:
+        """Before a step: a function that undoes the step for parameters without a gradient
+        (their parameter and ``state`` slices), as torch.optim skips a ``None`` grad."""
+        missing = self.missing()
+        if not missing:
+            return lambda: None
+        return keep_unchanged([t for flat in (self.param, *state) for t in self.pieces(flat, missing)])
 
     def grads_are_views(self) -> bool:
         """True while every ``p.grad`` still shares the flat gradient's memory."""
@@ -100,6 +164,7 @@ class FlatNAG:
         group = self.param_groups[0]
         lr, mu, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
         first = self.steps == 0
+        restore = self.flat.skip_missing(self.momentum_buffer)
         for p, g, b in self._chunks:
             s = self._scratch[: p.numel()]
             if wd != 0.0:
@@ -111,6 +176,7 @@ class FlatNAG:
                 b.mul_(mu).add_(g)
             torch.add(g, b, alpha=mu, out=s)
             p.add_(s, alpha=-lr)
+        restore()
         self.steps += 1
 
 
@@ -131,9 +197,17 @@ class FlatFusedNAG(torch.optim.SGD):
         whole.grad = self.flat.grad
         super().__init__([whole], lr=lr, momentum=momentum, nesterov=True,
                          weight_decay=weight_decay, fused=True)
+        self._whole = whole
         if momentum:  # allocated up front like the other flat kernels; μ·0 + g is torch's b ← g
             self.state[whole]["momentum_buffer"] = torch.zeros_like(self.flat.param)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the flat gradient; grads must stay views into it."""
         self.flat.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        buffer = self.state[self._whole].get("momentum_buffer")
+        restore = self.flat.skip_missing(*([buffer] if buffer is not None else []))
+        super().step()
+        restore()

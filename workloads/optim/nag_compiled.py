@@ -12,8 +12,9 @@ compile time grows with the number of tensors in one graph (measured here: 158 t
 graph, so 2000 equal tensors compile once. Each distinct group is one dynamo recompile, so
 the recompile limit is raised to the number of groups while stepping.
 
-Unlike torch.optim, a parameter without a gradient is updated as if its gradient were zero
-(its momentum still decays and moves it), so the graph stays the same from step to step.
+A parameter without a gradient goes through the graph with a zero gradient (so the graph
+stays the same from step to step) and is then put back as it was, parameter and momentum,
+which is what torch.optim does with a ``None`` grad.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
+
+from workloads.optim.flat import keep_unchanged
 
 DEFAULT_GROUP_SIZE = 128
 
@@ -83,6 +86,8 @@ class CompiledNAG:
         group = self.param_groups[0]
         mu, wd = float(group["momentum"]), float(group["weight_decay"])
         grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params]
+        missing = [i for i, p in enumerate(self.params) if p.grad is None]
+        restore = keep_unchanged([t for i in missing for t in (self.params[i], self.bufs[i])])
         self._lr.fill_(float(group["lr"]))
         key = (mu, wd)
         t0 = time.monotonic_ns()
@@ -90,6 +95,7 @@ class CompiledNAG:
             for idx in self._groups:
                 ps, bs = self._flat_params[idx.start : idx.stop], self._flat_bufs[idx.start : idx.stop]
                 self._fn(ps, grads[idx.start : idx.stop], bs, self._lr, mu, wd)
+        restore()
         if key != self._compiled_for:  # the first call with these constants compiled
             self.compile_ns += time.monotonic_ns() - t0
             self._compiled_for = key

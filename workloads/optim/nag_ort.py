@@ -6,6 +6,8 @@ parameter, gradient and momentum tensors of :class:`workloads.optim.flat.FlatBuf
 bound by pointer as inputs *and* outputs (``p_out`` onto ``p``, ``b_out`` onto ``b``), so a
 step copies nothing: every node is elementwise, so writing an element after reading the same
 element is safe. ``outputs_in_place()`` checks after a run that ORT wrote into our memory.
+The flat buffers keep each parameter's memory format (channels_last stays), and parameters
+without a gradient this step are left as they were, as torch.optim does.
 Momentum starts at zero, so the first step gives ``b ← g`` exactly, as torch does.
 ``onnx``/``onnxruntime`` are imported only when this kernel is built (optional on devices).
 """
@@ -117,5 +119,7 @@ class OrtNAG:
                 "build a new updater to change them (lr may change freely)"
             )
         self._lr[...] = float(group["lr"])
+        restore = self.flat.skip_missing(self.momentum_buffer)  # torch skips a None grad
         self.session.run_with_iobinding(self.binding)
+        restore()
         self.steps += 1

@@ -22,6 +22,27 @@ def _impl(kernel: str) -> dict[str, bool]:
     return {"foreach": kernel == "foreach", "fused": kernel == "fused"}
 
 
+class FusedSGD(torch.optim.SGD):
+    """torch's fused SGD that also takes a parameter whose first gradient arrives late.
+
+    torch's fused kernel needs a momentum buffer for every parameter once any has one, and
+    fails (``expected Tensor ... got NoneType``) when a parameter that had no gradient at the
+    first step gets one later. A zero buffer there gives ``b ← μ·0 + g = g``, exactly the
+    for-loop's first step ``b ← g`` (dampening is 0 for these specs).
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            if not group["momentum"]:
+                continue
+            started = any("momentum_buffer" in self.state.get(p, {}) for p in group["params"])
+            for p in group["params"] if started else ():
+                if p.grad is not None and self.state[p].get("momentum_buffer") is None:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        return super().step(closure)
+
+
 def _sgd_args(hp: Mapping[str, Any], *, momentum: bool, nesterov: bool) -> dict[str, Any]:
     return {
         "lr": hp["lr"],
@@ -42,7 +63,8 @@ def _sgd_spec(name: str, description: str, *, momentum: bool, nesterov: bool) ->
         )
 
     def build(model: Any, kernel: str, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
+        cls = FusedSGD if kernel == "fused" else torch.optim.SGD
+        return cls(
             model.parameters(), **_sgd_args(hp, momentum=momentum, nesterov=nesterov), **_impl(kernel)
         )
 
