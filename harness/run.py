@@ -153,8 +153,9 @@ def run_case(
 
 
 def run_probe(conn: Connection, deployment: Deployment, profile: Profile, threads: int,
-              raw: RawLog) -> dict[str, Any] | None:
-    """Measure the device's ceilings (bandwidth, matmul) once; None when the probe failed."""
+              raw: RawLog, accels: tuple[str, ...] = ("cpu",)) -> dict[str, Any] | None:
+    """Measure the device's ceilings (bandwidth, matmul per dtype) once, for the CPU and each
+    accelerator in ``accels``; None when the probe failed."""
     found: list[Probe] = []
 
     def on_line(line: str) -> None:
@@ -166,7 +167,8 @@ def run_probe(conn: Connection, deployment: Deployment, profile: Profile, thread
         if isinstance(rec, Probe):
             found.append(rec)
 
-    result = conn.run(deployment.argv("probe"), stdin=json.dumps({"threads": threads}).encode(),
+    request = {"threads": threads, "accels": list(accels)}
+    result = conn.run(deployment.argv("probe"), stdin=json.dumps(request).encode(),
                       deadline_s=600, on_stdout_line=on_line, cwd=deployment.workdir)
     if not found:
         log.warning("%s: the ceilings probe failed (exit %s): %s", profile.name,
@@ -207,7 +209,9 @@ def run_device(
                             orphans = _reap(conn, orphans)
                         if probe and outcome.probe is None:
                             threads = max(c.threads for c in cases)
-                            outcome.probe = run_probe(conn, deployment, profile, threads, raw) or {}
+                            accels = tuple(sorted({c.accel for c in cases}))
+                            outcome.probe = run_probe(conn, deployment, profile, threads, raw,
+                                                      accels) or {}
                         status = run_case(conn, deployment, profile, case, attempt, raw, progress, log_dir)
                         break
                     except TransientError as exc:

@@ -98,14 +98,25 @@ def memory_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def ceilings_table(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
-    """Achieved update GB/s and step GFLOP/s next to the device's probed ceilings."""
-    frame = summary.loc[summary["status"].eq("ok") & summary["n_steps"].gt(0),
-                        ID_COLUMNS + ["median_step_ns", "median_update_ns",
-                                      "update_bytes_per_step", "flops_per_step"]].copy()
-    ceilings = probes[["run_id", "device", "bandwidth_gbs", "matmul_gflops"]].astype(
-        {"run_id": str, "device": str})
-    frame = frame.merge(ceilings.drop_duplicates(["run_id", "device"]), on=["run_id", "device"],
-                        how="left")
+    """Achieved update GB/s and step GFLOP/s next to the probed ceilings of the accelerator
+    each case ran on (``accel``, CPU when absent) and, for matmul, of the case's dtype."""
+    keep = ID_COLUMNS + ["median_step_ns", "median_update_ns", "update_bytes_per_step",
+                         "flops_per_step"]
+    frame = summary.loc[summary["status"].eq("ok") & summary["n_steps"].gt(0), keep].copy()
+    frame["accel"] = (summary.loc[frame.index, "accel"].fillna("cpu").astype(str)
+                      if "accel" in summary.columns else "cpu")
+    ceilings = probes.astype({"run_id": str, "device": str}).copy()
+    for col, default in (("accel", "cpu"), ("dtype", "*"), ("accel_name", "")):
+        if col not in ceilings.columns:
+            ceilings[col] = default
+    any_dtype = ceilings.loc[ceilings["dtype"].eq("*")].drop(columns="dtype")
+    dtypes = pd.DataFrame({"dtype": sorted(set(frame["dtype"].astype(str)))})
+    ceilings = pd.concat([ceilings.loc[ceilings["dtype"].ne("*")], any_dtype.merge(dtypes, how="cross")],
+                         ignore_index=True)
+    on = ["run_id", "device", "accel", "dtype"]
+    frame = frame.astype({"dtype": str}).merge(
+        ceilings[on + ["accel_name", "bandwidth_gbs", "matmul_gflops"]].drop_duplicates(on),
+        on=on, how="left")
     with np.errstate(divide="ignore", invalid="ignore"):
         upd_ns = frame["median_update_ns"].where(frame["median_update_ns"] > 0)
         frame["update_gbs"] = frame["update_bytes_per_step"] / upd_ns  # bytes/ns == GB/s

@@ -64,7 +64,7 @@ class RunData:
 
     steps: pd.DataFrame
     cases: pd.DataFrame
-    probes: pd.DataFrame  # one row per probed (run_id, device): bandwidth_gbs, matmul_gflops
+    probes: pd.DataFrame  # one row per probed (run_id, device, accel, dtype): ceilings
     manifests: tuple[dict[str, Any], ...]
     study: pd.DataFrame | None = None
     run_dirs: tuple[Path, ...] = field(default_factory=tuple)
@@ -190,9 +190,12 @@ def _calibration(run_dir: Path, run_id: str) -> tuple[pd.DataFrame | None, dict[
 
 
 def _probe_rows(probe: Any, cases: pd.DataFrame, path: Path) -> list[dict[str, Any]]:
-    """One row per probed device: ``probe.json`` holds one object, or a list (one per device).
+    """One row per probed (device, accelerator, dtype): ``probe.json`` holds one object, or a
+    list (one per device).
 
-    An entry without ``device`` belongs to the run's only device.
+    An entry without ``device`` belongs to the run's only device. An entry with ``ceilings``
+    (per accelerator, matmul per dtype) gives a row per accelerator and dtype; an older entry
+    gives one CPU row for every dtype (``dtype`` ``*``).
     """
     run_id = str(cases["run_id"].iloc[0]) if len(cases) else ""
     devices = sorted(set(cases["device"].astype(str))) if len(cases) else []
@@ -203,14 +206,25 @@ def _probe_rows(probe: Any, cases: pd.DataFrame, path: Path) -> list[dict[str, A
             raise ResultsError(f"{path} holds a {type(entry).__name__} entry; expected objects "
                                "with device, bandwidth_gbs and matmul_gflops")
         fallback = devices[0] if len(devices) == 1 else ""
-        rows.append({
-            "run_id": run_id,
-            "device": str(entry.get("device", fallback)),
-            "threads": entry.get("threads", float("nan")),
-            "bandwidth_gbs": float(entry.get("bandwidth_gbs", float("nan"))),
-            "bandwidth_kernel": str(entry.get("bandwidth_kernel", "")),
-            "matmul_gflops": float(entry.get("matmul_gflops", float("nan"))),
-        })
+        base = {"run_id": run_id, "device": str(entry.get("device", fallback)),
+                "threads": entry.get("threads", float("nan"))}
+        ceilings = entry.get("ceilings") or {}
+        if not isinstance(ceilings, dict) or not ceilings:
+            rows.append({**base, "accel": "cpu", "dtype": "*", "accel_name": "cpu",
+                         "bandwidth_gbs": float(entry.get("bandwidth_gbs", float("nan"))),
+                         "bandwidth_kernel": str(entry.get("bandwidth_kernel", "")),
+                         "matmul_gflops": float(entry.get("matmul_gflops", float("nan")))})
+            continue
+        for accel, figures in sorted(ceilings.items()):
+            if not isinstance(figures, dict) or "error" in figures:
+                continue
+            matmul = figures.get("matmul_gflops") or {}
+            for dtype, gflops in sorted(matmul.items() if isinstance(matmul, dict) else []):
+                rows.append({**base, "accel": str(accel), "dtype": str(dtype),
+                             "accel_name": str(figures.get("device_name", accel)),
+                             "bandwidth_gbs": float(figures.get("bandwidth_gbs", float("nan"))),
+                             "bandwidth_kernel": str(figures.get("bandwidth_kernel", "")),
+                             "matmul_gflops": float(gflops)})
     return rows
 
 

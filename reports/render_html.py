@@ -45,6 +45,8 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
     kernels = agg.kernels
     probes = agg.data.probes.astype({"run_id": str})
     probe_cols = [T.Column("run_id", "run"), T.Column("device", "device"),
+                  T.Column("accel", "accelerator"), T.Column("accel_name", "name"),
+                  T.Column("dtype", "matmul dtype"),
                   T.Column("threads", "threads"), T.Column("bandwidth_gbs", "bandwidth GB/s", T.num),
                   T.Column("bandwidth_kernel", "bandwidth kernel"),
                   T.Column("matmul_gflops", "matmul GFLOP/s", T.num)]

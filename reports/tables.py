@@ -179,6 +179,7 @@ MEMORY_COLUMNS = ID + [
     Column("pss_bytes", "PSS (MiB)", mib),
 ]
 CEILING_COLUMNS = ID + [
+    Column("accel", "ran on"), Column("accel_name", "ceilings of"),
     Column("update_gbs", "update GB/s", num), Column("bandwidth_gbs", "bandwidth GB/s", num),
     Column("update_bw_fraction", "of bandwidth", pct),
     Column("step_gflops", "step GFLOP/s", num), Column("matmul_gflops", "matmul GFLOP/s", num),

@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         from workloads.probe import run_probe
 
         request = json.loads(sys.stdin.read() or "{}")
-        emit(run_probe(int(request.get("threads", 1))))
+        emit(run_probe(int(request.get("threads", 1)),
+                       accels=tuple(str(a) for a in request.get("accels", ["cpu"]))))
         emit(schema.Bye(cases_ok=0, cases_failed=0))
         return 0
     if command != "run":

@@ -7,9 +7,15 @@ best of several repetitions; the ceiling is the best kernel. STREAM's count leav
 read-for-ownership of the array each kernel only writes (a write-allocate cache reads it
 first), while an in-place optimizer update writes only arrays it has read, so its 20 B/param
 is all the traffic: ``details`` also gives each kernel's GB/s with write-allocate counted and an
-in-place ``a += q·b`` (read 2, write 1, no write-allocate), the ceiling such an update meets. Matrix throughput is an fp32
-matmul at 2·n³ FLOPs. Reports place the optimizer update and the training step against them.
+in-place ``a += q·b`` (read 2, write 1, no write-allocate), the ceiling such an update meets. Matrix throughput is a
+matmul at 2·n³ FLOPs per dtype (fp32, bf16). Reports place the optimizer update and the training step against them.
 :func:`flops_per_step` counts one training step's FLOPs with torch's FlopCounterMode.
+
+**Per accelerator.** A case runs on ``cpu`` or ``cuda``; the probe measures the ceilings of
+each accelerator the run's cases use (``accels`` in the request) and returns them in
+``Probe.ceilings`` keyed by accelerator: the same STREAM kernels and matmuls on the device's
+own memory, timed between device synchronisations (:func:`accel_ceilings`). The record's
+top-level ``bandwidth_gbs``/``matmul_gflops`` stay the CPU's fp32 figures.
 """
 
 from __future__ import annotations
@@ -60,20 +66,29 @@ def stream_array_bytes(llc_bytes: int | None) -> int:
     return -(-want // MIB) * MIB
 
 
-def _best_ns(fn: Callable[[], Any], repeats: int) -> int:
+def _no_sync() -> None:
+    return None
+
+
+def _best_ns(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = _no_sync) -> int:
+    """Best wall time of ``fn`` over ``repeats`` runs, each between two device syncs."""
     best = None
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter_ns()
         fn()
+        sync()
         elapsed = time.perf_counter_ns() - t0
         best = elapsed if best is None else min(best, elapsed)
     return int(best or 1)
 
 
-def stream_gbs(array_bytes: int, repeats: int = 5) -> dict[str, float]:
+def stream_gbs(array_bytes: int, repeats: int = 5, device: Any = "cpu",
+               sync: Callable[[], None] = _no_sync) -> dict[str, float]:
     """Best GB/s (1e9 bytes/s) of each STREAM kernel over ``repeats`` runs."""
     n = array_bytes // 4
-    a, b, c = torch.full((n,), 1.0), torch.full((n,), 2.0), torch.zeros(n)
+    a, b, c = (torch.full((n,), 1.0, device=device), torch.full((n,), 2.0, device=device),
+               torch.zeros(n, device=device))
     q = 3.0
     kernels: dict[str, Callable[[], Any]] = {
         "copy": lambda: c.copy_(a),
@@ -84,33 +99,46 @@ def stream_gbs(array_bytes: int, repeats: int = 5) -> dict[str, float]:
     for fn in kernels.values():  # touch every page once before timing
         fn()
     return {
-        name: STREAM_ARRAYS_MOVED[name] * n * 4 / _best_ns(fn, repeats)
+        name: STREAM_ARRAYS_MOVED[name] * n * 4 / _best_ns(fn, repeats, sync)
         for name, fn in kernels.items()
     }
 
 
-def inplace_add_gbs(array_bytes: int, repeats: int = 5) -> float:
+def inplace_add_gbs(array_bytes: int, repeats: int = 5, device: Any = "cpu",
+                    sync: Callable[[], None] = _no_sync) -> float:
     """Best GB/s of ``a += q·b`` (read a and b, write a: 3 arrays, no write-allocate)."""
     n = array_bytes // 4
-    a, b = torch.full((n,), 1.0), torch.full((n,), 2.0)
+    a, b = torch.full((n,), 1.0, device=device), torch.full((n,), 2.0, device=device)
     a.add_(b, alpha=1e-9)
-    return 3 * n * 4 / _best_ns(lambda: a.add_(b, alpha=1e-9), repeats)
+    return 3 * n * 4 / _best_ns(lambda: a.add_(b, alpha=1e-9), repeats, sync)
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n×n by n×n matmul (2·n³ FLOPs)."""
-    x, y = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "fp32", device: Any = "cpu",
+                  sync: Callable[[], None] = _no_sync) -> float:
+    """Best GFLOP/s of an n×n by n×n matmul (2·n³ FLOPs) in ``dtype`` (fp32, bf16)."""
+    kind = MATMUL_DTYPES[dtype]
+    x, y = (torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind))
+    out = torch.empty(n, n, dtype=kind, device=device)
     torch.mm(x, y, out=out)
-    return 2 * n**3 / _best_ns(lambda: torch.mm(x, y, out=out), repeats)
+    return 2 * n**3 / _best_ns(lambda: torch.mm(x, y, out=out), repeats, sync)
 
 
-def run_probe(
-    threads: int, repeats: int = 5, array_bytes: int | None = None, matmul_n: int = 1024
-) -> Probe:
-    """Measure bandwidth and matmul ceilings with ``threads`` torch threads."""
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads!r}")
+def _bandwidth(stream: dict[str, float], inplace: float) -> tuple[str, float]:
+    """The ceiling for an in-place update: the best of STREAM's kernels and the in-place add.
+
+    STREAM does not count the read of the array a kernel only writes, an in-place
+    read-modify-write moves every byte it is counted for, as the NAG update's 20 B/param do.
+    """
+    kernels = {**stream, "inplace_add": inplace}
+    best = max(kernels, key=kernels.__getitem__)
+    return best, kernels[best]
+
+
+def cpu_ceilings(threads: int, repeats: int, array_bytes: int | None, matmul_n: int) -> dict[str, Any]:
+    """The CPU's ceilings with ``threads`` torch threads: bandwidth and matmul per dtype."""
     llc = last_level_cache_bytes()
     size = array_bytes or stream_array_bytes(llc)
     saved = torch.get_num_threads()
@@ -118,29 +146,104 @@ def run_probe(
     try:
         stream = stream_gbs(size, repeats)
         inplace = inplace_add_gbs(size, repeats)
-        gflops = matmul_gflops(matmul_n, repeats)
+        gflops = {d: matmul_gflops(matmul_n, repeats, d) for d in MATMUL_DTYPES}
     finally:
         torch.set_num_threads(saved)
-    # The ceiling for an in-place update is the best of STREAM's kernels and the in-place add:
-    # STREAM does not count the read of the array a kernel only writes, an in-place
-    # read-modify-write moves every byte it is counted for, as the NAG update's 20 B/param do.
-    kernels = {**stream, "inplace_add": inplace}
-    best = max(kernels, key=kernels.__getitem__)
+    kernel, gbs = _bandwidth(stream, inplace)
+    return {
+        "device_name": "cpu", "threads": threads, "bandwidth_gbs": gbs, "bandwidth_kernel": kernel,
+        "matmul_gflops": gflops, "stream_gbs": stream,
+        "stream_gbs_with_write_allocate": {k: v * WRITE_ALLOCATE_FACTOR[k] for k, v in stream.items()},
+        "inplace_add_gbs": inplace, "array_bytes": size, "llc_bytes": llc, "repeats": repeats,
+        "matmul_n": matmul_n,
+    }
+
+
+CUDA_MIN_ARRAY_BYTES = 256 * MIB
+CUDA_MATMUL_N = 8192
+
+
+def cuda_array_bytes(l2_bytes: int, free_bytes: int) -> int:
+    """Bytes per STREAM array on a GPU: ≥ 8×L2 and ≥ 256 MiB, at most 1/8 of free memory."""
+    want = max(CUDA_MIN_ARRAY_BYTES, 8 * l2_bytes)
+    return max(MIB, min(want, free_bytes // 8) // MIB * MIB)
+
+
+def cuda_device() -> torch.device:
+    """The CUDA device the cases run on (torch's current device)."""
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def accel_ceilings(accel: str, repeats: int = 5, array_bytes: int | None = None,
+                   matmul_n: int | None = None) -> dict[str, Any]:
+    """The ceilings of an accelerator (``cuda``): device-memory bandwidth, matmul per dtype.
+
+    Arrays live in the device's memory (≥ 8×L2, far beyond its caches) and every timing sits
+    between two ``torch.cuda.synchronize()`` calls. fp32 matmuls run at torch's default
+    precision ("highest": no TF32), as an fp32 case does. Raises RuntimeError when the
+    accelerator is not usable here.
+    """
+    if accel != "cuda":
+        raise ValueError(f"no ceilings probe for accelerator {accel!r} (known: cpu, cuda)")
+    if not torch.cuda.is_available():
+        raise RuntimeError("accel cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
+    device = cuda_device()
+    props = torch.cuda.get_device_properties(device)
+    free, total = torch.cuda.mem_get_info(device)
+    l2 = int(getattr(props, "L2_cache_size", 0) or 0)
+    size = array_bytes or cuda_array_bytes(l2, int(free))
+    n = matmul_n or CUDA_MATMUL_N
+    sync = torch.cuda.synchronize
+    stream = stream_gbs(size, repeats, device, sync)
+    inplace = inplace_add_gbs(size, repeats, device, sync)
+    gflops = {d: matmul_gflops(n, repeats, d, device, sync) for d in MATMUL_DTYPES}
+    torch.cuda.empty_cache()
+    kernel, gbs = _bandwidth(stream, inplace)
+    return {
+        "device_name": torch.cuda.get_device_name(device), "bandwidth_gbs": gbs,
+        "bandwidth_kernel": kernel, "matmul_gflops": gflops, "stream_gbs": stream,
+        "inplace_add_gbs": inplace, "array_bytes": size, "l2_bytes": l2,
+        "memory_bytes": int(total), "repeats": repeats, "matmul_n": n,
+        "fp32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+def run_probe(
+    threads: int, repeats: int = 5, array_bytes: int | None = None, matmul_n: int = 1024,
+    accels: tuple[str, ...] = ("cpu",), accel_matmul_n: int | None = None,
+) -> Probe:
+    """Measure the ceilings of the CPU (``threads`` torch threads) and of each accelerator.
+
+    An accelerator that cannot be probed gets ``{"error": ...}`` in ``ceilings`` instead of
+    numbers; the CPU's figures stay the record's top-level ones.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    cpu = cpu_ceilings(threads, repeats, array_bytes, matmul_n)
+    ceilings: dict[str, Any] = {"cpu": cpu}
+    for accel in accels:
+        if accel == "cpu":
+            continue
+        try:
+            ceilings[accel] = accel_ceilings(accel, repeats, matmul_n=accel_matmul_n)
+        except (RuntimeError, ValueError) as exc:
+            ceilings[accel] = {"error": str(exc)}
     return Probe(
         threads=threads,
-        bandwidth_gbs=kernels[best],
-        bandwidth_kernel=best,
-        matmul_gflops=gflops,
+        bandwidth_gbs=cpu["bandwidth_gbs"],
+        bandwidth_kernel=cpu["bandwidth_kernel"],
+        matmul_gflops=cpu["matmul_gflops"]["fp32"],
         details={
-            "stream_gbs": stream,
-            "stream_gbs_with_write_allocate": {k: v * WRITE_ALLOCATE_FACTOR[k] for k, v in stream.items()},
-            "inplace_add_gbs": inplace,
-            "array_bytes": size,
-            "llc_bytes": llc,
+            "stream_gbs": cpu["stream_gbs"],
+            "stream_gbs_with_write_allocate": cpu["stream_gbs_with_write_allocate"],
+            "inplace_add_gbs": cpu["inplace_add_gbs"],
+            "array_bytes": cpu["array_bytes"],
+            "llc_bytes": cpu["llc_bytes"],
             "repeats": repeats,
             "matmul_n": matmul_n,
             "dtype": "float32",
         },
+        ceilings=ceilings,
     )
 
 

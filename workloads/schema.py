@@ -8,7 +8,9 @@ This module imports only the standard library: it travels inside the agent bundl
 
 Protocol history (bump ``PROTOCOL_VERSION`` on any incompatible change and add a line):
 
-- 1: hello, probe, case_start, step, meter, case_end, error, bye.
+- 1: hello, probe, case_start, step, meter, case_end, error, bye. Additive since: probe
+  ``ceilings`` (per accelerator: bandwidth, matmul GFLOP/s per dtype); step ``phases_ns`` has
+  ``zero_grad`` apart from ``update``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Probe(Record):
     bandwidth_kernel: str
     matmul_gflops: float
     details: Mapping[str, Any] = field(default_factory=dict)
+    # accelerator (cpu, cuda) -> {device_name, bandwidth_gbs, bandwidth_kernel,
+    # matmul_gflops: {dtype: GFLOP/s}, ...} or {error}: the ceilings each case is placed against
+    ceilings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

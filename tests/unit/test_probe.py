@@ -131,3 +131,110 @@ def test_recurrent_layers_count_in_the_step_flops():
     x, y = torch.randn(2, 5, 16), torch.zeros(2, dtype=torch.long)
     macs = 4 * 32 * (16 + 32) * 5 * 2  # gates x hidden x (input + hidden) x steps x batch
     assert flops_per_step(Net(), None, x, y, torch.nn.functional.cross_entropy) >= 6 * macs
+
+
+# --- ceilings per accelerator -----------------------------------------------------------------
+
+
+def test_run_probe_gives_the_cpu_matmul_ceiling_per_dtype() -> None:
+    probe = run_probe(1, repeats=1, array_bytes=MIB, matmul_n=32)
+    cpu = probe.ceilings["cpu"]
+    assert set(cpu["matmul_gflops"]) == {"fp32", "bf16"}
+    assert probe.matmul_gflops == cpu["matmul_gflops"]["fp32"]
+    assert probe.bandwidth_gbs == cpu["bandwidth_gbs"]
+
+
+def test_a_cuda_probe_without_cuda_says_why_and_keeps_the_cpu_figures(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    probe = run_probe(1, repeats=1, array_bytes=MIB, matmul_n=32, accels=("cpu", "cuda"))
+    assert "is_available() is False" in probe.ceilings["cuda"]["error"]
+    assert probe.bandwidth_gbs > 0
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch's CUDA calls answered as a GPU with 1 MiB of L2 and 64 MiB free would; tensors
+    land on the CPU (there is no GPU here), every synchronisation is counted."""
+    import types
+
+    from workloads import probe as probe_module
+
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(L2_cache_size=MIB))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (64 * MIB, 80 * MIB))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake H200")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: syncs.append(1))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(probe_module, "cuda_device", lambda: torch.device("cpu"))
+    return syncs
+
+
+def test_the_cuda_probe_measures_the_gpus_own_memory_and_matmul_per_dtype(fake_cuda) -> None:
+    probe = run_probe(1, repeats=2, array_bytes=MIB, matmul_n=32, accels=("cpu", "cuda"),
+                      accel_matmul_n=32)
+    cuda = probe.ceilings["cuda"]
+    assert cuda["device_name"] == "Fake H200" and "error" not in cuda
+    assert cuda["array_bytes"] == 8 * MIB  # 8×L2 would be 8 MiB; 1/8 of free memory is 8 MiB
+    assert set(cuda["matmul_gflops"]) == {"fp32", "bf16"} and cuda["bandwidth_gbs"] > 0
+    kernels = {**cuda["stream_gbs"], "inplace_add": cuda["inplace_add_gbs"]}
+    assert cuda["bandwidth_gbs"] == kernels[cuda["bandwidth_kernel"]] == max(kernels.values())
+    # every timed repetition sits between two synchronisations: 5 bandwidth kernels and 2
+    # matmuls, 2 repetitions each, 2 syncs per repetition
+    assert len(fake_cuda) == (5 + 2) * 2 * 2
+    assert isinstance(parse_line(dump_line(probe)), Probe)
+
+
+def test_cuda_arrays_are_far_beyond_l2_and_fit_in_free_memory() -> None:
+    from workloads.probe import cuda_array_bytes
+
+    assert cuda_array_bytes(l2_bytes=50 * MIB, free_bytes=140 << 30) == 400 * MIB
+    assert cuda_array_bytes(l2_bytes=MIB, free_bytes=140 << 30) == 256 * MIB
+    assert cuda_array_bytes(l2_bytes=50 * MIB, free_bytes=800 * MIB) == 100 * MIB
+
+
+def test_each_case_is_placed_against_its_own_accelerators_ceiling_and_dtype() -> None:
+    import pandas as pd
+
+    from reports.derived import ceilings_table
+    from reports.load import _probe_rows
+
+    cases = pd.DataFrame({"run_id": ["r", "r"], "device": ["gpu-box", "gpu-box"]})
+    entry = {"device": "gpu-box", "threads": 1, "bandwidth_gbs": 20.0, "matmul_gflops": 100.0,
+             "ceilings": {"cpu": {"device_name": "cpu", "bandwidth_gbs": 20.0,
+                                  "matmul_gflops": {"fp32": 100.0, "bf16": 50.0}},
+                          "cuda": {"device_name": "H200", "bandwidth_gbs": 4000.0,
+                                   "matmul_gflops": {"fp32": 50_000.0, "bf16": 700_000.0}}}}
+    probes = pd.DataFrame(_probe_rows(entry, cases, Path("probe.json")))
+    row = {"device": "gpu-box", "workload": "w", "optimizer": "nag", "kernel": "fused",
+           "threads": 1, "batch": 8, "run_id": "r", "status": "ok", "n_steps": 20,
+           "median_step_ns": 1e6, "median_update_ns": 1e5, "update_bytes_per_step": 4e5,
+           "flops_per_step": 1e9}
+    summary = pd.DataFrame([{**row, "case_id": "a", "dtype": "bf16", "accel": "cuda"},
+                            {**row, "case_id": "b", "dtype": "fp32", "accel": "cpu"}])
+    table = ceilings_table(summary, probes).set_index("case_id")
+    assert table.loc["a", "accel_name"] == "H200"
+    assert table.loc["a", "update_bw_fraction"] == pytest.approx(4.0 / 4000.0)
+    assert table.loc["a", "step_matmul_fraction"] == pytest.approx(1000.0 / 700_000.0)
+    assert table.loc["b", "update_bw_fraction"] == pytest.approx(4.0 / 20.0)
+    assert table.loc["b", "step_matmul_fraction"] == pytest.approx(1000.0 / 100.0)
+
+
+def test_an_older_probe_without_per_accelerator_ceilings_still_places_cpu_cases() -> None:
+    import pandas as pd
+
+    from reports.derived import ceilings_table
+    from reports.load import _probe_rows
+
+    cases = pd.DataFrame({"run_id": ["r"], "device": ["local"]})
+    probes = pd.DataFrame(_probe_rows({"bandwidth_gbs": 20.0, "matmul_gflops": 100.0}, cases,
+                                      Path("probe.json")))
+    summary = pd.DataFrame([{"device": "local", "workload": "w", "optimizer": "nag",
+                             "kernel": "fused", "threads": 1, "batch": 8, "dtype": "fp32",
+                             "case_id": "a", "run_id": "r", "status": "ok", "n_steps": 20,
+                             "median_step_ns": 1e6, "median_update_ns": 1e5,
+                             "update_bytes_per_step": 4e5, "flops_per_step": 1e9}])
+    table = ceilings_table(summary, probes)
+    assert table.loc[0, "update_bw_fraction"] == pytest.approx(4.0 / 20.0)
