@@ -31,16 +31,14 @@ import pandas as pd
 
 from harness import store
 from harness.bench import BenchPlan, new_plan
-from harness.deploy import CACHE_DIR, Bundle, Deployment, build_bundle, deploy
-from harness.errors import ConfigError, DeviceError, TransientError
-from harness.locks import DeviceLock
+from harness.deploy import CACHE_DIR, Bundle, build_bundle
+from harness.errors import ConfigError, DeviceBusy, DeviceError
 from harness.manifest import REPO_DIR
 from harness.plan import Case, shuffled
 from harness.profiles import Profile
 from harness.progress import Progress
-from harness.run import _close_quietly, run_case
-from harness.transports import connect
-from harness.transports.base import Connection
+from harness.run import Sink, run_device
+from harness.schedule import Unit
 
 log = logging.getLogger(__name__)
 
@@ -135,49 +133,27 @@ def run_ab(profile: Profile, a: Side, b: Side, *, rounds: int, pause_s: float, o
 
 def _measure(profile: Profile, order: Sequence[tuple[int, Case]], bundles: Sequence[Bundle],
              plans: Sequence[BenchPlan], pause_s: float) -> list[dict[str, int]]:
-    """Run the interleaved schedule under the device lock; (ok, failed) counts per side."""
+    """Run the interleaved schedule through the bench's device loop (its lock, retries and
+    orphan reaping), each side's agent into its own run directory; (ok, failed) per side."""
     raws = [store.RawLog(p.run_dir / "raw.jsonl") for p in plans]
+    sinks = [Sink(bundle, raw, plan.run_dir / "logs") for bundle, raw, plan in zip(bundles, raws, plans, strict=True)]
+    units = [Unit("", (case,), case.repeat, side) for side, case in order]
+    progress = Progress(profile.name, 0, len(units))
     counts = [{"ok": 0, "failed": 0} for _ in plans]
-    for p in plans:
-        (p.run_dir / "logs").mkdir(exist_ok=True)
-    progress = Progress(profile.name, 0, len(order))
-    conn: Connection | None = None
-    deployments: list[Deployment] = []
     try:
-        with DeviceLock(profile.name, plans[0].run_dir.parent.name):
-            for n, (side, case) in enumerate(order):
-                if n and pause_s:
-                    time.sleep(pause_s)
-                progress.start_case(case)
-                for attempt in range(1, profile.agent.retries + 2):
-                    try:
-                        if conn is None:
-                            conn = connect(profile)
-                            deployments = [deploy(conn, profile, bundle) for bundle in bundles]
-                        status = run_case(conn, deployments[side], profile, case, attempt, raws[side],
-                                          progress, plans[side].run_dir / "logs")
-                        break
-                    except TransientError as exc:
-                        raws[side].event(profile.name, case.case_id, attempt, "attempt_end",
-                                         repeat=case.repeat, status="transient", error_kind="transient",
-                                         error_message=str(exc))
-                        log.warning("%s: %s (attempt %d); reconnecting", profile.name, exc, attempt)
-                        if conn is not None:
-                            _close_quietly(conn)
-                        conn = None
-                        progress.restart_case()
-                        time.sleep(2 ** (attempt - 1))
-                else:
-                    raise DeviceError(f"{profile.name} stayed unreachable after "
-                                      f"{profile.agent.retries + 1} attempts")
-                progress.end_case(status)
-                counts[side]["ok" if status == "ok" else "failed"] += 1
+        outcome = run_device(profile, units, bundles[0], raws[0], plans[0].run_dir.parent, progress,
+                             probe=False, sinks=sinks, pause_s=pause_s)
     finally:
-        if conn is not None:
-            _close_quietly(conn)
-        for raw, plan in zip(raws, plans, strict=True):
+        for k, (raw, plan) in enumerate(zip(raws, plans, strict=True)):
             raw.close()
-            store.write_tables(plan.run_dir)
+            _, cases = store.write_tables(plan.run_dir)
+            if not cases.empty:
+                ok = int((cases["status"] == "ok").sum())
+                counts[k] = {"ok": ok, "failed": len(cases) - ok}
+    if outcome.status == "busy":
+        raise DeviceBusy(outcome.message)
+    if outcome.status not in ("ok", "some-failed"):
+        raise DeviceError(f"{profile.name}: {outcome.message}")
     return counts
 
 

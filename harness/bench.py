@@ -23,6 +23,7 @@ from harness.plan import Case
 from harness.profiles import Profile, load_profile
 from harness.progress import Progress
 from harness.run import DeviceOutcome, run_devices
+from harness.schedule import Unit, lone
 
 FINISHED = ("ok", "wrong")  # a resumed run does not measure these again
 
@@ -31,7 +32,7 @@ FINISHED = ("ok", "wrong")  # a resumed run does not measure these again
 class BenchPlan:
     run_dir: Path
     profiles: list[Profile]
-    cases: dict[str, list[Case]]  # device name -> cases in run order
+    cases: dict[str, list[Unit]]  # device name -> agent processes in run order
     manifest: dict[str, Any]
     first_attempt: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     probe: bool = True
@@ -50,25 +51,45 @@ def new_run_id() -> str:
 
 
 def new_plan(
-    profiles: list[Profile], order: list[Case], *, out: Path, run_id: str | None, suite: str,
-    seed: int, argv: Sequence[str], probe: bool = True, extra: dict[str, Any] | None = None,
+    profiles: list[Profile], order: Sequence[Case] | Sequence[Unit], *, out: Path, run_id: str | None,
+    suite: str, seed: int, argv: Sequence[str], probe: bool = True, extra: dict[str, Any] | None = None,
 ) -> BenchPlan:
+    """A new run directory and manifest for ``order``: agent processes (harness/schedule.py),
+    or cases, each then run alone in the given order."""
+    units = [u if isinstance(u, Unit) else lone([u])[0] for u in order]
     run_id = run_id or new_run_id()
     try:
         run_dir = store.make_run_dir(out, run_id)
     except FileExistsError:
         raise ConfigError(f"run directory {out / run_id} exists already; pick another --run-id "
                           "or continue it with --resume") from None
+    cases = [c for u in units for c in u.cases]
     manifest = new_manifest(run_id, profiles, suite=suite, seed=seed, order_seed=seed,
-                            argv=argv, case_ids=[c.case_id for c in order])
-    manifest["cases"] = [dataclasses.asdict(c) for c in order]
+                            argv=argv, case_ids=[c.case_id for c in cases])
+    manifest["cases"] = [dataclasses.asdict(c) for c in cases]
+    # how the cases above (in order) fall into agent processes: [group, repeat, n cases, side]
+    manifest["processes"] = [[u.group, u.repeat, len(u.cases), u.side] for u in units]
     manifest.update(extra or {})
     store.write_json(run_dir / "manifest.json", manifest)
-    return BenchPlan(run_dir, profiles, {p.name: list(order) for p in profiles}, manifest, probe=probe)
+    return BenchPlan(run_dir, profiles, {p.name: list(units) for p in profiles}, manifest, probe=probe)
+
+
+def manifest_units(manifest: dict[str, Any]) -> list[Unit]:
+    """The agent processes a manifest planned (a run from before process groups: one per case)."""
+    cases = [Case(**c) for c in manifest["cases"]]
+    layout = manifest.get("processes")
+    if layout is None:
+        return lone(cases)
+    units, i = [], 0
+    for group, repeat, n, side in layout:
+        units.append(Unit(group, tuple(cases[i:i + n]), repeat, side))
+        i += n
+    return units
 
 
 def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
-    """The cases of an earlier run that are missing or failed, per device."""
+    """The agent processes of an earlier run, per device, narrowed to their cases that are
+    missing or failed; a group that lost all but one case runs that case alone."""
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
         raise ConfigError(f"{run_dir} has no manifest.json; it is not a run directory", key="--resume")
@@ -79,19 +100,29 @@ def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
         raise ConfigError(f"{run_dir} was written by an older harness without its case list; "
                           "it cannot be resumed, start a new run", key="--resume")
     profiles = [load_profile(d.get("path") or d["name"]) for d in manifest["devices"]]
-    all_cases = [Case(**c) for c in manifest["cases"]]
+    all_units = manifest_units(manifest)
     _, cases_df = store.build_tables(run_dir) if (run_dir / "raw.jsonl").exists() else (None, pd.DataFrame())
     done: set[tuple[str, str, int]] = set()
     if not cases_df.empty:
         finished = cases_df[cases_df["status"].isin(FINISHED)]
         done = set(zip(finished["device"], finished["case_id"], finished["repeat"], strict=True))
     seen = store.attempts_seen(run_dir / "raw.jsonl") if (run_dir / "raw.jsonl").exists() else {}
-    todo = {p.name: [c for c in all_cases if (p.name, c.case_id, c.repeat) not in done] for p in profiles}
-    first = {p.name: {(c.case_id, c.repeat): seen.get((p.name, c.case_id, c.repeat), 0) + 1
-                      for c in todo[p.name]} for p in profiles}
+    todo: dict[str, list[Unit]] = {}
+    first: dict[str, dict[tuple[str, int], int]] = {}
+    for p in profiles:
+        todo[p.name], first[p.name] = [], {}
+        for unit in all_units:
+            left = tuple(c for c in unit.cases if (p.name, c.case_id, c.repeat) not in done)
+            if not left:
+                continue
+            narrowed = dataclasses.replace(unit, group=unit.group if len(left) > 1 else "", cases=left)
+            todo[p.name].append(narrowed)
+            # after every attempt of any of its cases: process ids stay unique in the run
+            first[p.name][(narrowed.key, narrowed.repeat)] = 1 + max(
+                seen.get((p.name, c.case_id, c.repeat), 0) for c in unit.cases)
     manifest.setdefault("resumed", []).append(
         {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": list(argv),
-         "cases": {d: [c.case_id for c in cs] for d, cs in todo.items()}})
+         "cases": {d: [c.case_id for u in us for c in u.cases] for d, us in todo.items()}})
     store.write_json(manifest_path, manifest)
     return BenchPlan(run_dir, profiles, todo, manifest, first_attempt=first,
                      probe=not (run_dir / "probe.json").exists())
@@ -99,9 +130,10 @@ def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
 
 def execute(plan: BenchPlan, *, csv: bool = False) -> BenchResult:
     """Run the plan, then rebuild the tables from raw.jsonl and finish the manifest."""
-    n = max((len(c) for c in plan.cases.values()), default=0)
+    n = max((sum(len(u.cases) for u in us) for us in plan.cases.values()), default=0)
+    k = max((len(us) for us in plan.cases.values()), default=0)
     devices = ", ".join(p.name for p in plan.profiles)
-    print(f"run {plan.run_dir.name}: {n} cases on {devices}", file=sys.stderr)
+    print(f"run {plan.run_dir.name}: {n} cases in {k} agent processes on {devices}", file=sys.stderr)
     bundle = build_bundle()
     raw = store.RawLog(plan.run_dir / "raw.jsonl")
     try:

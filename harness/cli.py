@@ -27,10 +27,23 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument("--onnx-inference", action="store_true",
                        help="after each case's training, export the model to ONNX and time ONNX Runtime "
                             "inference at every graph optimization level beside torch eager")
-    bench.add_argument("--repeat", type=int, default=1,
-                       help="run every case this many times, interleaved in rounds (default 1)")
+    bench.add_argument("--processes", "--repeat", dest="processes", type=int, metavar="N",
+                       help="agent processes per case, run in randomized blocks (default: the suite's "
+                            "`processes`, else 3; a study 1; --repeat is the old name)")
+    bench.add_argument("--isolate", action="store_true",
+                       help="every case in its own agent process (default: variants of one workload "
+                            "configuration share a process and alternate step by step); gives "
+                            "per-variant peak memory and energy")
     bench.add_argument("--inject-slowdown", type=float, default=0.0, metavar="FRACTION",
-                       help="calibration aid: busy-wait this fraction of every step (e.g. 0.05)")
+                       help="calibration aid: busy-wait this fraction of a phase's own time (e.g. 0.05)")
+    bench.add_argument("--inject-phase", default="step", metavar="PHASE",
+                       help="the phase --inject-slowdown lengthens: step (default: a fraction of the "
+                            "whole step), data, forward, backward or update")
+    bench.add_argument("--inject-into", action="append", default=[], metavar="CASE_ID",
+                       help="the cases --inject-slowdown applies to (default every case)")
+    bench.add_argument("--aa-replicas", type=int, default=0, metavar="N",
+                       help="calibration aid: N twins of every case (case id + '-aa1'...) that share "
+                            "its process: an in-process A/A")
     bench.add_argument("--resume", type=Path, metavar="RUN",
                        help="continue a run (its directory or its id under --out): measure only its "
                             "cases that are missing or failed")
@@ -90,9 +103,10 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         request = workflow.BenchRequest(
             devices=cli_options.csv_values(args.device or ["local"]), filters=cli_options.filters_from(args),
-            suite=args.suite, study=args.study, out=args.out, run_id=args.run_id, repeat=args.repeat,
-            slowdown=args.inject_slowdown, onnx_inference=args.onnx_inference, probe=not args.no_probe,
-            argv=full_argv)
+            suite=args.suite, study=args.study, out=args.out, run_id=args.run_id, processes=args.processes,
+            isolate=args.isolate, slowdown=args.inject_slowdown, slowdown_phase=args.inject_phase,
+            slowdown_into=cli_options.csv_values(args.inject_into), aa_replicas=args.aa_replicas,
+            onnx_inference=args.onnx_inference, probe=not args.no_probe, argv=full_argv)
         outcome = workflow.run_bench(request, finish, on_notes=_print_notes)
     _print_outcome(outcome)
     return outcome.exit_code

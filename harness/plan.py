@@ -29,7 +29,7 @@ ACCELS = ("cpu", "cuda")
 _SUITE_KEYS = {
     "description", "steps", "warmup", "check_steps", "threads", "batch", "dtype", "seed",
     "options", "matrix", "timeout_s", "modes", "accel", "hparams", "study", "warmup_until_stable",
-    "warmup_max",
+    "warmup_max", "processes",
 }
 _MATRIX_KEYS = {"workloads", "optimizers", "kernels", "threads", "batch", "dtype", "modes", "accel"}
 
@@ -60,6 +60,8 @@ class Case:
     repeat: int = 0  # which repetition of the case this is (not part of case_id)
     slowdown: float = 0.0  # calibration only: a known busy-wait, as a fraction of each step
     target_loss: float | None = None  # the optimizer study: stop when the smoothed loss reaches it
+    slowdown_phase: str = "step"  # calibration: the phase whose own time ``slowdown`` scales
+    replica: str = ""  # calibration: an in-process A/A twin of a case (e.g. "aa1", in case_id)
 
     @property
     def case_id(self) -> str:
@@ -76,6 +78,8 @@ class Case:
             base += f"-o{digest[:8]}"
         if self.target_loss is not None:  # study runs repeat a configuration over seeds
             base += f"-T{self.target_loss:g}-s{self.seed}"
+        if self.replica:
+            base += f"-{self.replica}"
         return base
 
     def spec(self) -> dict[str, Any]:
@@ -87,6 +91,9 @@ class Case:
         data.pop("timeout_s")
         if self.target_loss is None:
             data.pop("target_loss")
+        if self.repeat > 0 and self.check_steps > 0:  # the check runs once per run: repeat 0
+            data["check_steps"] = 0
+            data["check_reason"] = "checked once per run, in the case's repeat-0 process"
         return data
 
 

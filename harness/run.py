@@ -1,13 +1,15 @@
 """Run a plan on one or more devices: deploy, run the agent per case, store every line.
 
-One worker per device; each case is one agent process (a clean peak-RSS figure, and a
-crash takes down one case, not the run). Transient faults (a dropped link) reconnect and
+One worker per device; each unit of the schedule (harness/schedule.py: a case alone, or a
+group of variants that alternate in one process) is one agent process, so a crash takes
+down one process, not the run. Transient faults (a dropped link) reconnect and
 re-run the case with backoff; a device that stays gone is marked so and the other devices
 go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,10 +24,20 @@ from harness.locks import DeviceLock
 from harness.plan import Case
 from harness.profiles import Profile
 from harness.progress import Progress
+from harness.schedule import Unit
 from harness.store import RawLog
 from harness.transports import connect
 from harness.transports.base import Connection
-from workloads.schema import CaseEnd, Error, Hello, Probe, ProtocolError, Step, parse_line
+from workloads.schema import (
+    PROTOCOL_VERSION,
+    CaseEnd,
+    Error,
+    Hello,
+    Probe,
+    ProtocolError,
+    Step,
+    parse_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +57,11 @@ class DeviceOutcome:
 
 @dataclass
 class _Listener:
-    """Receives one attempt's agent lines: store first, then parse and track."""
+    """Receives one agent process's lines: store first, then parse and track per case.
+
+    In a shared process (``group``) each line is filed under the case its record names, so
+    raw.jsonl keeps one envelope per case line as for a lone case.
+    """
 
     raw: RawLog
     device: str
@@ -53,15 +69,21 @@ class _Listener:
     attempt: int
     on_step: Callable[[], None]
     repeat: int = 0
+    group: str = ""
+    process: str = ""
     end: CaseEnd | None = None
     error: Error | None = None
     hello: Hello | None = None
     protocol_errors: list[str] = field(default_factory=list)
     store_error: HarnessError | None = None  # raw.jsonl could not be written (disk full)
+    ends: dict[str, CaseEnd] = field(default_factory=dict)
+    errors: dict[str, Error] = field(default_factory=dict)
 
     def __call__(self, line: str) -> None:
+        case_id = _line_case_id(line) if self.group else self.case_id
         try:
-            self.raw.agent_line(self.device, self.case_id, self.attempt, line, self.repeat)
+            self.raw.agent_line(self.device, case_id, self.attempt, line, self.repeat,
+                                group=self.group, process=self.process)
         except HarnessError as exc:  # keep draining: a transport thread must not die mid-stream
             self.store_error = self.store_error or exc
             return
@@ -74,10 +96,28 @@ class _Listener:
             self.on_step()
         elif isinstance(rec, CaseEnd):
             self.end = rec
+            self.ends[rec.case_id] = rec
         elif isinstance(rec, Error):
             self.error = rec
+            self.errors[rec.case_id] = rec
         elif isinstance(rec, Hello):
             self.hello = rec
+
+    def for_case(self, case_id: str) -> _Listener:
+        """This process's view of one of its cases (for :func:`_status`)."""
+        if not self.group:
+            return self
+        error = self.errors.get(case_id) or self.errors.get("")
+        return dataclasses.replace(self, case_id=case_id, end=self.ends.get(case_id), error=error)
+
+
+def _line_case_id(line: str) -> str:
+    """The case a record names ("" for hello, bye and lines that are not records)."""
+    try:
+        value = json.loads(line).get("case_id", "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def case_spec(case: Case, profile: Profile) -> dict[str, Any]:
@@ -118,14 +158,30 @@ def _status(listener: _Listener, result: Any) -> tuple[str, str, str]:
     return "failed", "crash", f"the agent died ({how}) before finishing the case: " + " | ".join(tail)
 
 
-def run_case(
-    conn: Connection, deployment: Deployment, profile: Profile, case: Case, attempt: int,
+def unit_spec(unit: Unit, profile: Profile) -> dict[str, Any]:
+    """What one agent process gets: a case spec, or a group spec whose cases alternate.
+
+    ``rotation`` (the repeat) rotates which model copy serves which variant across the
+    group's processes; ``order_seed`` draws the variants' order in each round.
+    """
+    if not unit.group:
+        return {**case_spec(unit.cases[0], profile), "protocol": PROTOCOL_VERSION}
+    first = unit.cases[0]
+    return {"protocol": PROTOCOL_VERSION, "group": unit.group, "repeat": unit.repeat,
+            "rotation": unit.repeat, "order_seed": first.seed * 1_000_003 + unit.repeat,
+            "cases": [case_spec(c, profile) for c in unit.cases]}
+
+
+def run_unit(
+    conn: Connection, deployment: Deployment, profile: Profile, unit: Unit, attempt: int,
     raw: RawLog, progress: Progress, log_dir: Path,
-) -> str:
-    """Run one attempt of one case; returns its status. Transient faults propagate."""
-    spec = case_spec(case, profile)
-    listener = _Listener(raw, profile.name, case.case_id, attempt, progress.step, case.repeat)
-    timeout = case.timeout_s or profile.agent.case_timeout_s
+) -> dict[str, str]:
+    """Run one attempt of one agent process; returns each case's status. Transient faults propagate."""
+    spec = unit_spec(unit, profile)
+    process = unit.process_id(profile.name, attempt)
+    listener = _Listener(raw, profile.name, unit.key if not unit.group else "", attempt, progress.step,
+                         unit.repeat, unit.group, process)
+    timeout = sum(c.timeout_s or profile.agent.case_timeout_s for c in unit.cases)
     start = time.monotonic_ns()
     result = conn.run(
         deployment.argv("run"),
@@ -138,18 +194,33 @@ def run_case(
     host_wall_ns = time.monotonic_ns() - start
     if listener.store_error is not None:
         raise listener.store_error
-    status, kind, message = _status(listener, result)
-    raw.event(
-        profile.name, case.case_id, attempt, "attempt_end", repeat=case.repeat, status=status, spec=spec,
-        error_kind=kind, error_message=message, exit_code=result.exit_code,
-        signal=result.signal, timed_out=result.timed_out, host_wall_ns=host_wall_ns,
-        stderr_tail=result.stderr[-4000:],
-    )
+    statuses: dict[str, str] = {}
+    lines = []
+    for case in unit.cases:
+        status, kind, message = _status(listener.for_case(case.case_id), result)
+        statuses[case.case_id] = status
+        lines.append(f"== {case.case_id} repeat {case.repeat} attempt {attempt} ({process}): "
+                     f"{status} {kind} {message}\n")
+        raw.event(
+            profile.name, case.case_id, attempt, "attempt_end", repeat=case.repeat, status=status,
+            spec=case_spec(case, profile), error_kind=kind, error_message=message,
+            exit_code=result.exit_code, signal=result.signal, timed_out=result.timed_out,
+            host_wall_ns=host_wall_ns, stderr_tail=result.stderr[-4000:], group=unit.group,
+            process=process,
+        )
     raw.sync()
     with open(log_dir / f"{profile.name}.log", "a", encoding="utf-8") as f:
-        f.write(f"== {case.case_id} repeat {case.repeat} attempt {attempt}: {status} {kind} {message}\n"
-                f"{result.stderr}\n")
-    return status
+        f.write("".join(lines) + f"{result.stderr}\n")
+    return statuses
+
+
+def run_case(
+    conn: Connection, deployment: Deployment, profile: Profile, case: Case, attempt: int,
+    raw: RawLog, progress: Progress, log_dir: Path,
+) -> str:
+    """Run one attempt of one case alone; returns its status. Transient faults propagate."""
+    unit = Unit("", (case,), case.repeat)
+    return run_unit(conn, deployment, profile, unit, attempt, raw, progress, log_dir)[case.case_id]
 
 
 def run_probe(conn: Connection, deployment: Deployment, profile: Profile, threads: int,
@@ -179,45 +250,65 @@ def run_probe(conn: Connection, deployment: Deployment, profile: Profile, thread
     return {"device": profile.name, **data}
 
 
+@dataclass(frozen=True)
+class Sink:
+    """Which agent a unit runs and where its lines go; ``harness ab`` has one per side."""
+
+    bundle: Bundle
+    raw: RawLog
+    log_dir: Path
+
+
 def run_device(
-    profile: Profile, cases: list[Case], bundle: Bundle, raw: RawLog, run_dir: Path,
+    profile: Profile, units: list[Unit], bundle: Bundle, raw: RawLog, run_dir: Path,
     progress: Progress, *, backoff_s: float = 1.0, probe: bool = True,
     first_attempt: dict[tuple[str, int], int] | None = None,
+    sinks: list[Sink] | None = None, pause_s: float = 0.0,
 ) -> DeviceOutcome:
-    """Run every case on one device, under its lock.
+    """Run every agent process (unit) on one device, under its lock.
 
-    ``first_attempt`` numbers a resumed case's attempts after those already in raw.jsonl.
+    ``first_attempt`` numbers a resumed unit's attempts (keyed by unit key and repeat) after
+    those already in raw.jsonl. ``sinks`` (default: ``bundle``, ``raw`` and the run's logs)
+    lets units of one interleaved schedule run different agents into different run
+    directories (``unit.side`` picks one); ``pause_s`` waits between units.
     """
     outcome = DeviceOutcome(profile.name)
-    log_dir = run_dir / "logs"
-    log_dir.mkdir(exist_ok=True)
+    sinks = sinks or [Sink(bundle, raw, run_dir / "logs")]
+    for sink in sinks:
+        sink.log_dir.mkdir(exist_ok=True)
     try:
         with DeviceLock(profile.name, run_dir.name):
             conn: Connection | None = None
-            deployment: Deployment | None = None
+            deployments: list[Deployment] = []
             orphans: tuple[int, ...] = ()
-            for case in cases:
-                progress.start_case(case)
-                status = "failed"
-                base = (first_attempt or {}).get((case.case_id, case.repeat), 1)
+            for n, unit in enumerate(units):
+                if n and pause_s:
+                    time.sleep(pause_s)
+                sink = sinks[unit.side]
+                progress.start_case(unit)
+                statuses: dict[str, str] = {}
+                base = (first_attempt or {}).get((unit.key, unit.repeat), 1)
                 for attempt in range(base, base + profile.agent.retries + 1):
                     try:
                         if conn is None:
                             conn = connect(profile)
-                            deployment = deploy(conn, profile, bundle)
-                            outcome.bytes_pushed += deployment.bytes_pushed
+                            deployments = [deploy(conn, profile, s.bundle) for s in sinks]
+                            outcome.bytes_pushed += sum(d.bytes_pushed for d in deployments)
                             orphans = _reap(conn, orphans)
                         if probe and outcome.probe is None:
-                            threads = max(c.threads for c in cases)
-                            accels = tuple(sorted({c.accel for c in cases}))
-                            outcome.probe = run_probe(conn, deployment, profile, threads, raw,
+                            threads = max(c.threads for u in units for c in u.cases)
+                            accels = tuple(sorted({c.accel for u in units for c in u.cases}))
+                            outcome.probe = run_probe(conn, deployments[0], profile, threads, raw,
                                                       accels) or {}
-                        status = run_case(conn, deployment, profile, case, attempt, raw, progress, log_dir)
+                        statuses = run_unit(conn, deployments[unit.side], profile, unit, attempt,
+                                            sink.raw, progress, sink.log_dir)
                         break
                     except TransientError as exc:
-                        raw.event(profile.name, case.case_id, attempt, "attempt_end",
-                                  repeat=case.repeat, status="transient", error_kind="transient",
-                                  error_message=str(exc), spec=case_spec(case, profile))
+                        for case in unit.cases:
+                            sink.raw.event(profile.name, case.case_id, attempt, "attempt_end",
+                                           repeat=case.repeat, status="transient", error_kind="transient",
+                                           error_message=str(exc), spec=case_spec(case, profile),
+                                           group=unit.group, process=unit.process_id(profile.name, attempt))
                         log.warning("%s: %s (attempt %d); reconnecting", profile.name, exc, attempt)
                         orphans += exc.orphans
                         if conn is not None:
@@ -226,15 +317,14 @@ def run_device(
                         progress.restart_case()
                         time.sleep(backoff_s * 2 ** (attempt - base))
                 else:
-                    outcome.cases_failed += 1
+                    outcome.cases_failed += len(unit.cases)
                     progress.end_case("transient")
                     raise TransientError(f"{profile.name} stayed unreachable after "
                                       f"{profile.agent.retries + 1} attempts")
-                progress.end_case(status)
-                if status == "ok":
-                    outcome.cases_ok += 1
-                else:
-                    outcome.cases_failed += 1
+                bad = [s for s in statuses.values() if s != "ok"]
+                progress.end_case(bad[0] if bad else "ok")
+                outcome.cases_ok += len(statuses) - len(bad)
+                outcome.cases_failed += len(bad)
             if conn is not None:
                 _close_quietly(conn)
     except HarnessError as exc:
@@ -268,11 +358,11 @@ def _close_quietly(conn: Connection) -> None:
 
 
 def run_devices(
-    profiles: list[Profile], cases: dict[str, list[Case]], bundle: Bundle, raw: RawLog,
+    profiles: list[Profile], cases: dict[str, list[Unit]], bundle: Bundle, raw: RawLog,
     run_dir: Path, progress_factory: Callable[[Profile, int, int], Progress], *,
     probe: bool = True, first_attempt: dict[str, dict[tuple[str, int], int]] | None = None,
 ) -> list[DeviceOutcome]:
-    """Run each device's cases (keyed by device name), one worker per device, all at once."""
+    """Run each device's agent processes (keyed by device name), one worker per device, all at once."""
     def one(i: int, p: Profile) -> DeviceOutcome:
         todo = cases.get(p.name, [])
         return run_device(p, todo, bundle, raw, run_dir, progress_factory(p, i, len(todo)),

@@ -13,6 +13,15 @@ Stored-result history (``RESULTS_VERSION``):
 - 1: steps and cases tables as below (``repeat`` numbers the repetitions of a case in one
   run, 0 when it ran once); manifest.json. Additive: ``zero_grad_ns`` (gradient clearing,
   timed apart from ``update_ns``; 0 in runs stored before it existed).
+- 2: every case runs in several agent processes and variants may share one
+  (harness/schedule.py). steps gain ``process`` (the agent process's id, unique in the run;
+  cases that shared a process share it) and ``round`` (in a shared process, steps of one
+  round ran back to back: a pair; -1 alone); cases gain ``process``, ``group`` ("" alone),
+  ``paired``, and for a shared process the process-wide figures under ``group_*`` names
+  (peak RSS, energy) with the per-variant columns empty, ``memory_scope``/``energy_scope``
+  saying which. The correctness check runs once per run per case (repeat 0); its result is
+  copied to the case's other repeats (``correct_from_repeat``). Version-1 runs load: their
+  tables are rebuilt from raw.jsonl, or the new columns filled (one process per case).
 """
 
 from __future__ import annotations
@@ -28,29 +37,46 @@ from typing import Any, Iterator
 import pandas as pd
 
 from harness.errors import HarnessError
-from workloads.schema import CaseEnd, CaseStart, Error, Meter, ProtocolError, Step, parse_line
+from workloads.schema import (
+    READABLE_VERSIONS,
+    CaseEnd,
+    CaseStart,
+    Error,
+    Meter,
+    ProtocolError,
+    Step,
+    parse_line,
+)
 
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
+READABLE_RESULTS = (1, 2)
 PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns", "zero_grad_ns")
 CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed",
              "mode", "accel", "slowdown")
 STEP_COLUMNS = (
     "run_id", "device", "case_id", "repeat", "workload", "optimizer", "kernel", "threads", "batch",
-    "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss",
+    "dtype", "index", "warmup", "step_ns", *PHASE_COLUMNS, "loss", "process", "round",
 )
 STEP_DTYPES = {
     "run_id": "string", "device": "string", "case_id": "string", "repeat": "int64", "workload": "string",
     "optimizer": "string", "kernel": "string", "threads": "int64", "batch": "int64",
     "dtype": "string", "index": "int64", "warmup": "bool", "step_ns": "int64",
-    **{c: "int64" for c in PHASE_COLUMNS}, "loss": "float64",
+    **{c: "int64" for c in PHASE_COLUMNS}, "loss": "float64", "process": "string", "round": "int64",
 }
 CASE_COLUMNS = (
     "run_id", "device", "case_id", "repeat", *CASE_KEYS, "status", "error_kind", "error_message",
     "attempts", "steps", "warmup_steps", "wall_ns", "host_wall_ns", "param_count",
     "param_bytes", "state_bytes", "peak_rss_bytes", "correct_checked", "correct_ok",
     "correct_max_rel_diff", "correct_tolerance", "compile_ns", "update_bytes_per_step",
-    "median_step_ns", "p10_step_ns", "p90_step_ns",
+    "median_step_ns", "p10_step_ns", "p90_step_ns", "process", "group", "paired",
+    "correct_from_repeat", "memory_scope", "energy_scope",
 )
+# In a shared process these are the process's, not a variant's: stored as group_<name>, the
+# variant's column left empty so that no table compares them between variants.
+GROUP_FIGURES = ("peak_rss_bytes", "uss_bytes", "pss_bytes", "baseline_rss_bytes", "device_peak_bytes",
+                 "energy_j", "energy_per_step_j", "active_energy_j", "idle_power_w", "energy_window_ns")
+NOT_SEPARABLE = ("not separable per variant: the variants shared one process, whose energy is group_energy_j; "
+                 "run with --isolate for per-variant energy")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -119,9 +145,15 @@ class RawLog:
         with self._lock:
             self._write(text + "\n")
 
-    def agent_line(self, device: str, case_id: str, attempt: int, line: str, repeat: int = 0) -> None:
-        self._append({"device": device, "case_id": case_id, "repeat": repeat, "attempt": attempt,
-                      "host_ns": time.time_ns(), "line": line})
+    def agent_line(self, device: str, case_id: str, attempt: int, line: str, repeat: int = 0, *,
+                   group: str = "", process: str = "") -> None:
+        env = {"device": device, "case_id": case_id, "repeat": repeat, "attempt": attempt,
+               "host_ns": time.time_ns(), "line": line}
+        if group:
+            env["group"] = group
+        if process:
+            env["process"] = process
+        self._append(env)
 
     def event(self, device: str, case_id: str, attempt: int, event: str, repeat: int = 0,
               **fields: Any) -> None:
@@ -177,6 +209,8 @@ class _Attempt:
         self.meters: list[Meter] = []
         self.event: dict[str, Any] | None = None
         self.protocol_errors: list[str] = []
+        self.group = ""
+        self.process = ""
 
 
 def _collect(raw_path: Path) -> dict[tuple[str, str, int], dict[int, _Attempt]]:
@@ -186,12 +220,14 @@ def _collect(raw_path: Path) -> dict[tuple[str, str, int], dict[int, _Attempt]]:
         if not key[1]:
             continue
         attempt = cases.setdefault(key, {}).setdefault(int(env.get("attempt", 0)), _Attempt())
+        attempt.group = env.get("group") or attempt.group
+        attempt.process = env.get("process") or attempt.process
         if "event" in env:
             if env["event"] == "attempt_end":
                 attempt.event = env
             continue
         try:
-            rec = parse_line(env.get("line", ""))
+            rec = parse_line(env.get("line", ""), READABLE_VERSIONS)
         except ProtocolError as exc:
             attempt.protocol_errors.append(str(exc))
             continue
@@ -230,10 +266,12 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
         ev = a.event or {}
         spec = dict(ev.get("spec") or (a.start.spec if a.start else {}))
         keys = {k: spec.get(k) for k in CASE_KEYS}
+        process = a.process or f"{device}:{case_id}:r{repeat}:a{n}"  # version 1: one per case
         for s in a.steps:
             row = {"run_id": run_id, "device": device, "case_id": case_id, "repeat": repeat,
                    **{k: keys[k] for k in STEP_COLUMNS if k in keys},
-                   "index": s.index, "warmup": s.warmup, "step_ns": s.step_ns, "loss": s.loss}
+                   "index": s.index, "warmup": s.warmup, "step_ns": s.step_ns, "loss": s.loss,
+                   "process": process, "round": s.round}
             for col in PHASE_COLUMNS:
                 row[col] = int(s.phases_ns.get(col[:-3], 0))
             step_rows.append(row)
@@ -265,6 +303,9 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
             "median_step_ns": float(pd.Series(measured).median()) if measured else None,
             "p10_step_ns": float(pd.Series(measured).quantile(0.1)) if measured else None,
             "p90_step_ns": float(pd.Series(measured).quantile(0.9)) if measured else None,
+            "process": process, "group": a.group, "paired": bool(a.group),
+            "correct_from_repeat": repeat if corr.get("checked") else None,
+            "memory_scope": "group" if a.group else "case", "energy_scope": "group" if a.group else "case",
         }
         for key, value in summary.items():
             # structured figures (e.g. the ONNX inference study) travel as JSON text
@@ -272,7 +313,10 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
         for m in a.meters:
             row[m.name] = m.value
             row[f"{m.name}_source"] = m.source
+        if a.group:
+            _to_group_scope(row)
         case_rows.append(row)
+    _share_checks(case_rows)
     steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS)).astype(STEP_DTYPES)
     cases = pd.DataFrame(case_rows)
     for col in CASE_COLUMNS:
@@ -286,6 +330,34 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
             cases[col] = pd.to_numeric(cases[col])
     extra = [c for c in cases.columns if c not in CASE_COLUMNS]
     return steps, cases[list(CASE_COLUMNS) + extra]
+
+
+def _to_group_scope(row: dict[str, Any]) -> None:
+    """A shared process's memory and energy belong to the group: move them to group_<name>."""
+    for name in GROUP_FIGURES:
+        if name in row:
+            row[f"group_{name}"] = row[name]
+            row[name] = None
+    if "energy_source" in row:
+        row["group_energy_source"] = row["energy_source"]
+        row["energy_source"] = "none"
+        row["energy_reason"] = NOT_SEPARABLE
+
+
+def _share_checks(rows: list[dict[str, Any]]) -> None:
+    """The correctness check runs once per run per case (its repeat-0 process): give its result
+    to the case's other repeats on the same device, a failed check making them ``wrong`` too."""
+    checked = {(r["device"], r["case_id"]): r for r in rows if r["correct_checked"]}
+    for row in rows:
+        src = checked.get((row["device"], row["case_id"]))
+        if row["correct_checked"] or src is None:
+            continue
+        for col in ("correct_checked", "correct_ok", "correct_max_rel_diff", "correct_tolerance",
+                    "correct_from_repeat"):
+            row[col] = src[col]
+        if row["status"] == "ok" and src["correct_ok"] is False:
+            row["status"], row["error_kind"] = "wrong", "correctness"
+            row["error_message"] = src["error_message"]
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -323,9 +395,29 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     version = manifest.get("results_version", RESULTS_VERSION)
-    if version != RESULTS_VERSION:
+    if version not in READABLE_RESULTS:
         raise ValueError(
-            f"{run_dir} holds results version {version}; this harness reads version "
-            f"{RESULTS_VERSION}. Rebuild them with a harness of that version."
+            f"{run_dir} holds results version {version}; this harness reads versions "
+            f"{', '.join(map(str, READABLE_RESULTS))}. Rebuild them with a harness of that version."
         )
-    return steps, cases, manifest
+    return _with_process_columns(steps, cases), cases_with_process(cases), manifest
+
+
+def _with_process_columns(steps: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """Version-1 tables: one agent process per case and repeat, no rounds."""
+    if "process" not in steps.columns:
+        steps = steps.copy()
+        steps["process"] = (steps["device"].astype(str) + ":" + steps["case_id"].astype(str) + ":r"
+                            + steps["repeat"].astype(str)).astype("string")
+        steps["round"] = pd.Series(-1, index=steps.index, dtype="int64")
+    return steps
+
+
+def cases_with_process(cases: pd.DataFrame) -> pd.DataFrame:
+    """Version-1 tables: each case alone in its process."""
+    if "process" not in cases.columns and not cases.empty:
+        cases = cases.copy()
+        cases["process"] = (cases["device"].astype(str) + ":" + cases["case_id"].astype(str) + ":r"
+                            + cases["repeat"].astype(str))
+        cases["group"], cases["paired"] = "", False
+    return cases

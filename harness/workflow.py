@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 # Options that change what a run measures: a resumed run keeps its own plan, so they conflict.
 PLAN_OPTIONS = ("--device", "--workload", "--optimizer", "--kernel", "--threads", "--batch", "--dtype",
                 "--mode", "--accel", "--study", "--steps", "--warmup", "--seed", "--run-id", "--repeat",
-                "--inject-slowdown", "--suite", "--onnx-inference")
+                "--inject-slowdown", "--suite", "--onnx-inference", "--processes", "--isolate",
+                "--inject-phase", "--inject-into", "--aa-replicas")
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,12 @@ class BenchRequest:
     study: str | None = None
     out: Path = Path("results")
     run_id: str | None = None
-    repeat: int = 1
+    processes: int | None = None  # agent processes per case; None: the suite's, else the default
+    isolate: bool = False  # every case in its own process (no sharing between variants)
     slowdown: float = 0.0
+    slowdown_phase: str = "step"
+    slowdown_into: tuple[str, ...] = ()  # the cases the slowdown goes into (empty: every case)
+    aa_replicas: int = 0  # in-process A/A twins of each case
     onnx_inference: bool = False
     probe: bool = True
     argv: tuple[str, ...] = ("harness", "bench")
@@ -95,7 +100,7 @@ def selection_for(request: BenchRequest) -> tuple[Selection, list]:
         raise ConfigError(f"a device is named twice: {list(request.devices)}", key="--device")
     profiles = [load_profile(n) for n in request.devices]
     chosen = select(request.filters, suite=request.suite, study=request.study,
-                    default_threads=profiles[0].cpu.threads or 1, slowdown=request.slowdown,
+                    default_threads=profiles[0].cpu.threads or 1,
                     onnx_inference=request.onnx_inference)
     return chosen, profiles
 
@@ -103,19 +108,32 @@ def selection_for(request: BenchRequest) -> tuple[Selection, list]:
 def run_bench(request: BenchRequest, finish: Finish = Finish(),
               on_notes: Callable[[Sequence[str]], None] | None = None) -> BenchOutcome:
     """Plan and measure a new run, then finish it (analysis, report, gate)."""
-    from harness import plan
     from harness.bench import execute, new_plan
 
     chosen, profiles = selection_for(request)
     if on_notes and chosen.notes:
         on_notes(chosen.notes)
-    bench_plan = new_plan(profiles, plan.repeated(list(chosen.cases), request.repeat, chosen.seed),
+    bench_plan = new_plan(profiles, schedule_for(request, chosen),
                           out=request.out, run_id=request.run_id, suite=chosen.suite, seed=chosen.seed,
                           argv=list(request.argv), probe=request.probe,
                           extra={"study": request.study} if request.study else None)
     result = execute(bench_plan, csv=finish.csv)
     outcome = BenchOutcome(result.run_dir, result.cases, result.failed, notes=chosen.notes)
     return _finish(outcome, bench_plan.manifest, finish)
+
+
+def schedule_for(request: BenchRequest, chosen: Selection) -> list:
+    """The run's agent processes: calibration twins and slowdown applied, variants grouped,
+    every group ``processes`` times in randomized blocks (harness/schedule.py)."""
+    from harness import plan, schedule
+
+    cases = schedule.with_replicas(list(chosen.cases), request.aa_replicas)
+    cases = schedule.with_slowdown(cases, request.slowdown, request.slowdown_phase, request.slowdown_into)
+    # a study replicates over seeds: one process per configuration unless asked
+    data = {} if request.study else dict(plan.load_suite(request.suite).data)
+    processes = schedule.processes_for(data, request.processes, request.suite,
+                                       default=1 if request.study else schedule.DEFAULT_PROCESSES)
+    return schedule.schedule(cases, processes, chosen.seed, isolate=request.isolate)
 
 
 def resume_bench(run: Path, out: Path, argv: Sequence[str], finish: Finish = Finish()) -> BenchOutcome:

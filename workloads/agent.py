@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
 from workloads import schema, system
@@ -58,7 +59,7 @@ def hello() -> schema.Hello:
     )
 
 
-def _setup_threads(spec: dict[str, Any]) -> None:
+def setup_threads(spec: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(int(spec["threads"]))
@@ -88,7 +89,7 @@ def check_correctness(spec: dict[str, Any], task: Any, accel: str = "cpu") -> di
 
     steps = int(spec.get("check_steps", 0))
     if steps <= 0:
-        return {"checked": False, "reason": "check_steps = 0"}
+        return {"checked": False, "reason": spec.get("check_reason") or "check_steps = 0"}
     opt = OPTIMIZERS.get(spec["optimizer"])
     compile_ns: list[int] = []
     with trainer.autocast(spec["dtype"], accel):
@@ -115,57 +116,124 @@ def check_correctness(spec: dict[str, Any], task: Any, accel: str = "cpu") -> di
     }
 
 
-def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
-    """Build the case, check its variant, run warm-up and measured steps. True when it finished."""
+@dataclass
+class Variant:
+    """One case's built model, update kernel and the figures taken before its first step."""
+
+    spec: dict[str, Any]
+    prepared: Any
+    updater: Any
+    opt_spec: Any
+    param_count: int
+    flops: Any
+    activation_bytes: int
+    compile_ns: int = 0
+
+
+def build_task(spec: dict[str, Any]) -> Any:
+    """The case's workload built from its seed (weights and data stream)."""
     import torch
 
     import workloads.models  # noqa: F401  (fills the workload registry)
-    from workloads import trainer
-    from workloads.faults import maybe_fail
-    from workloads.optim import OPTIMIZERS, state_bytes
-    from workloads.probe import flops_per_step
     from workloads.workload import WORKLOADS
 
-    case_id = spec["case_id"]
-    start = time.monotonic_ns()
-    _setup_threads(spec)
-    workload = WORKLOADS.get(spec["workload"])
+    torch.manual_seed(int(spec["seed"]))
+    return WORKLOADS.get(spec["workload"]).make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
+
+
+def optimizer_for(spec: dict[str, Any]) -> Any:
+    """The case's optimizer entry, refusing a kernel it does not offer."""
+    from workloads.optim import OPTIMIZERS
+
     opt_spec = OPTIMIZERS.get(spec["optimizer"])
     if spec["kernel"] not in opt_spec.kernels:
         raise ValueError(
             f"optimizer {opt_spec.name!r} has no kernel {spec['kernel']!r} "
             f"(has: {', '.join(opt_spec.kernels)})"
         )
-    hparams = opt_spec.hparams(spec.get("hparams"))
+    return opt_spec
 
-    def build_task() -> Any:
-        torch.manual_seed(int(spec["seed"]))
-        return workload.make(int(spec["batch"]), int(spec["seed"]), spec.get("options"))
 
-    checked = trainer.prepare(build_task(), spec)  # the timed device and memory format
-    correctness = check_correctness(spec, checked.task, checked.device.type)
-    del checked
+def checked_variant(spec: dict[str, Any]) -> dict[str, Any]:
+    """The correctness check of the case's variant on a fresh build, prepared as the timed case is."""
+    from workloads import trainer
+
+    optimizer_for(spec)
+    if int(spec.get("check_steps", 0)) <= 0:
+        return check_correctness(spec, None)
+    checked = trainer.prepare(build_task(spec), spec)  # the timed device and memory format
+    return check_correctness(spec, checked.task, checked.device.type)
+
+
+def build_variant(spec: dict[str, Any], task: Any, emit: Emitter) -> Variant:
+    """Prepare ``task`` for the case (device, mode), build its update kernel, count FLOPs and
+    activations, and announce the case (``case_start``)."""
+    from workloads import trainer
+    from workloads.probe import flops_per_step
+
+    opt_spec = optimizer_for(spec)
+    prepared = trainer.prepare(task, spec)
+    task = prepared.task
+    updater = opt_spec.build(task.model, spec["kernel"], opt_spec.hparams(spec.get("hparams")))
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    param_count = sum(p.numel() for p in params)
+    inputs, targets = task.next_batch()
+    with trainer.autocast(spec["dtype"], prepared.device.type):
+        flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
+        activation_bytes = trainer.saved_activation_bytes(task.model, task.frontend, inputs,
+                                                          targets, task.loss_fn)
+    emit(schema.CaseStart(case_id=spec["case_id"], spec=spec, param_count=param_count,
+                          param_bytes=sum(p.numel() * p.element_size() for p in params)))
+    return Variant(spec, prepared, updater, opt_spec, param_count, flops, activation_bytes)
+
+
+def case_summary(v: Variant, measured: dict[str, Any], correctness: dict[str, Any],
+                 steps: StepLoop) -> dict[str, Any]:
+    """The ``case_end`` summary of one case: meters' figures plus the case's own."""
+    from workloads import trainer
+
+    summary: dict[str, Any] = {
+        **measured,
+        # the model's compilation (mode = compile) plus the update kernel's, which first
+        # happens in the correctness check when there is one
+        "compile_ns": v.compile_ns + int(getattr(v.updater, "compile_ns", 0) or 0)
+        + int(correctness.get("compile_ns", 0)),
+        "update_bytes_per_step": v.opt_spec.traffic_bytes_per_param * v.param_count,
+        "flops_per_step": v.flops,
+        "saved_activation_bytes": v.activation_bytes,
+        "accel": v.prepared.device.type,
+        "warmup_forced": steps.warmup_forced,
+        "energy_extended_steps": steps.extended,
+    }
+    device_peak = trainer.device_peak_bytes(v.prepared)
+    if device_peak is not None:
+        summary["device_peak_bytes"] = device_peak
+    return summary
+
+
+def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
+    """Build the case, check its variant, run warm-up and measured steps. True when it finished."""
+    import torch
+
+    from workloads import trainer
+    from workloads.faults import maybe_fail
+    from workloads.optim import state_bytes
+
+    case_id = spec["case_id"]
+    start = time.monotonic_ns()
+    setup_threads(spec)
+    correctness = checked_variant(spec)
     inst = CaseInstruments(spec)
     try:
-        prepared = trainer.prepare(build_task(), spec)
-        task = prepared.task
-        updater = opt_spec.build(task.model, spec["kernel"], hparams)
-        params = [p for p in task.model.parameters() if p.requires_grad]
-        param_count = sum(p.numel() for p in params)
-        inputs, targets = task.next_batch()
-        with trainer.autocast(spec["dtype"], prepared.device.type):
-            flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
-            activation_bytes = trainer.saved_activation_bytes(task.model, task.frontend, inputs,
-                                                              targets, task.loss_fn)
-        emit(schema.CaseStart(case_id=case_id, spec=spec, param_count=param_count,
-                              param_bytes=sum(p.numel() * p.element_size() for p in params)))
+        v = build_variant(spec, build_task(spec), emit)
         maybe_fail("start", case_id)
-        compile_ns = trainer.compile_warmup(prepared, updater, spec["dtype"]) if spec.get("mode") == "compile" else 0
-        trainer.reset_peak_memory(prepared)
+        if spec.get("mode") == "compile":
+            v.compile_ns = trainer.compile_warmup(v.prepared, v.updater, spec["dtype"])
+        trainer.reset_peak_memory(v.prepared)
         inst.settle()  # after compiling: cooldown to the profile's temperature, then idle power
         inst.reset_memory()  # building, the FLOP count and compiling do not set the high-water mark
         inst.mark_baseline()  # resident before the first step: activations are peak minus this
-        steps = _StepLoop(spec, prepared, updater, emit, maybe_fail)
+        steps = StepLoop(spec, v.prepared, v.updater, emit, maybe_fail)
         steps.warm_up()
         inst.start()
         steps.measure()
@@ -176,34 +244,20 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
             emit(record)
     finally:
         inst.close()
-    summary: dict[str, Any] = {
-        **measured,
-        # the model's compilation (mode = compile) plus the update kernel's, which first
-        # happens in the correctness check when there is one
-        "compile_ns": compile_ns + int(getattr(updater, "compile_ns", 0) or 0)
-        + int(correctness.get("compile_ns", 0)),
-        "update_bytes_per_step": opt_spec.traffic_bytes_per_param * param_count,
-        "flops_per_step": flops,
-        "saved_activation_bytes": activation_bytes,
-        "accel": prepared.device.type,
-        "warmup_forced": steps.warmup_forced,
-        "energy_extended_steps": steps.extended,
-    }
+    summary = case_summary(v, measured, correctness, steps)
     if steps.target is not None:
         summary["target_loss"] = steps.target
         summary["reached_step"] = steps.reached
     if spec.get("onnx_inference"):
         from workloads.onnx_infer import onnx_inference_study
 
+        task = v.prepared.task
         sample = task.next_batch()[0]
         if task.frontend is not None:
             with torch.no_grad():
                 sample = task.frontend(sample)
         summary["onnx_inference"] = onnx_inference_study(
             task.model.cpu(), sample.cpu(), threads=[int(spec["threads"])], repeats=10)
-    device_peak = trainer.device_peak_bytes(prepared)
-    if device_peak is not None:
-        summary["device_peak_bytes"] = device_peak
     emit(
         schema.CaseEnd(
             case_id=case_id,
@@ -211,7 +265,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
             warmup_steps=steps.warmup_steps,
             wall_ns=time.monotonic_ns() - start,
             peak_rss_bytes=int(measured.get("peak_rss_bytes") or system.ru_maxrss_bytes()),
-            state_bytes=state_bytes(updater),
+            state_bytes=state_bytes(v.updater),
             correctness=correctness,
             summary=summary,
         )
@@ -219,7 +273,7 @@ def run_case(spec: dict[str, Any], emit: Emitter) -> bool:
     return True
 
 
-class _StepLoop:
+class StepLoop:
     """Warm-up (a fixed count, or until the step time is stable) then the measured steps."""
 
     def __init__(self, spec: dict[str, Any], prepared: Any, updater: Any, emit: Emitter,
@@ -239,26 +293,28 @@ class _StepLoop:
         self.target = float(spec["target_loss"]) if spec.get("target_loss") is not None else None
         self.reached = -1
         self.extended = 0
+        self.round = -1  # set by workloads.paired before each alternated step
 
-    def _step(self, warmup: bool) -> tuple[int, float]:
+    def step(self, warmup: bool) -> tuple[int, float]:
         from workloads import trainer
 
         self.fail(f"step={self.index}", self.spec["case_id"])
         phases, step_ns, loss = trainer.train_step(self.prepared, self.updater, self.spec["dtype"],
-                                                   float(self.spec.get("slowdown", 0.0)))
+                                                   float(self.spec.get("slowdown", 0.0)),
+                                                   str(self.spec.get("slowdown_phase", "step")))
         value = float(loss.detach())
         self.emit(schema.Step(case_id=self.spec["case_id"], index=self.index, warmup=warmup,
-                              phases_ns=phases, step_ns=step_ns, loss=value))
+                              phases_ns=phases, step_ns=step_ns, loss=value, round=self.round))
         self.index += 1
         return step_ns, value
 
     def warm_up(self) -> None:
         if self.detector is None:
             for _ in range(int(self.spec["warmup"])):
-                self._step(warmup=True)
+                self.step(warmup=True)
         else:
             while not self.detector.done:
-                step_ns, _ = self._step(warmup=True)
+                step_ns, _ = self.step(warmup=True)
                 self.detector.observe(step_ns)
             self.warmup_forced = self.detector.forced
         self.warmup_steps = self.index
@@ -266,7 +322,7 @@ class _StepLoop:
     def measure(self) -> None:
         smoothed: float | None = None
         for _ in range(int(self.spec["steps"])):
-            step_ns, value = self._step(warmup=False)
+            step_ns, value = self.step(warmup=False)
             self.measured_ns.append(step_ns)
             if self.target is not None:  # the optimizer study stops a run at its target loss
                 smoothed = value if smoothed is None else 0.8 * smoothed + 0.2 * value
@@ -284,21 +340,43 @@ class _StepLoop:
             return
         deadline = time.monotonic() + limit_s
         while short_s() > 0 and time.monotonic() < deadline:
-            step_ns, _ = self._step(warmup=False)
+            step_ns, _ = self.step(warmup=False)
             self.measured_ns.append(step_ns)
             self.extended += 1
 
 
+class ProtocolMismatch(ValueError):
+    """The host speaks another protocol version than this agent."""
+
+
 def _read_spec(stdin: TextIO) -> dict[str, Any]:
+    """A case spec, or a group spec (``group`` and its ``cases``), from the host, checked."""
     text = stdin.read()
     spec = json.loads(text)
     if not isinstance(spec, dict):
         raise ValueError("the case spec must be a JSON object")
+    version = spec.get("protocol")
+    if version != schema.PROTOCOL_VERSION:
+        raise ProtocolMismatch(
+            f"the host sent a spec for protocol version {version!r}; this agent speaks "
+            f"{schema.PROTOCOL_VERSION}. Run the agent bundle built from the host's own checkout "
+            "(the host pushes it when its content changes)")
+    if "group" in spec:
+        cases = spec.get("cases")
+        if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
+            raise ValueError("a group spec needs a non-empty list of case specs under 'cases'")
+        for case in cases:
+            _check_case_keys(case)
+        return spec
+    _check_case_keys(spec)
+    return spec
+
+
+def _check_case_keys(spec: dict[str, Any]) -> None:
     missing = [k for k in ("case_id", "workload", "optimizer", "kernel", "threads", "batch",
                            "dtype", "steps", "warmup", "seed") if k not in spec]
     if missing:
         raise ValueError(f"the case spec lacks {', '.join(missing)}")
-    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     case_id = ""
     try:
         spec = _read_spec(sys.stdin)
+        if "group" in spec:
+            from workloads.paired import run_group
+
+            ok, failed = run_group(spec, emit)
+            emit(schema.Bye(cases_ok=ok, cases_failed=failed))
+            return 0
         case_id = str(spec["case_id"])
         run_case(spec, emit)
     except Exception as exc:  # one failed case is a record, not a crash

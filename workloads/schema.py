@@ -11,6 +11,11 @@ Protocol history (bump ``PROTOCOL_VERSION`` on any incompatible change and add a
 - 1: hello, probe, case_start, step, meter, case_end, error, bye. Additive since: probe
   ``ceilings`` (per accelerator: bandwidth, matmul GFLOP/s per dtype); step ``phases_ns`` has
   ``zero_grad`` apart from ``update``.
+- 2: ``run`` also takes a group spec (``{"group", "cases": [case specs], "rotation",
+  "order_seed"}``: the cases alternate step by step in one process, workloads/paired.py);
+  every spec carries ``"protocol"`` and the agent refuses another version; ``step`` gains
+  ``round`` (the alternation round in a shared process, -1 for a case alone). Version-1
+  lines stay readable from stored runs (:data:`READABLE_VERSIONS`), never from a live agent.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what stored raw.jsonl may hold; v1 records are v2's without new fields
 
 
 class ProtocolError(ValueError):
-    """A line from the agent that is not a valid protocol-v1 record."""
+    """A line from the agent that is not a valid protocol record."""
 
     def __init__(self, message: str, line: str = "") -> None:
         shown = line if len(line) <= 300 else line[:300] + "..."
@@ -99,6 +105,7 @@ class Step(Record):
     phases_ns: Mapping[str, int]
     step_ns: int
     loss: float
+    round: int = -1  # in a shared process: steps of one round ran back to back (a pair)
 
 
 @dataclass(frozen=True)
@@ -202,10 +209,12 @@ def _check_type(name: str, value: Any, annotation: str, line: str) -> Any:
     return value
 
 
-def parse_line(line: str) -> Record:
+def parse_line(line: str, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Record:
     """Parse and validate one agent stdout line into its record.
 
-    Raises :class:`ProtocolError` naming the problem and quoting the line.
+    ``versions``: the protocol versions accepted (a live agent must speak this one; stored
+    lines may be older, :data:`READABLE_VERSIONS`). Raises :class:`ProtocolError` naming
+    the problem and quoting the line.
     """
     text = line.strip()
     if not text:
@@ -217,7 +226,7 @@ def parse_line(line: str) -> Record:
     if not isinstance(data, dict):
         raise ProtocolError("not a JSON object", line)
     version = data.pop("v", None)
-    if version != PROTOCOL_VERSION:
+    if version not in versions:
         raise ProtocolError(
             f"protocol version {version!r}, this host speaks {PROTOCOL_VERSION}; "
             "redeploy the agent from this checkout (the bundle is rebuilt automatically "

@@ -112,13 +112,22 @@ def device_peak_bytes(prepared: Prepared) -> int | None:
     return None
 
 
+def _pad(start_ns: int, fraction: float) -> None:
+    """Busy-wait ``fraction`` of the time since ``start_ns`` (an injected, known slowdown)."""
+    clock = time.monotonic_ns
+    end = clock() + int((clock() - start_ns) * fraction)
+    while clock() < end:
+        pass
+
+
 def train_step(
-    prepared: Prepared, updater: Any, dtype: str, slowdown: float = 0.0
+    prepared: Prepared, updater: Any, dtype: str, slowdown: float = 0.0, slowdown_phase: str = "step"
 ) -> tuple[dict[str, int], int, Any]:
     """One training step; returns (phase nanoseconds, step nanoseconds, loss tensor).
 
-    ``slowdown`` (calibration of the regression gate only) busy-waits inside the update
-    phase for that fraction of the step's time, a known injected regression.
+    ``slowdown`` (calibration of the regression gate only) busy-waits for that fraction of
+    ``slowdown_phase``'s own time at the end of that phase: ``step`` (the whole step so far,
+    waited inside the update phase), ``data``, ``forward``, ``backward`` or ``update``.
     """
     import torch
 
@@ -130,6 +139,8 @@ def train_step(
         t0 = clock()
         inputs, targets = task.next_batch()
         sync()
+        if slowdown > 0 and slowdown_phase == "data":
+            _pad(t0, slowdown)
         t1 = clock()
         if frontend is not None:
             with torch.no_grad():
@@ -138,16 +149,18 @@ def train_step(
         t2 = clock()
         loss = task.loss_fn(model(inputs), targets)
         sync()
+        if slowdown > 0 and slowdown_phase == "forward":
+            _pad(t2, slowdown)
         t3 = clock()
     loss.backward()
     sync()
+    if slowdown > 0 and slowdown_phase == "backward":
+        _pad(t3, slowdown)
     t4 = clock()
     updater.step()
     sync()
-    if slowdown > 0:  # calibration: a known delay, the given fraction of this step so far
-        end = clock() + int((clock() - t0) * slowdown)
-        while clock() < end:
-            pass
+    if slowdown > 0 and slowdown_phase in ("step", "update"):  # calibration: a known delay
+        _pad(t0 if slowdown_phase == "step" else t4, slowdown)
     t5 = clock()
     updater.zero_grad()
     sync()

@@ -335,7 +335,7 @@ BENCH_ARGS = ["--suite", "smoke", "--workload", "ds_cnn", "--steps", "3", "--war
 def bench(profile_toml: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
     """Run ``python -m harness bench`` on one profile; return its cases, steps and file names."""
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--device", str(profile_toml), "--out", str(out), *BENCH_ARGS],
+        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", str(profile_toml), "--out", str(out), *BENCH_ARGS],
         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

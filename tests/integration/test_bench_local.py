@@ -15,9 +15,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def harness(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def harness(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,20 @@ def test_the_smoke_run_succeeds_and_prints_the_report_path(smoke_run):
     assert f"report: {(run_dir / 'report.html').resolve()}" in proc.stdout
 
 
-def test_every_case_finished_with_its_variant_checked(smoke_run):
+def test_every_case_finished_in_three_processes_with_its_variant_checked_once(smoke_run):
     run_dir, _ = smoke_run
     cases = pd.read_parquet(run_dir / "cases.parquet")
-    assert len(cases) == 18
+    assert len(cases) == 18 * 3 and set(cases["repeat"]) == {0, 1, 2}
     assert set(cases["status"]) == {"ok"}
     assert cases["correct_checked"].all() and cases["correct_ok"].all()
+    assert set(cases["correct_from_repeat"]) == {0}  # checked in the first process only
     assert set(cases["domain"]) == {"image", "nlp", "speech"}
-    assert (cases["peak_rss_bytes"] > 50e6).all()  # torch alone is resident past 50 MB
+    # the six variants of a workload share each of its processes: 3 workloads x 3 processes
+    assert cases["paired"].all() and cases["process"].nunique() == 9
+    assert cases.groupby("process")["workload"].nunique().eq(1).all()
+    assert cases.groupby("process")["case_id"].nunique().eq(6).all()
+    assert (cases["group_peak_rss_bytes"] > 50e6).all()  # torch alone is resident past 50 MB
+    assert cases["peak_rss_bytes"].isna().all() and set(cases["memory_scope"]) == {"group"}
     nag = cases[cases["optimizer"] == "nag"]
     assert set(nag["kernel"]) == {"forloop", "foreach", "fused"}
     assert (nag["state_bytes"] == nag["param_bytes"]).all()  # one momentum buffer per parameter
@@ -49,8 +55,11 @@ def test_every_case_finished_with_its_variant_checked(smoke_run):
 def test_steps_hold_every_sample_with_per_phase_times(smoke_run):
     run_dir, _ = smoke_run
     steps = pd.read_parquet(run_dir / "steps.parquet")
-    per_case = steps.groupby("case_id").agg(n=("index", "size"), warm=("warmup", "sum"))
-    assert (per_case["n"] == 23).all() and (per_case["warm"] == 3).all()
+    per_case = steps.groupby(["case_id", "process"]).agg(n=("index", "size"), warm=("warmup", "sum"))
+    assert len(per_case) == 54 and (per_case["n"] == 23).all() and (per_case["warm"] == 3).all()
+    # in each process every round holds one step of each of its six variants, back to back
+    per_round = steps.groupby(["process", "round"])["case_id"].agg(["size", "nunique"])
+    assert (per_round["size"] == 6).all() and (per_round["nunique"] == 6).all()
     for phase in ("data_ns", "forward_ns", "backward_ns", "update_ns"):
         assert (steps[phase] > 0).all(), phase
     speech = steps["workload"] == "ds_cnn"
@@ -78,6 +87,7 @@ def test_the_manifest_says_how_to_reproduce_the_run(smoke_run):
     assert manifest["versions"]["torch"].startswith("2.")
     assert manifest["device"]["profile"]["connection"]["transport"] == "local"
     assert sorted(manifest["case_order"]) != manifest["case_order"]  # shuffled
+    assert [p[1] for p in manifest["processes"]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # in blocks
 
 
 def test_the_report_is_one_self_contained_file(smoke_run):
@@ -90,7 +100,64 @@ def test_the_report_is_one_self_contained_file(smoke_run):
 
 def test_a_second_run_pushes_no_bundle_bytes(smoke_run, tmp_path):
     proc = harness("bench", "--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag",
-                   "--kernel", "foreach", "--steps", "2", "--warmup", "0", "--out", str(tmp_path),
-                   "--no-report")
+                   "--kernel", "foreach", "--steps", "2", "--warmup", "0", "--processes", "1",
+                   "--out", str(tmp_path), "--no-report")
     assert proc.returncode == 0, proc.stderr
     assert ": 0 bytes pushed" in proc.stderr
+
+
+def _tiny(tmp_path: Path) -> tuple[str, ...]:
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('steps = 3\nwarmup = 1\ncheck_steps = 2\nbatch = 2\n[[matrix]]\n'
+                     'workloads = ["lstm_text"]\noptimizers = ["nag"]\nkernels = ["foreach", "forloop"]\n')
+    return ("--suite", str(suite), "--no-report", "--no-probe", "--out", str(tmp_path))
+
+
+def _private(tmp_path: Path, **env: str) -> dict[str, str]:
+    return {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", **env}
+
+
+def test_a_tiny_group_alternates_in_each_process_and_isolate_splits_it(tmp_path):
+    tiny = _tiny(tmp_path)
+    paired = harness("bench", *tiny, "--processes", "2", "--aa-replicas", "1", "--run-id", "p",
+                     env=_private(tmp_path))
+    assert paired.returncode == 0, paired.stderr
+    assert "8 cases in 2 agent processes" in paired.stderr
+    steps = pd.read_parquet(tmp_path / "p" / "steps.parquet")
+    cases = pd.read_parquet(tmp_path / "p" / "cases.parquet")
+    assert steps["process"].nunique() == 2 and len(cases) == 8
+    assert "lstm_text-nag-foreach-t1-b2-fp32-aa1" in set(cases["case_id"])
+    assert (steps.groupby(["process", "round"]).size() == 4).all()  # four variants per round
+    assert cases.loc[cases["repeat"] == 0, "correct_checked"].all()
+    isolated = harness("bench", *tiny, "--processes", "1", "--isolate", "--run-id", "i", env=_private(tmp_path))
+    assert isolated.returncode == 0, isolated.stderr
+    cases = pd.read_parquet(tmp_path / "i" / "cases.parquet")
+    assert cases["process"].nunique() == 2 and not cases["paired"].any()
+    assert (cases["peak_rss_bytes"] > 0).all()
+    assert set(pd.read_parquet(tmp_path / "i" / "steps.parquet")["round"]) == {-1}
+
+
+@pytest.mark.slow
+def test_a_crashed_group_process_keeps_its_steps_and_resume_reruns_only_that_process(tmp_path):
+    profile = tmp_path / "faulty.toml"
+    profile.write_text(f'name = "faulty"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
+                       f'env = {{ ODT_FAULT = "step=2:kill:forloop", ODT_FAULT_ONCE = "{tmp_path}/fired" }}\n')
+    tiny = (*_tiny(tmp_path), "--device", str(profile))
+    first = harness("bench", *tiny, "--processes", "2", "--run-id", "r", env=_private(tmp_path))
+    assert first.returncode == 1
+    run_dir = tmp_path / "r"
+    cases = pd.read_parquet(run_dir / "cases.parquet").set_index(["case_id", "repeat"])
+    crashed = cases[cases["status"] != "ok"]
+    assert len(crashed) == 2 and set(crashed["error_kind"]) == {"crash"}  # both variants of one process
+    repeat = crashed.index.get_level_values("repeat")[0]
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    kept = steps[steps["repeat"] == repeat]
+    assert len(kept) >= 2  # the steps measured before the crash are stored
+    resumed = harness("bench", "--resume", str(run_dir), env=_private(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "run r: 2 cases in 1 agent processes" in resumed.stderr
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    assert set(cases["status"]) == {"ok"} and len(cases) == 4
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert steps["process"].nunique() == 2 and steps["process"].str.endswith(":a2").sum() > 0
+    assert (steps.groupby(["case_id", "repeat"]).size() == 4).all()  # each process's steps once

@@ -22,7 +22,7 @@ def _bench(tmp_path: Path, energy_toml: str) -> pd.DataFrame:
     profile.write_text(f'name = "metered"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
                        f"[energy]\n{energy_toml}\n")
     env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "harness", "bench", "--device", str(profile), "--suite", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", str(profile), "--suite", "smoke",
                            "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach", "--steps", "8",
                            "--warmup", "1", "--no-probe", "--out", str(tmp_path / "r"), "--run-id", "r"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -25,7 +25,7 @@ def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("gate")
-    run = harness(tmp, "bench", *FILTERS, "--out", str(tmp / "results"), "--run-id", "base")
+    run = harness(tmp, "bench", "--processes", "1", "--isolate", *FILTERS, "--out", str(tmp / "results"), "--run-id", "base")
     assert run.returncode == 0, run.stderr
     saved = harness(tmp, "baseline", "save", "--run", str(tmp / "results" / "base"), "--name", "main",
                     "--dir", str(tmp / "baselines"))
@@ -44,7 +44,7 @@ def test_a_run_gated_against_its_own_baseline_passes(baseline):
 
 def test_an_injected_slowdown_is_a_regression_with_summary_and_junit(baseline):
     tmp, base = baseline
-    proc = harness(tmp, "bench", *FILTERS, "--inject-slowdown", "1.0", "--out", str(tmp / "results"),
+    proc = harness(tmp, "bench", "--processes", "1", "--isolate", *FILTERS, "--inject-slowdown", "1.0", "--out", str(tmp / "results"),
                    "--run-id", "slow", "--gate-against", str(base), "--rerun-budget", "0")
     assert proc.returncode == 1, proc.stderr
     assert "REGRESSION bert_tiny-nag-foreach-t1-b8-fp32 step_time" in proc.stderr

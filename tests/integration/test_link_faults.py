@@ -63,7 +63,7 @@ def ssh_connection(server: SshdServer) -> str:
 def start_bench(tmp_path: Path, profile: Path, suite: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "HARNESS_LOCK_DIR": str(tmp_path / "locks")}
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "bench", "--no-report", "--no-probe", "--device", str(profile),
+        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--no-report", "--no-probe", "--device", str(profile),
          "--suite", str(suite), "--out", str(tmp_path / "results"), "--run-id", "r"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

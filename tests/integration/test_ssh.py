@@ -371,7 +371,7 @@ def write_loopback_profile(path: Path, server: SshdServer, workdir: Path) -> Pat
 def harness_bench(device: str, out: Path, run_id: str, lock_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HARNESS_LOCK_DIR": str(lock_dir)}  # others' runs on "local" do not block ours
     return subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--device", device, *E2E_FILTERS, "--out", str(out),
+        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", device, *E2E_FILTERS, "--out", str(out),
          "--run-id", run_id], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -10,7 +10,7 @@ from workloads.schema import ProtocolError, parse_line
 
 
 def _step(**over):
-    data = {"v": 1, "type": "step", "case_id": "c", "index": 0, "warmup": False,
+    data = {"v": schema.PROTOCOL_VERSION, "type": "step", "case_id": "c", "index": 0, "warmup": False,
             "phases_ns": {"data": 1, "forward": 2}, "step_ns": 3, "loss": 0.5}
     data.update(over)
     return json.dumps(data)
@@ -36,6 +36,13 @@ def test_a_step_line_is_accepted():
     assert isinstance(rec, schema.Step) and rec.phases_ns == {"data": 1, "forward": 2}
 
 
+def test_a_stored_version_one_line_reads_where_the_caller_accepts_it():
+    rec = parse_line(_step(v=1), schema.READABLE_VERSIONS)
+    assert isinstance(rec, schema.Step) and rec.round == -1
+    with pytest.raises(ProtocolError, match="protocol version 1"):
+        parse_line(_step(v=1))  # a live agent must speak this version
+
+
 def test_non_finite_loss_travels_as_null_and_comes_back_as_nan():
     line = schema.dump_line(schema.Step("c", 0, False, {}, 1, float("nan")))
     assert '"loss":null' in line
@@ -47,10 +54,10 @@ def test_non_finite_loss_travels_as_null_and_comes_back_as_nan():
     [
         ("hello world", "not JSON"),
         ("[1, 2]", "not a JSON object"),
-        (_step(v=2), "protocol version 2"),
+        (_step(v=1), "protocol version 1, this host speaks 2"),
         (_step(type="steps"), "unknown record type 'steps'"),
         (_step(extra=1), "unknown field(s) ['extra']"),
-        (json.dumps({"v": 1, "type": "bye", "cases_ok": 1}), "missing field 'cases_failed'"),
+        (json.dumps({"v": 2, "type": "bye", "cases_ok": 1}), "missing field 'cases_failed'"),
         (_step(index="3"), "field 'index' should be int"),
         (_step(warmup=1), "field 'warmup' should be bool"),
         (_step(phases_ns={"data": 1.5}), "field 'phases_ns'"),

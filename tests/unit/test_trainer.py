@@ -1,5 +1,6 @@
 """The timed step's helpers: activation bytes saved for backward."""
 
+import pytest
 import torch
 
 from workloads.trainer import saved_activation_bytes
@@ -54,3 +55,48 @@ def test_a_step_times_zero_grad_as_its_own_phase_apart_from_the_update():
     assert tuple(phases) == PHASES and calls == ["step", "zero_grad"]
     assert phases["update"] >= 2_000_000 and phases["zero_grad"] >= 5_000_000
     assert sum(phases.values()) <= step_ns  # the step spans every phase
+
+
+def _tiny_prepared():
+    from workloads.trainer import Prepared
+    from workloads.workload import Task
+
+    model = torch.nn.Linear(64, 4)
+    x, y = torch.randn(16, 64), torch.randint(0, 4, (16,))
+    task = Task(model=model, next_batch=lambda: (x, y), loss_fn=torch.nn.functional.cross_entropy)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return Prepared(task=task, model=model, device=torch.device("cpu"), sync=lambda: None), opt
+
+
+class _Clock:
+    """A fake monotonic clock: 1 µs per reading, so phase times count clock readings."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def monotonic_ns(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+@pytest.mark.parametrize("phase", ["data", "forward", "backward", "update"])
+def test_an_injected_slowdown_lengthens_only_its_phase(phase, monkeypatch):
+    from workloads import trainer
+
+    monkeypatch.setattr(trainer, "time", _Clock())
+    prepared, opt = _tiny_prepared()
+    plain, plain_step, _ = trainer.train_step(prepared, opt, "fp32")
+    slowed, slowed_step, _ = trainer.train_step(prepared, opt, "fp32", 4.0, phase)
+    assert slowed[phase] >= 4 * plain[phase]  # waited four times the phase's own time
+    assert {k: v for k, v in slowed.items() if k != phase} == {k: v for k, v in plain.items() if k != phase}
+    assert slowed_step - plain_step == slowed[phase] - plain[phase]
+
+
+def test_a_step_slowdown_is_a_fraction_of_the_whole_step_inside_update(monkeypatch):
+    from workloads import trainer
+
+    monkeypatch.setattr(trainer, "time", _Clock())
+    prepared, opt = _tiny_prepared()
+    plain, plain_step, _ = trainer.train_step(prepared, opt, "fp32")
+    slowed, slowed_step, _ = trainer.train_step(prepared, opt, "fp32", 1.0)
+    assert slowed_step >= 2 * plain_step - 2000 and slowed["forward"] == plain["forward"]
