@@ -117,7 +117,7 @@ def _private(tmp_path: Path, **env: str) -> dict[str, str]:
     return {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", **env}
 
 
-def test_a_tiny_group_alternates_in_each_process_and_isolate_splits_it(tmp_path):
+def test_a_tiny_group_alternates_in_each_process(tmp_path):
     tiny = _tiny(tmp_path)
     paired = harness("bench", *tiny, "--processes", "2", "--aa-replicas", "1", "--run-id", "p",
                      env=_private(tmp_path))
@@ -129,6 +129,11 @@ def test_a_tiny_group_alternates_in_each_process_and_isolate_splits_it(tmp_path)
     assert "lstm_text-nag-foreach-t1-b2-fp32-aa1" in set(cases["case_id"])
     assert (steps.groupby(["process", "round"]).size() == 4).all()  # four variants per round
     assert cases.loc[cases["repeat"] == 0, "correct_checked"].all()
+
+
+@pytest.mark.slow
+def test_isolate_runs_each_variant_in_its_own_process(tmp_path):
+    tiny = _tiny(tmp_path)
     isolated = harness("bench", *tiny, "--processes", "1", "--isolate", "--run-id", "i", env=_private(tmp_path))
     assert isolated.returncode == 0, isolated.stderr
     cases = pd.read_parquet(tmp_path / "i" / "cases.parquet")
