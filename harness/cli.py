@@ -134,21 +134,34 @@ def _print_outcome(outcome: Any) -> None:
 
 
 def _print_cases(cases_df: Any) -> None:
+    """One line per case: the median of its processes' medians and their range; a failed
+    process of the case on its own line; each case's distinct stability warnings once."""
     if cases_df.empty:
         return
-    for _, row in cases_df.sort_values(["device", "workload", "optimizer", "kernel"]).iterrows():
-        if row["status"] == "ok":
-            print(f"  {row['device']:<10} {row['case_id']:<48} median {row['median_step_ns'] / 1e6:8.2f} ms "
-                  f"(p10 {row['p10_step_ns'] / 1e6:.2f}, p90 {row['p90_step_ns'] / 1e6:.2f})", file=sys.stderr)
-        else:
-            print(f"  {row['device']:<10} {row['case_id']:<48} {str(row['status']).upper()}: "
+    ordered = cases_df.sort_values(["device", "workload", "optimizer", "kernel", "case_id", "repeat"])
+    for (device, case_id), rows in ordered.groupby(["device", "case_id"], sort=False):
+        ok = rows[rows["status"] == "ok"]
+        if len(ok):
+            medians = ok["median_step_ns"].astype(float) / 1e6
+            spread = f"processes {medians.min():.2f}–{medians.max():.2f}" if len(ok) > 1 else (
+                f"p10 {ok['p10_step_ns'].iloc[0] / 1e6:.2f}, p90 {ok['p90_step_ns'].iloc[0] / 1e6:.2f}")
+            print(f"  {device:<10} {case_id:<48} median {medians.median():8.2f} ms over {len(ok)} "
+                  f"process{'es' if len(ok) > 1 else ''} ({spread})", file=sys.stderr)
+        for _, row in rows[rows["status"] != "ok"].iterrows():
+            print(f"  {device:<10} {case_id:<48} process {row['repeat']}: {str(row['status']).upper()}: "
                   f"{row['error_kind']}: {str(row['error_message'])[:200]}", file=sys.stderr)
-    flagged = cases_df[cases_df["warnings"].fillna("").astype(str) != ""] if "warnings" in cases_df else cases_df[:0]
-    if len(flagged):
-        print("stability warnings (stored with each case, repeated in the report):", file=sys.stderr)
-        for _, row in flagged.iterrows():
-            print(f"  {row['device']:<10} {row['case_id']:<48} {str(row['warnings']).replace(';', ', ')}",
-                  file=sys.stderr)
+    if "warnings" not in cases_df:
+        return
+    flagged = {}
+    for _, row in ordered.iterrows():
+        words = [w for w in str(row["warnings"] if isinstance(row["warnings"], str) else "").split(";") if w]
+        if words:
+            seen = flagged.setdefault((row["device"], row["case_id"]), [])
+            seen += [w for w in words if w not in seen]
+    if flagged:
+        print("stability warnings (stored with each case and process, repeated in the report):", file=sys.stderr)
+        for (device, case_id), words in flagged.items():
+            print(f"  {device:<10} {case_id:<48} {', '.join(words)}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:

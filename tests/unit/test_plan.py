@@ -75,3 +75,22 @@ def test_the_shuffle_is_reproducible_and_changes_the_order():
     assert shuffled(cases, 1) == shuffled(cases, 1)
     assert shuffled(cases, 1) != cases
     assert sorted(c.case_id for c in shuffled(cases, 1)) == sorted(c.case_id for c in cases)
+
+
+def test_an_aa_replica_has_its_own_case_id_and_a_slowdown_keeps_the_id():
+    import dataclasses
+
+    case = expand(load_suite("smoke"), Filters(workloads=("ds_cnn",), optimizers=("nag",), kernels=("foreach",)))[0]
+    assert dataclasses.replace(case, replica="aa1").case_id == "ds_cnn-nag-foreach-t1-b8-fp32-aa1"
+    slowed = dataclasses.replace(case, slowdown=0.05, slowdown_phase="update")
+    assert slowed.case_id == case.case_id
+    assert (slowed.spec()["slowdown"], slowed.spec()["slowdown_phase"]) == (0.05, "update")
+
+
+def test_the_spec_of_a_later_repeat_skips_the_check_and_says_why():
+    import dataclasses
+
+    case = expand(load_suite("smoke"), Filters(workloads=("ds_cnn",), optimizers=("nag",), kernels=("foreach",)))[0]
+    assert case.spec()["check_steps"] == 10 and "check_reason" not in case.spec()
+    later = dataclasses.replace(case, repeat=2).spec()
+    assert later["check_steps"] == 0 and "repeat-0" in later["check_reason"]
