@@ -54,6 +54,9 @@ def _add_bench(sub: Any) -> None:
                        help="run a study instead of --suite: 'optimizers' (harness/suites/study.toml: "
                             "optimizers x lr grid x seeds to a target loss) or a study .toml path; "
                             "the filters narrow it, --seed replaces its seeds (docs/study.md)")
+    bench.add_argument("--json", type=Path, metavar="FILE",
+                       help="also write the run's summary (answer, cases, not measured, paths, exit code) "
+                            "as JSON to FILE; '-' writes it to stdout and the human summary to stderr")
     bench.add_argument("--gate-against", metavar="BASELINE",
                        help="after the run, gate it against this baseline (exit 1 on a regression)")
     cli_gate.add_gate_options(bench)
@@ -108,7 +111,16 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             slowdown_into=cli_options.csv_values(args.inject_into), aa_replicas=args.aa_replicas,
             onnx_inference=args.onnx_inference, probe=not args.no_probe, argv=full_argv)
         outcome = workflow.run_bench(request, finish, on_notes=_print_notes)
-    _print_outcome(outcome)
+    human = sys.stderr if args.json == Path("-") else sys.stdout
+    _print_outcome(outcome, human)
+    if args.json is not None:
+        import json
+
+        text = json.dumps(outcome.summary(), indent=2, default=str, ensure_ascii=False)
+        if args.json == Path("-"):
+            print(text)
+        else:
+            args.json.write_text(text + "\n", encoding="utf-8")
     return outcome.exit_code
 
 
@@ -122,15 +134,36 @@ def _print_notes(notes: Sequence[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
-def _print_outcome(outcome: Any) -> None:
+MAX_LISTED = 10  # cases not measured listed in the terminal; the report lists them all
+
+
+def _print_outcome(outcome: Any, out: Any = sys.stdout) -> None:
+    """The end of a run: each case (stderr), then the answer, what was not measured, the paths."""
     _print_cases(outcome.cases)
     if outcome.study_text:
-        print(outcome.study_text)
+        print(outcome.study_text, file=out)
+    cov = outcome.coverage
+    if cov is not None and cov.nothing_measured:
+        print(cov.headline(), file=out)
+    elif outcome.answer:
+        print("answer:", file=out)
+        for sentence in outcome.answer:
+            print(f"  {sentence.replace('`', '')}", file=out)
+    elif cov is not None:
+        print(f"answer: none ({cov.measured} cases measured; no pair to compare)", file=out)
+    if cov is not None and len(cov.unmeasured):
+        if not cov.nothing_measured:
+            print(f"not measured: {len(cov.unmeasured)} of {cov.planned} planned cases", file=out)
+        for row in cov.unmeasured.head(MAX_LISTED).itertuples():
+            print(f"  {row.device:<10} {row.case_id:<48} {str(row.status).upper()}: {str(row.reason)[:160]}",
+                  file=out)
+        if len(cov.unmeasured) > MAX_LISTED:
+            print(f"  … and {len(cov.unmeasured) - MAX_LISTED} more (all in the report)", file=out)
     for error in outcome.errors:
         print(f"error: {error}", file=sys.stderr)
     if outcome.report is not None:
-        print(f"report: {outcome.report.resolve()}")
-    print(f"results: {outcome.run_dir.resolve()}")
+        print(f"report: {outcome.report.resolve()}", file=out)
+    print(f"results: {outcome.run_dir.resolve()}", file=out)
 
 
 def _print_cases(cases_df: Any) -> None:

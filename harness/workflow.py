@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -20,6 +20,9 @@ from harness.plan import Filters
 from harness.selection import Selection, select
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CASE_FIELDS = ("device", "case_id", "repeat", "workload", "optimizer", "kernel", "threads", "batch", "dtype",
+               "status", "error_kind", "error_message", "median_step_ns", "p10_step_ns", "p90_step_ns",
+               "warnings")
 log = logging.getLogger(__name__)
 
 # Options that change what a run measures: a resumed run keeps its own plan, so they conflict.
@@ -69,6 +72,30 @@ class BenchOutcome:
     errors: list[str] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     gate_code: int | None = None
+    answer: tuple[str, ...] = ()  # the report's Answer sentences
+    coverage: Any = None  # reports.coverage.Coverage: planned, measured, why each case was not
+
+    @property
+    def nothing_measured(self) -> bool:
+        return self.coverage is not None and self.coverage.nothing_measured
+
+    def summary(self) -> dict[str, Any]:
+        """The outcome as plain data, for ``--json``."""
+        cov = self.coverage
+        cases = [] if self.cases.empty else [
+            {k: _plain(r.get(k)) for k in CASE_FIELDS if k in r}
+            for r in self.cases.to_dict("records")]
+        return {
+            "run_id": self.run_dir.name, "run_dir": str(self.run_dir.resolve()),
+            "report": str(self.report.resolve()) if self.report else None,
+            "exit_code": self.exit_code, "planned": cov.planned if cov else len(cases),
+            "measured": cov.measured if cov else None, "nothing_measured": self.nothing_measured,
+            "answer": list(self.answer),
+            "not_measured": [] if cov is None else [
+                {k: _plain(v) for k, v in r.items()} for r in cov.unmeasured.to_dict("records")],
+            "cases": cases, "errors": list(self.errors), "notes": list(self.notes),
+            "gate_exit_code": self.gate_code,
+        }
 
     @property
     def exit_code(self) -> int:
@@ -158,15 +185,29 @@ def _finish(outcome: BenchOutcome, manifest: dict, finish: Finish) -> BenchOutco
                 f"the study could not be analysed ({type(exc).__name__}: {exc}); the results are "
                 f"stored, retry with `python -c 'from harness.study import analyze_study; "
                 f"analyze_study(\"{run_dir}\")'`")
-    if finish.report:
-        from reports import build_report
+    try:
+        from reports import aggregate_dirs, render_report
 
-        try:
-            outcome.report = build_report([run_dir], run_dir / "report.html")
-        except Exception as exc:  # the measurements are stored; a report bug must not hide them
-            log.debug("report failed", exc_info=True)
-            outcome.errors.append(f"the report could not be built ({type(exc).__name__}: {exc}); the "
-                                  f"results are stored, rebuild it with `harness report {run_dir}`")
+        agg = aggregate_dirs([run_dir])
+        outcome.answer = tuple(h.text for h in agg.headlines)
+        outcome.coverage = agg.coverage
+        if finish.report:
+            outcome.report = render_report(agg, run_dir / "report.html")
+    except Exception as exc:  # the measurements are stored; a report bug must not hide them
+        log.debug("report failed", exc_info=True)
+        outcome.errors.append(f"the report could not be built ({type(exc).__name__}: {exc}); the "
+                              f"results are stored, rebuild it with `harness report {run_dir}`")
+    if outcome.nothing_measured:
+        outcome.failed = True
     if finish.gate is not None:
         outcome.gate_code = finish.gate(run_dir)
     return outcome
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar: numpy numbers as Python numbers, NaN as None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value

@@ -24,7 +24,13 @@ def build_report(run_dirs: list[Path], out: Path, fmt: str = "html") -> Path:
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
-    agg = aggregate_dirs([Path(d) for d in run_dirs])
+    return render_report(aggregate_dirs([Path(d) for d in run_dirs]), out, fmt)
+
+
+def render_report(agg: Aggregates, out: Path, fmt: str = "html") -> Path:
+    """Write the report of already aggregated runs (see :func:`build_report`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "md":
         from reports.render_text import render_markdown
 
@@ -42,4 +48,4 @@ def build_report(run_dirs: list[Path], out: Path, fmt: str = "html") -> Path:
 
 
 __all__ = ["Aggregates", "ResultsError", "RunData", "aggregate", "aggregate_dirs",
-           "build_report", "load_runs"]
+           "build_report", "load_runs", "render_report"]

@@ -20,6 +20,7 @@ from reports.aggregate import (
 )
 from reports.bootstrap import DEFAULT_BOOT
 from reports.calibration import calibration_verdicts, targets_from
+from reports.coverage import Coverage, coverage
 from reports.derived import (
     WarningRule,
     ceilings_table,
@@ -72,6 +73,12 @@ class Aggregates:
     calibration_verdicts: pd.DataFrame = field(default_factory=_empty)  # one sentence per case
     onnx: pd.DataFrame = field(default_factory=_empty)  # ONNX Runtime inference rows per case
     energy_gaps: pd.DataFrame = field(default_factory=_empty)  # why cases have no energy
+    coverage: Coverage | None = None  # planned vs measured, and why each case was not measured
+
+    def run_ids(self) -> list[str]:
+        """The runs a report covers: those with cases, else those whose manifests were read."""
+        return sorted(self.summary["run_id"].astype(str).unique()) or [
+            str(m.get("run_id", "?")) for m in self.data.manifests]
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The exportable tables by name (used by the CSV/parquet and Markdown outputs)."""
@@ -84,6 +91,7 @@ class Aggregates:
             "performance_profile": self.profile, "calibration": self.calibration,
             "calibration_verdicts": self.calibration_verdicts, "onnx_inference": self.onnx,
             "energy_gaps": self.energy_gaps,
+            "not_measured": self.coverage.unmeasured if self.coverage else _empty(),
         }
 
 
@@ -158,6 +166,7 @@ def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | N
         calibration_verdicts=calibration_verdicts(data.calibration,
                                                   targets_from(data.calibration_targets)),
         onnx=onnx_table(summary), energy_gaps=energy_gaps(summary),
+        coverage=coverage(data.cases, data.manifests),
     )
 
 

@@ -17,6 +17,7 @@ import jinja2
 from markupsafe import Markup
 
 from reports import calibration as C
+from reports import coverage as V
 from reports import onnx as O
 from reports import tables as T
 from reports.build import Aggregates
@@ -69,6 +70,8 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
         "correctness": T.html_table(agg.correctness, T.CORRECTNESS_COLUMNS, "t-correctness",
                                     T.status_class),
         "probes": T.html_table(probes, probe_cols, "t-probes"),
+        "not_measured": T.html_table(agg.coverage.unmeasured if agg.coverage else agg.summary[:0],
+                                     V.TABLE_COLUMNS, "t-not-measured", V.ROW_CLASS),
         "energy_gaps": T.html_table(agg.energy_gaps, T.ENERGY_GAP_COLUMNS, "t-energy-gaps"),
         "study_best": T.html_table(agg.study_best, T.STUDY_BEST_COLUMNS, "t-study-best"),
         "calibration": T.html_table(agg.calibration, C.calibration_columns(agg.calibration),
@@ -97,13 +100,19 @@ def render_html(agg: Aggregates, out: Path, plots: dict[str, Markup] | None = No
                 plotly_js: str = "", title: str = "On-device training report") -> Path:
     """Write the report page to ``out`` and return its path."""
     summary = agg.summary
+    cov = agg.coverage
+    nothing = bool(cov and cov.nothing_measured)
     context = {
-        "title": title,
+        "title": f"Nothing measured — {title}" if nothing else title,
+        "nothing_measured": nothing,
+        "coverage_line": cov.headline() if cov else "",
+        "n_not_measured": len(cov.unmeasured) if cov else 0,
         "css": Markup(_asset("report.css")),
         "js": Markup(_asset("report.js")),
         "plotly_js": Markup(plotly_js),
-        "run_ids": sorted(summary["run_id"].unique()),
-        "devices": sorted(summary["device"].unique()),
+        "run_ids": agg.run_ids(),
+        "devices": sorted(summary["device"].unique()) or sorted(
+            {str(d.get("name", "?")) for m in agg.data.manifests for d in m.get("devices", [])}),
         "n_cases": len(summary),
         "n_steps": int(summary["n_steps"].sum()),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

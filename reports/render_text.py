@@ -43,11 +43,18 @@ _VERDICTS = [T.Column("device", "device"), T.Column("case_id", "case"),
 
 def render_markdown(agg: Aggregates, out: Path) -> Path:
     """Write a Markdown summary: the answer, warnings, and the comparison tables."""
-    parts: list[str] = ["# On-device training report", ""]
-    runs = ", ".join(sorted(agg.summary["run_id"].unique()))
+    cov = agg.coverage
+    parts: list[str] = [f"**{cov.headline()}**", ""] if cov and cov.headline() else []
+    parts += ["# On-device training report", ""]
+    runs = ", ".join(agg.run_ids())
     parts += [f"Runs: {runs} · {len(agg.summary)} cases · "
               f"{int(agg.summary['n_steps'].sum())} measured steps", "", "## Answer", ""]
     parts += [f"- {h.text}" for h in agg.headlines] or ["- No comparison could be made."]
+    if cov is not None and len(cov.unmeasured):
+        from reports.coverage import TABLE_COLUMNS
+
+        parts += ["", f"## Cases not measured ({len(cov.unmeasured)})", "",
+                  markdown_table(cov.unmeasured, TABLE_COLUMNS)]
     parts += ["", f"## Warnings ({len(agg.warnings)})", "",
               markdown_table(agg.warnings, T.WARNING_COLUMNS)]
     step_kernels = agg.kernels.loc[agg.kernels["metric"] == "step_ns"]
