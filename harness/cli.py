@@ -150,7 +150,8 @@ def _print_outcome(outcome: Any, out: Any = sys.stdout) -> None:
         for sentence in outcome.answer:
             print(f"  {sentence.replace('`', '')}", file=out)
     elif cov is not None:
-        print(f"answer: none ({cov.measured} cases measured; no pair to compare)", file=out)
+        print(f"answer: no sentence ({cov.measured} of {cov.planned} cases measured); the comparisons "
+              "are in the report's tables", file=out)
     if cov is not None and len(cov.unmeasured):
         if not cov.nothing_measured:
             print(f"not measured: {len(cov.unmeasured)} of {cov.planned} planned cases", file=out)

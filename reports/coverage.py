@@ -84,7 +84,8 @@ def coverage(cases: pd.DataFrame, manifests: Iterable[Mapping[str, Any]]) -> Cov
     problems: list[str] = []
     have = set()
     if not cases.empty:
-        have = set(zip(cases["run_id"].astype(str), cases["device"].astype(str), cases["case_id"].astype(str),
+        ids = cases["base_case_id"] if "base_case_id" in cases else cases["case_id"]  # reports.load's split
+        have = set(zip(cases["run_id"].astype(str), cases["device"].astype(str), ids.astype(str),
                        cases.get("repeat", pd.Series(0, index=cases.index)).fillna(0).astype(int), strict=True))
     for manifest in manifests:
         run_id = str(manifest.get("run_id", ""))

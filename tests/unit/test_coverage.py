@@ -54,3 +54,10 @@ def test_repeats_are_planned_cases_of_their_own():
     manifest["cases"] = [{"repeat": 0}, {"repeat": 1}]
     cov = coverage(_cases([("a", "ok", "")]), [manifest])
     assert cov.planned == 2 and cov.unmeasured[["case_id", "repeat"]].values.tolist() == [["a", 1]]
+
+
+def test_cases_split_per_process_by_the_reader_match_their_planned_case():
+    manifest = _manifest(ids=("a", "a"))
+    manifest["cases"] = [{"repeat": 0}, {"repeat": 1}]
+    cases = _cases([("a-r0", "ok", ""), ("a-r1", "ok", "")]).assign(base_case_id="a", repeat=[0, 1])
+    assert coverage(cases, [manifest]).unmeasured.empty
