@@ -206,7 +206,7 @@ def run_unit(
             spec=case_spec(case, profile), error_kind=kind, error_message=message,
             exit_code=result.exit_code, signal=result.signal, timed_out=result.timed_out,
             host_wall_ns=host_wall_ns, stderr_tail=result.stderr[-4000:], group=unit.group,
-            process=process,
+            process=process, rotation=spec.get("rotation"), order_seed=spec.get("order_seed"),
         )
     raw.sync()
     with open(log_dir / f"{profile.name}.log", "a", encoding="utf-8") as f:
