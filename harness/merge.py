@@ -137,6 +137,8 @@ def _merge_raw(runs: Sequence[Path], offsets: Sequence[dict[Key, int]], run_dir:
                 key = (str(env.get("device", "")), str(env.get("case_id", "")))
                 if key in shift:
                     env["repeat"] = int(env.get("repeat", 0)) + shift[key]
+                if env.get("process"):  # process ids stay unique across the merged runs
+                    env["process"] = f"{run.name}/{env['process']}"
                 env.setdefault("source_run", run.name)
                 f.write(json.dumps(env, separators=(",", ":"), ensure_ascii=False) + "\n")
 
@@ -150,6 +152,8 @@ def _merge_tables(runs: Sequence[Path], tables: dict[Path, tuple[pd.DataFrame, p
             if shift and len(frame):
                 delta = [shift.get((str(d), str(c)), 0) for d, c in zip(frame["device"], frame["case_id"], strict=True)]
                 frame["repeat"] = frame["repeat"].astype("int64") + delta
+            if "process" in frame.columns:  # process ids stay unique across the merged runs
+                frame["process"] = (run.name + "/" + frame["process"].astype(str)).astype(frame["process"].dtype)
             out.append(frame)
     for name, frames in (("steps", steps), ("cases", cases)):
         merged = pd.concat(frames, ignore_index=True)

@@ -112,3 +112,24 @@ def test_offsets_shift_only_the_clashing_device_and_case():
     second = {("pixel7", "c1"): {0, 1}, ("rpi5", "c1"): {0}}
     offsets = repeat_offsets([("a", first), ("b", second)], renumber=True)
     assert offsets == [{}, {("pixel7", "c1"): 2}]
+
+
+def test_merged_runs_keep_their_agent_processes_apart(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        run_dir = make_run_dir(tmp_path, name)
+        raw = RawLog(run_dir / "raw.jsonl")
+        for case_id in ("c1", "c2"):  # two variants that shared one process in each run
+            for line in _case_lines(case_id, 2, 100):
+                raw.agent_line("pixel7", case_id, 1, line, 0, group="g", process="pixel7:g:r0:a1")
+            raw.event("pixel7", case_id, 1, "attempt_end", repeat=0, status="ok", group="g",
+                      process="pixel7:g:r0:a1")
+        raw.close()
+        write_tables(run_dir)
+        runs.append(run_dir)
+    steps, cases, _ = load_run(merge_runs(runs, tmp_path / "merged", renumber=True))
+    assert sorted(set(steps["process"])) == ["a/pixel7:g:r0:a1", "b/pixel7:g:r0:a1"]
+    assert cases.groupby("process")["case_id"].nunique().eq(2).all()  # still shared within a run
+    (runs[1] / "raw.jsonl").unlink()  # merged by tables
+    _, cases, _ = load_run(merge_runs(runs, tmp_path / "by-tables", renumber=True))
+    assert sorted(set(cases["process"])) == ["a/pixel7:g:r0:a1", "b/pixel7:g:r0:a1"]
