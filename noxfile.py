@@ -1,4 +1,4 @@
-"""Sessions: bench, tests, lint, report, gate, microbench.
+"""Sessions: bench, harness, tests, lint, report, gate, microbench.
 
 Every environment installs with ``-c constraints.txt`` so torch is the pinned CPU build.
 Hardware runs go through ``bench`` with ``-- --device NAME``; a bare ``nox`` runs the
@@ -25,7 +25,25 @@ def _install(session: nox.Session, extras: str = "") -> None:
 def bench(session: nox.Session) -> None:
     """Run a suite on a device (default: this machine) and write the HTML report."""
     _install(session)
-    session.run("harness", "bench", *session.posargs)
+    try:
+        session.run("harness", "bench", *session.posargs)
+    finally:
+        _how_to_reach_harness(session)
+
+
+def _how_to_reach_harness(session: nox.Session) -> None:
+    import os
+
+    exe = os.path.relpath(os.path.join(session.bin, "harness"))
+    session.log(f"the harness command line of this environment: {exe} --help "
+                "(or: nox -s harness -- COMMAND ...)")
+
+
+@nox.session(python=PYTHON)
+def harness(session: nox.Session) -> None:
+    """Any harness command: nox -s harness -- doctor --device local (no arguments: --help)."""
+    _install(session)
+    session.run("harness", *(session.posargs or ["--help"]))
 
 
 @nox.session(python=PYTHON)

@@ -75,6 +75,10 @@ def _add_report(sub: Any) -> None:
 def _add_doctor(sub: Any) -> None:
     doctor = sub.add_parser("doctor", help="check that a device is ready to measure, with the fix for each problem")
     doctor.add_argument("--device", default="local", help="profile name or .toml path (default local)")
+    doctor.add_argument("--strict", action="store_true",
+                        help="exit 1 on any failed check, also those this profile does not need "
+                             "(default: only reachability, Python, torch, free space, and the thermal "
+                             "zones or meter the profile asks for)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,15 +257,16 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_doctor(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.deploy import build_bundle
-    from harness.doctor import format_checks, run_doctor
+    from harness.doctor import format_checks, run_doctor, verdict
     from harness.profiles import load_profile
 
     profile = load_profile(args.device)
     checks = run_doctor(profile, build_bundle())
     print(f"{profile.name} ({profile.path})")
     print(format_checks(checks))
-    essential = {"reachable", "python", "torch", "free space"}
-    return EXIT_OK if all(c.ok for c in checks if c.name in essential) else EXIT_FAILED
+    ready, line = verdict(checks, strict=args.strict)
+    print(line)
+    return EXIT_OK if ready else EXIT_FAILED
 
 
 Command = Callable[[argparse.Namespace, Sequence[str]], int]

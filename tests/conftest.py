@@ -76,6 +76,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_state.pop("base"), ignore_errors=True)
 
 
+# Tests that run the agent end to end, train real models or compile: `-m "not slow"` skips them.
+SLOW_MODULES = frozenset({
+    "tests/integration/test_bench_local.py", "tests/integration/test_energy_e2e.py",
+    "tests/integration/test_faults_local.py", "tests/integration/test_gate_e2e.py",
+    "tests/integration/test_lab_commands.py", "tests/integration/test_several_devices.py",
+    "tests/integration/test_study.py", "tests/integration/test_empty_run_browser.py",
+    "tests/integration/test_disk_full.py", "tests/integration/test_link_faults.py",
+    "tests/unit/test_learnable.py",
+})
+SLOW_WORDS = ("compiled",)  # torch.compile: tens of seconds per test
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if module.startswith("tests/integration/"):
+            item.add_marker(pytest.mark.integration)
+        if module in SLOW_MODULES or any(word in item.nodeid for word in SLOW_WORDS):
+            item.add_marker(pytest.mark.slow)
+
+
 def account_home() -> Path:
     """The account's home directory, where sshd puts a remote ``~`` (``$HOME`` is isolated)."""
     import pwd

@@ -31,6 +31,7 @@ def _files_check(name: str, pattern: str, what: str, fix: str) -> dict[str, Any]
         "ok": bool(ok),
         "found": f"{len(ok)} {what} readable, {len(bad)} not" if files else f"no {what} exposed",
         "fix": "" if ok else fix,
+        "state": "ok" if ok else ("unreadable" if files else "absent"),  # the host words its advice from it
     }
 
 
