@@ -209,10 +209,13 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from workloads.optim import OPTIMIZERS, all_kernels
     from workloads.workload import WORKLOADS
 
-    print("workloads:")
+    from workloads.models.common import describe_task
+
+    print("workloads (the default configuration of each; suites may set options):")
     for name in WORKLOADS:
         w = WORKLOADS.get(name)
         print(f"  {name:<20} {w.domain:<7} {w.description}")
+        print(f"  {'':<20} {'':<7} default: {describe_task(w.make(2, 0))}")
     print("optimizers (kernels; the first is torch's default on CPU):")
     for name in OPTIMIZERS:
         o = OPTIMIZERS.get(name)

@@ -48,9 +48,9 @@ OPTIONAL_CASE_COLUMNS: dict[str, Any] = {
     "warnings": "", "energy_reason": "", "active_energy_j": float("nan"),
     "throttle_reasons": "", "battery_pct": float("nan"), "charging": None,
     "cooldown_s": float("nan"), "cooldown_timed_out": False, "warmup_forced": False,
-    "compile_ns": 0, "energy_flags": "",
+    "compile_ns": 0, "energy_flags": "", "model_config": "",
 }
-_TEXT_CASE_COLUMNS = ("energy_reason", "throttle_reasons", "warnings", "energy_flags")
+_TEXT_CASE_COLUMNS = ("energy_reason", "throttle_reasons", "warnings", "energy_flags", "model_config")
 _FLAG_CASE_COLUMNS = ("throttled", "cooldown_timed_out", "warmup_forced")
 
 

@@ -136,7 +136,7 @@ def html_table(frame: pd.DataFrame, columns: list[Column], table_id: str,
 
 
 CASE_COLUMNS = ID + [
-    Column("status", "status"), Column("n_steps", "steps"),
+    Column("model_config", "model"), Column("status", "status"), Column("n_steps", "steps"),
     Column("median_step_ns", "median step (ms)", ms), Column("ci_lo_ns", "CI low (ms)", ms),
     Column("ci_hi_ns", "CI high (ms)", ms), Column("p10_ns", "p10 (ms)", ms),
     Column("p90_ns", "p90 (ms)", ms), Column("iqr_ns", "IQR (ms)", ms), Column("cv", "CV", pct),

@@ -191,6 +191,7 @@ def case_summary(v: Variant, measured: dict[str, Any], correctness: dict[str, An
                  steps: StepLoop) -> dict[str, Any]:
     """The ``case_end`` summary of one case: meters' figures plus the case's own."""
     from workloads import trainer
+    from workloads.models.common import describe_task
 
     summary: dict[str, Any] = {
         **measured,
@@ -202,6 +203,7 @@ def case_summary(v: Variant, measured: dict[str, Any], correctness: dict[str, An
         "flops_per_step": v.flops,
         "saved_activation_bytes": v.activation_bytes,
         "accel": v.prepared.device.type,
+        "model_config": describe_task(v.prepared.task),  # which member of the workload family ran
         "warmup_forced": steps.warmup_forced,
         "energy_extended_steps": steps.extended,
     }

@@ -160,3 +160,33 @@ def image_task(
         model, source, batch=batch, example=torch.zeros(1, 3, resolution, resolution),
         domain="image", num_classes=num_classes, info={**info, "data": data},
     )  # fmt: skip
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n / 1e3:.1f} k"
+
+
+def describe_task(task: Task) -> str:
+    """What a built workload is, in words: width or size, input, vocabulary, classes, parameters.
+
+    E.g. ``width 0.5, 32x32 px, 10 classes, 0.70 M params`` or ``size S, 49x10 MFCC, 12
+    classes, 23.8 k params``: the names in the suites are families, this says which member
+    ran (``harness list``, the ``model_config`` case column, the report).
+    """
+    info = task.info
+    parts = []
+    for key, label in (("width", "width"), ("size", "size"), ("dim", "dim"), ("depth", "depth")):
+        if key in info:
+            value = info[key]
+            parts.append(f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}")
+    if info.get("domain") == "image" and len(task.input_shape) == 4:
+        parts.append(f"{task.input_shape[2]}x{task.input_shape[3]} px")
+    if "vocab_size" in info:
+        parts.append(f"vocab {int(info['vocab_size']):,}, seq {info.get('seq_len')}")
+    if "frontend_output_shape" in info:
+        frames, bins = info["frontend_output_shape"][:2]
+        kind = "MFCC" if str(info.get("features", "")).startswith("mfcc") else "log-mel"
+        parts.append(f"{frames}x{bins} {kind}")
+    parts.append(f"{info.get('num_classes')} classes")
+    parts.append(f"{_count(int(info.get('params', 0)))} params")
+    return ", ".join(parts)

@@ -14,7 +14,12 @@
   (dim 64, 1 head, MLP 256, GELU), q/k/v without bias: 607,308 parameters at 12 classes,
   the reference's own model summary.
 
-Workloads ``ds_cnn`` (option ``size``) and ``kwt1``; ``next_batch`` gives raw waveforms.
+- MFCC front end (``ds_cnn`` option ``features = "mfcc49x10"``, the paper's input): 40 ms
+  windows (640 samples) every 20 ms (320), 1024-point FFT, 40 mel bands, log, orthonormal
+  DCT-II, first 10 coefficients, standardised per clip: ``[B, 16000] -> [B, 49, 10]``.
+
+Workloads ``ds_cnn`` (options ``size``, ``features``) and ``kwt1``; ``next_batch`` gives raw
+waveforms.
 """
 
 from __future__ import annotations
@@ -140,6 +145,36 @@ class LogMel(nn.Module):
             return features
         mean = features.mean(dim=(1, 2), keepdim=True)
         return (features - mean) / features.std(dim=(1, 2), keepdim=True).clamp(min=STD_FLOOR)
+
+
+MFCC_LOGMEL = LogMelConfig(win_samples=640, hop_samples=320, n_fft=1024, n_mels=40, standardize=False)
+MFCC_COEFFS = 10
+
+
+class MFCC(nn.Module):
+    """MFCCs as in Hello Edge: ``[B, N]`` -> ``[B, 49, 10]`` for one second at 16 kHz.
+
+    Log-mel (40 ms / 20 ms, 40 bands), then an orthonormal DCT-II over the bands keeping the
+    first ``coeffs``; each clip is then standardised as :class:`LogMel` does.
+    """
+
+    def __init__(self, coeffs: int = MFCC_COEFFS, logmel: LogMelConfig = MFCC_LOGMEL) -> None:
+        super().__init__()
+        self.logmel = LogMel(logmel)
+        n = logmel.n_mels
+        k = torch.arange(coeffs, dtype=torch.float32)[:, None]
+        m = torch.arange(n, dtype=torch.float32)[None, :]
+        dct = torch.cos(math.pi / n * (m + 0.5) * k) * math.sqrt(2.0 / n)
+        dct[0] /= math.sqrt(2.0)
+        self.register_buffer("dct", dct.T.contiguous(), persistent=False)  # [n_mels, coeffs]
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        mfcc = self.logmel(waves) @ self.dct
+        mean = mfcc.mean(dim=(1, 2), keepdim=True)
+        return (mfcc - mean) / mfcc.std(dim=(1, 2), keepdim=True).clamp(min=STD_FLOOR)
+
+
+SPEECH_FEATURES: dict[str, Callable[[], nn.Module]] = {"logmel98x40": LogMel, "mfcc49x10": MFCC}
 
 
 def mel_filterbank(cfg: LogMelConfig) -> torch.Tensor:
@@ -280,8 +315,9 @@ def speech_task(
     num_classes: int,
     data: str,
     info: dict[str, Any],
+    frontend: nn.Module | None = None,
 ) -> Task:
-    """A keyword-spotting Task: raw 1 s waveforms from ``data``, the log-mel front end."""
+    """A keyword-spotting Task: raw 1 s waveforms from ``data``, a front end (log-mel)."""
     check_positive("num_classes", num_classes)
     with seeded(seed):
         model = make_model()
@@ -289,26 +325,30 @@ def speech_task(
         model,
         speech_source(data, batch=batch, seed=seed, num_classes=num_classes),
         batch=batch, example=torch.zeros(1, CLIP_SAMPLES), domain="speech",
-        num_classes=num_classes, frontend=LogMel(), info={**info, "data": data},
+        num_classes=num_classes, frontend=frontend or LogMel(), info={**info, "data": data},
     )  # fmt: skip
 
 
 @register_workload(
     "ds_cnn",
     domain="speech",
-    description="DS-CNN keyword spotter (Hello Edge), size S|M|L, on log-mel features",
-    defaults={"size": "S", "num_classes": SPEECH_CLASSES, "data": SYNTHETIC},
+    description="DS-CNN keyword spotter (Hello Edge), size S|M|L, on 98x40 log-mel or 49x10 MFCC",
+    defaults={"size": "S", "num_classes": SPEECH_CLASSES, "data": SYNTHETIC, "features": "logmel98x40"},
 )
-def build_ds_cnn(batch: int, seed: int, *, size: str, num_classes: int, data: str) -> Task:
-    """DS-CNN of the given size on 98 x 40 log-mel features of one-second clips."""
+def build_ds_cnn(batch: int, seed: int, *, size: str, num_classes: int, data: str,
+                 features: str) -> Task:
+    """DS-CNN of the given size on one-second clips: 98 x 40 log-mel features by default,
+    the paper's 49 x 10 MFCC with ``features = "mfcc49x10"``."""
     size = str(size).upper()
     if size not in DS_CNN_SIZES:
         raise ValueError(f"ds_cnn size {size!r} is unknown; use one of {', '.join(DS_CNN_SIZES)}")
+    if features not in SPEECH_FEATURES:
+        raise ValueError(f"ds_cnn features {features!r} is unknown; use one of {', '.join(SPEECH_FEATURES)}")
     cfg = DS_CNN_SIZES[size]
     cfg = DSCNNConfig(cfg.channels, cfg.first_stride, cfg.ds_strides, num_classes=num_classes)
     return speech_task(
         lambda: DSCNN(cfg), batch=batch, seed=seed, num_classes=num_classes, data=data,
-        info={"size": size},
+        info={"size": size, "features": features}, frontend=SPEECH_FEATURES[features](),
     )  # fmt: skip
 
 
