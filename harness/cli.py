@@ -206,10 +206,9 @@ def cmd_list(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import workloads.models  # noqa: F401
     from harness.plan import known_suites, load_suite
     from harness.profiles import known_devices
+    from workloads.models.common import describe_task
     from workloads.optim import OPTIMIZERS, all_kernels
     from workloads.workload import WORKLOADS
-
-    from workloads.models.common import describe_task
 
     print("workloads (the default configuration of each; suites may set options):")
     for name in WORKLOADS:

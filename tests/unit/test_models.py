@@ -209,3 +209,61 @@ def test_an_unknown_ds_cnn_size_is_refused_with_the_sizes():
 def test_a_non_positive_size_option_is_refused_quoting_it():
     with pytest.raises(ValueError, match="width=0"):
         WORKLOADS.get("mobilenet_v2").make(batch=2, seed=0, options={"width": 0})
+
+
+# --- named configurations and the published suite ----------------------------------------------
+
+
+def test_mfcc_front_end_gives_the_papers_49_frames_of_10_coefficients():
+    from workloads.models.speech import MFCC
+
+    out = MFCC()(torch.randn(2, 16000))
+    assert out.shape == (2, 49, 10)
+    assert torch.allclose(out.mean(dim=(1, 2)), torch.zeros(2), atol=1e-5)
+
+
+def test_mfcc_dct_is_orthonormal_over_the_kept_coefficients():
+    from workloads.models.speech import MFCC
+
+    dct = MFCC().dct  # [n_mels, coeffs]
+    assert torch.allclose(dct.T @ dct, torch.eye(10), atol=1e-5)
+
+
+def test_ds_cnn_s_on_the_papers_mfcc_input_has_the_papers_5_4m_ops_within_5_percent():
+    task = WORKLOADS.get("ds_cnn").make(2, 0, {"features": "mfcc49x10", "num_classes": 12})
+    assert task.info["frontend_output_shape"] == (49, 10)
+    assert 2 * task.info["forward_macs_per_sample"] == pytest.approx(5.4e6, rel=0.05)
+
+
+def test_ds_cnn_refuses_unknown_features_naming_the_known_ones():
+    with pytest.raises(ValueError, match="logmel98x40, mfcc49x10"):
+        WORKLOADS.get("ds_cnn").make(2, 0, {"features": "mfcc98x13"})
+
+
+@pytest.mark.parametrize(("name", "options", "label"), [
+    ("mobilenet_v2", {}, "width 0.5, 32x32 px, 10 classes, 0.70 M params"),
+    ("resnet18", {}, "width 0.5, 32x32 px, 10 classes, 2.80 M params"),
+    ("bert_tiny", {}, "vocab 4,096, seq 64, 4 classes, 0.95 M params"),
+    ("ds_cnn", {"features": "mfcc49x10", "num_classes": 12}, "size S, 49x10 MFCC, 12 classes, 23.8 k params"),
+    ("mobilenet_v2", {"width": 1.0, "num_classes": 1000, "resolution": 224},
+     "width 1, 224x224 px, 1000 classes, 3.50 M params"),
+])
+def test_a_configuration_is_described_by_what_it_is(name, options, label):
+    from workloads.models.common import describe_task
+
+    assert describe_task(WORKLOADS.get(name).make(2, 0, options)) == label
+
+
+def test_the_published_suite_runs_the_published_sizes():
+    from harness.plan import expand, load_suite
+    from workloads.models.common import describe_task
+
+    cases = expand(load_suite("published"))
+    configs = {c.workload: dict(c.options) for c in cases}
+    assert set(configs) == {"mobilenet_v2", "resnet18", "bert_tiny", "ds_cnn"}
+    assert configs["bert_tiny"]["vocab_size"] == 30522
+    assert configs["ds_cnn"]["features"] == "mfcc49x10"
+    params = {name: WORKLOADS.get(name).make(1, 0, opts).info["params"]
+              for name, opts in configs.items() if name in ("mobilenet_v2", "resnet18")}
+    assert params == {"mobilenet_v2": 3_504_872, "resnet18": 11_689_512}
+    assert "224x224 px" in describe_task(WORKLOADS.get("resnet18").make(1, 0, configs["resnet18"]))

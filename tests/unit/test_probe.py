@@ -238,3 +238,38 @@ def test_an_older_probe_without_per_accelerator_ceilings_still_places_cpu_cases(
                              "update_bytes_per_step": 4e5, "flops_per_step": 1e9}])
     table = ceilings_table(summary, probes)
     assert table.loc[0, "update_bw_fraction"] == pytest.approx(4.0 / 20.0)
+
+
+# --- the GPU device check, as far as a CPU-only host can run it ------------------------------
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_gpu_check_refuses_clearly_without_cuda(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(["bash", "tests/bench/gpu_check.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3
+    assert "torch sees no CUDA device" in proc.stderr
+    assert "no CUDA device" in (tmp_path / "gpu_check.txt").read_text()
+
+
+def test_the_gpu_check_summary_places_cases_against_the_ceilings(tmp_path, capsys) -> None:
+    import importlib.util
+
+    from reports.synthetic import write_synthetic_run
+
+    spec = importlib.util.spec_from_file_location("gpu_summary", REPO / "tests/bench/gpu_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = write_synthetic_run(tmp_path / "run", with_study=False)
+    assert module.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "ceilings (probe):" in out and "cpu (cpu): bandwidth 20.0 GB/s" in out
+    assert "% of bandwidth" in out and "% of float32 matmul" in out  # the synthetic dtype
+    assert "correctness (checked on the timed accelerator" in out
