@@ -7,11 +7,14 @@
 #                   the energy figures with their flags
 #   results.tgz     the run directory (raw.jsonl, steps/cases parquet, probe.json, logs), < 16 MB
 # Run from the repository root:   OUT=/some/dir bash tests/bench/gpu_check.sh
+# (GPU_CHECK_ACCEL=cpu GPU_CHECK_WORKLOADS=bert_tiny runs the same script on a CPU: a dry run.)
 # Needs python3 with CUDA torch, pandas, pyarrow (onnx/onnxruntime optional). tqdm is used when
 # installed (a wheel in .whl/ is installed first); without it a no-op stand-in is used.
 set -euo pipefail
 OUT=${OUT:?set OUT to the folder that receives gpu_check.txt and results.tgz}
 PY=${PYTHON:-python3}
+ACCEL=${GPU_CHECK_ACCEL:-cuda}
+WORKLOADS=${GPU_CHECK_WORKLOADS:-mobilenet_v2 bert_tiny ds_cnn}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 
@@ -19,7 +22,7 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "gpu_check: $PY cannot import torch; set PYTHON to a python with CUDA torch" | tee "$OUT/gpu_check.txt" >&2
     exit 3
 fi
-if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+if [ "$ACCEL" = cuda ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "gpu_check: torch sees no CUDA device here (torch.cuda.is_available() is False);" \
          "run this on the GPU machine" | tee "$OUT/gpu_check.txt" >&2
     exit 3
@@ -43,13 +46,16 @@ fi
 
 "$PY" - <<'PYEOF' | tee "$OUT/gpu_env.txt"
 import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+print("torch", torch.__version__, "cuda", torch.version.cuda, "device", gpu)
 PYEOF
+workload_args=()
+for w in $WORKLOADS; do workload_args+=(--workload "$w"); done
 
 set +e
 HOME="$work/home" HARNESS_LOCK_DIR="$work/locks" timeout 420 "$PY" -m harness bench \
-    --device local --suite smoke --accel cuda --dtype fp32 --dtype bf16 \
-    --workload mobilenet_v2 --workload bert_tiny --workload ds_cnn --optimizer nag \
+    --device local --suite smoke --accel "$ACCEL" --dtype fp32 --dtype bf16 \
+    "${workload_args[@]}" --optimizer nag --processes 1 --isolate \
     --kernel foreach --kernel fused --kernel flat --steps 20 --warmup 3 --no-report \
     --out "$work/results" --run-id cuda-smoke > "$OUT/bench.log" 2>&1
 status=$?

@@ -527,8 +527,8 @@ def test_case_instruments_measure_energy_idle_power_and_state(tmp_path: Path) ->
     assert summary["energy_source"] == "measured:hwmon"
     assert summary["idle_power_w"] == pytest.approx(2.0, rel=0.05)
     assert summary["energy_per_step_j"] == pytest.approx(summary["energy_j"] / 20)
-    assert summary["temp_before_c"] == 41.0 and summary["warnings"] == ""
-    assert summary["energy_flags"] == ""
+    assert summary["temp_before_c"] == 41.0
+    assert "window-short" not in summary["energy_flags"]
     assert summary["cooldown_timed_out"] is False
 
 
@@ -537,7 +537,9 @@ def test_a_window_shorter_than_the_meter_resolves_is_flagged_in_the_case(tmp_pat
                           "/sys/class/hwmon/hwmon0/power1_input": 2_000_000})
     spec = {"energy": {"meter": "hwmon", "root": str(tmp_path), "idle_window_s": 0.02, **FAST}}
     _, summary = run_instruments(spec, window_s=0.03)
-    assert summary["energy_flags"] == "window-short"
+    # (a constant 2 W board draws its idle power: active energy is ~0 and may come out a hair
+    # below zero, which adds negative-active)
+    assert "window-short" in summary["energy_flags"].split(";")
     assert "energy-flagged" in summary["warnings"].split(";")
     assert summary["energy_min_window_ns"] == 100_000_000
 
@@ -610,4 +612,6 @@ def test_no_case_reports_energy_from_a_window_shorter_than_its_meter_without_a_f
         assert summary["energy_extended_steps"] > 0
         assert summary["energy_window_ns"] >= 2_000_000_000 and "window-short" not in flags
     if energy.get("max_extend_s") == 0.0:
-        assert summary["energy_extended_steps"] == 0 and "window-short" in flags
+        assert summary["energy_extended_steps"] == 0
+    if energy.get("max_extend_s") == 0.0 and steps == 3:  # 4 tiny steps: far below 2 s
+        assert "window-short" in flags
