@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from workloads import schema, system
+from workloads import capabilities, schema, system
 from workloads.meters.case import CaseInstruments
 
 AGENT_VERSION = "0.1.0"
@@ -47,6 +47,7 @@ def hello() -> schema.Hello:
         "torch_threads": torch.get_num_threads(),
         "torch_config": torch.__config__.parallel_info().splitlines()[0:3],
         "pid": os.getpid(),
+        "optional": capabilities.report(),  # module versions (None: absent) and the C++ compiler
     }
     return schema.Hello(
         agent_version=AGENT_VERSION,
@@ -154,10 +155,19 @@ def optimizer_for(spec: dict[str, Any]) -> Any:
     return opt_spec
 
 
+def refuse_what_the_device_lacks(spec: dict[str, Any]) -> None:
+    """Refuse, before anything is built or measured, a case that needs a part the device lacks."""
+    if spec.get("onnx_inference"):
+        capabilities.require_module("onnxruntime", "ONNX inference (--onnx-inference)")
+    if spec.get("mode") == "compile":
+        capabilities.require_cxx("mode = compile")
+
+
 def checked_variant(spec: dict[str, Any]) -> dict[str, Any]:
     """The correctness check of the case's variant on a fresh build, prepared as the timed case is."""
     from workloads import trainer
 
+    refuse_what_the_device_lacks(spec)
     optimizer_for(spec)
     if int(spec.get("check_steps", 0)) <= 0:
         return check_correctness(spec, None)

@@ -56,7 +56,9 @@ def _row(engine: str, level: str, threads: int, samples: list[int], diff: float 
 
 
 def _session(path: str, level: str, threads: int) -> Any:
-    import onnxruntime as ort
+    from workloads.capabilities import require_module
+
+    ort = require_module("onnxruntime", "ONNX inference (--onnx-inference)")
 
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -29,6 +29,11 @@ from workloads.optim.flat import keep_unchanged
 DEFAULT_GROUP_SIZE = 128
 
 
+def _recompile_limit_key() -> str:
+    """torch 2.7 renamed dynamo's ``cache_size_limit`` to ``recompile_limit``; a board may have either."""
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+
+
 def _nag_foreach(
     params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
     lr: torch.Tensor, momentum: float, weight_decay: float,
@@ -66,6 +71,10 @@ class CompiledNAG:
             {"params": self.params, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         ]
         self._lr = torch.tensor(float(lr), dtype=self.params[0].dtype)
+        if backend == "inductor":
+            from workloads.capabilities import require_cxx
+
+            require_cxx("the compiled NAG kernel")
         self._fn: Callable[..., None] = torch.compile(_nag_foreach, backend=backend, fullgraph=True)
         self._compiled_for: tuple[float, float] | None = None
         self.compile_ns = 0
@@ -91,7 +100,7 @@ class CompiledNAG:
         self._lr.fill_(float(group["lr"]))
         key = (mu, wd)
         t0 = time.monotonic_ns()
-        with torch._dynamo.config.patch(recompile_limit=max(8, len(self._groups) + 1)):
+        with torch._dynamo.config.patch(**{_recompile_limit_key(): max(8, len(self._groups) + 1)}):
             for idx in self._groups:
                 ps, bs = self._flat_params[idx.start : idx.stop], self._flat_bufs[idx.start : idx.stop]
                 self._fn(ps, grads[idx.start : idx.stop], bs, self._lr, mu, wd)

@@ -27,7 +27,10 @@ OPSET = 17
 
 def nag_graph(momentum: float, weight_decay: float) -> Any:
     """The NAG update as an ONNX model over 1-D float32 tensors of any length."""
-    from onnx import TensorProto, helper
+    from workloads.capabilities import require_module
+
+    onnx = require_module("onnx", "the ort NAG kernel")
+    TensorProto, helper = onnx.TensorProto, onnx.helper
 
     def const(name: str, value: float) -> Any:
         return helper.make_node(
@@ -64,7 +67,9 @@ class OrtNAG:
         self, params: Iterable[torch.nn.Parameter], lr: float, momentum: float,
         weight_decay: float = 0.0, threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
+        from workloads.capabilities import require_module
+
+        ort = require_module("onnxruntime", "the ort NAG kernel")
 
         self.flat = FlatBuffers(params)
         if self.flat.param.dtype != torch.float32 or self.flat.param.device.type != "cpu":
