@@ -1,4 +1,4 @@
-"""Sessions: bench, harness, tests, lint, report, gate, microbench.
+"""Sessions: bench, harness, tests, lint, report, gate, microbench, soak, board_arm64.
 
 Every environment installs with ``-c constraints.txt`` so torch is the pinned CPU build.
 Hardware runs go through ``bench`` with ``-- --device NAME``; a bare ``nox`` runs the
@@ -6,6 +6,11 @@ tests and the linter only and needs no device.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
 
 import nox
 
@@ -90,3 +95,42 @@ def soak(session: nox.Session) -> None:
     """Soak run on this machine: many tiny cases with random injected faults; 0 samples lost."""
     _install(session, "test")
     session.run("python", "-m", "tests.bench.soak", *(session.posargs or ["--cases", "200"]))
+
+
+@nox.session(python=PYTHON)
+def board_arm64(session: nox.Session) -> None:
+    """The foreign-board smoke case on an arm64 Debian trixie board under qemu-user-static (slow; root).
+
+    Builds the board (.ci/build-board.sh arm64), times one torch import in it with and without
+    the byte-compiled modules, then runs tests/integration/test_board.py against it; the wall
+    times go to results/board-arm64/times.json (docs/board.md). Needs qemu-aarch64 registered
+    in binfmt_misc with the F flag (Debian: apt-get install qemu-user-static binfmt-support).
+    ``--no-venv`` runs it with the harness and pytest already on PATH (no install).
+    """
+    if session.venv_backend != "none":
+        _install(session, "test")
+    root = os.environ.get("HARNESS_BOARD_ROOT", "/var/tmp/odt-board/arm64")
+    out = Path("results/board-arm64")
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    def timed(name: str, *args: str, **kwargs: object) -> None:
+        start = time.monotonic()
+        session.run(*args, **kwargs)  # type: ignore[arg-type]
+        times[name] = round(time.monotonic() - start, 1)
+        session.log(f"{name}: {times[name]} s")
+        (out / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+
+    chroot = ("bash", ".ci/board-chroot.sh", root, "/usr/bin/python3")
+    timed("build_s", "bash", ".ci/build-board.sh", "arm64", root, external=True)
+    timed("torch_import_s", *chroot, "-c", "import torch; print(torch.__version__)", external=True)
+    # pycache_prefix points Python at an empty cache: the import compiles every module again
+    no_pyc = f"{root}/tmp/odt-no-pyc"
+    session.run("rm", "-rf", no_pyc, external=True)
+    timed("torch_import_without_pyc_s", *chroot, "-X", "pycache_prefix=/tmp/odt-no-pyc", "-c",
+          "import torch; print(torch.__version__)", external=True)
+    session.run("rm", "-rf", no_pyc, external=True)
+    timed("smoke_test_s", "pytest", "tests/integration/test_board.py", "-p", "no:cacheprovider", *session.posargs,
+          env={"HARNESS_BOARD_ARCH": "arm64", "HARNESS_BOARD_ROOT": root, "HARNESS_REQUIRE_REAL_PARTS": "1",
+               "HARNESS_BOARD_CASE_TIMEOUT_S": "3600", "HARNESS_BOARD_RUN_TIMEOUT_S": "7200",
+               "HARNESS_BOARD_RESULTS": str(out.resolve())})

@@ -4,8 +4,10 @@ The board is a directory built by ``.ci/build-board.sh amd64 ROOT`` from Debian 
 only (its own Python 3.13, Debian's python3-torch 2.6, python3-numpy, dropbear-bin; nothing
 pip-installed, no onnxruntime, no SFTP server). The fixture ``dropbear_board``:
 
-- reuses the board at ``$HARNESS_BOARD_ROOT`` (default ``/var/tmp/odt-board/amd64``), or
+- reuses the board at ``$HARNESS_BOARD_ROOT`` (default ``/var/tmp/odt-board/ARCH``), or
   builds it there with the script when it is missing (root and a Debian mirror needed);
+  ``$HARNESS_BOARD_ARCH`` is ``amd64`` (default, native) or ``arm64`` (under qemu-user-static
+  through binfmt_misc: ``nox -s board_arm64``);
 - adds a non-root user ``odt`` to the board, with a fresh ed25519 key authorized;
 - starts the board's own ``/usr/sbin/dropbear`` chrooted in the board (``.ci/board-chroot.sh``:
   private mount and PID namespaces with /proc, /sys and a small /dev) on a free port of
@@ -40,11 +42,14 @@ from tests.conftest import need_part
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / ".ci" / "build-board.sh"
 CHROOT_SCRIPT = REPO / ".ci" / "board-chroot.sh"
-DEFAULT_ROOT = Path("/var/tmp/odt-board/amd64")
 BOARD_USER, BOARD_UID = "odt", 1000
 BOARD_PYTHON = "/usr/bin/python3"
-START_TIMEOUT_S = 20.0
-BUILD_TIMEOUT_S = 1800.0
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # Debian architecture -> uname -m
+BINFMT = {"arm64": Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")}
+START_TIMEOUT_S = 60.0  # Dropbear under emulation starts in seconds; natively at once
+BUILD_TIMEOUT_S = 3600.0
+# Under emulation one torch import takes minutes: nox -s board_arm64 raises these.
+CASE_TIMEOUT_S = float(os.environ.get("HARNESS_BOARD_CASE_TIMEOUT_S", "600"))
 
 
 @dataclass(frozen=True)
@@ -59,18 +64,15 @@ class BoardServer:
     known_hosts: Path
     host_key_line: str  # "ssh-ed25519 AAAA..." of Dropbear's host key
     log_path: Path
+    arch: str = "amd64"
 
     @property
     def home(self) -> Path:
         """The board user's home directory, seen from this machine."""
         return self.root / "home" / self.user
 
-    def write_profile(self, path: Path, *, name: str = "trixie-board", env: dict[str, str] | None = None,
-                      workdir: str = "~/.cache/odt-harness") -> Path:
+    def write_profile(self, path: Path, *, name: str = "trixie-board", workdir: str = "~/.cache/odt-harness") -> Path:
         """A device profile that reaches the board with the board's own Python."""
-        env_line = ""
-        if env:
-            env_line = "env = { " + ", ".join(f'{k} = "{v}"' for k, v in env.items()) + " }\n"
         path.write_text(
             f'name = "{name}"\n'
             'description = "Debian trixie userland (python3-torch 2.6) behind Dropbear, no SFTP"\n'
@@ -79,43 +81,51 @@ class BoardServer:
             f'identity_file = "{self.client_key}"\nknown_hosts = "{self.known_hosts}"\n'
             "connect_timeout_s = 10\n"
             "[agent]\n"
-            f'python = ["{BOARD_PYTHON}"]\nworkdir = "{workdir}"\n{env_line}'
-            "case_timeout_s = 600\n"
+            f'python = ["{BOARD_PYTHON}"]\nworkdir = "{workdir}"\n'
+            f"case_timeout_s = {CASE_TIMEOUT_S:g}\n"
             "[energy]\n"
             'meter = "auto"\nidle_window_s = 0.2\n'
         )
         return path
 
-    def run_in_board(self, *argv: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the board as root (not over SSH): for checks and setup."""
-        return subprocess.run([str(CHROOT_SCRIPT), str(self.root), *argv], capture_output=True,
-                              text=True, timeout=timeout_s)
+
+def board_arch() -> str:
+    arch = os.environ.get("HARNESS_BOARD_ARCH", "amd64")
+    if arch not in MACHINES:
+        raise pytest.UsageError(f"HARNESS_BOARD_ARCH={arch!r}: use one of {', '.join(MACHINES)}")
+    return arch
 
 
-def board_root() -> Path:
-    return Path(os.environ.get("HARNESS_BOARD_ROOT", DEFAULT_ROOT))
+def board_root(arch: str) -> Path:
+    return Path(os.environ.get("HARNESS_BOARD_ROOT", f"/var/tmp/odt-board/{arch}"))
 
 
-def missing_parts() -> list[str]:
+def missing_parts(arch: str) -> list[str]:
     """What this machine lacks to start the board (empty when all is there)."""
     missing = []
     if os.geteuid() != 0:
         missing.append("root (chroot and namespaces need it)")
     missing += [tool for tool in ("unshare", "chroot", "ssh-keygen") if not shutil.which(tool)]
+    binfmt = BINFMT.get(arch)
+    if binfmt is not None and os.uname().machine != MACHINES[arch]:
+        flags = binfmt.read_text() if binfmt.is_file() else ""
+        if "enabled" not in flags or not any(line.startswith("flags:") and "F" in line for line in flags.splitlines()):
+            missing.append(f"{binfmt.name} registered in binfmt_misc with the F flag "
+                           "(apt-get install qemu-user-static binfmt-support)")
     return missing
 
 
-def ensure_board(root: Path) -> str:
+def ensure_board(arch: str, root: Path) -> str:
     """Reuse the board at ``root``, or build it; return why it is unusable ('' when usable)."""
     if (root / ".odt-board-stamp").is_file():
         return ""
     try:
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT), "amd64", str(root)], capture_output=True,
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT), arch, str(root)], capture_output=True,
                               text=True, timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return f"building the board took over {BUILD_TIMEOUT_S:.0f} s"
     if proc.returncode != 0:
-        return f"`{BUILD_SCRIPT.name} amd64 {root}` failed: {(proc.stdout + proc.stderr)[-1500:]}"
+        return f"`{BUILD_SCRIPT.name} {arch} {root}` failed: {(proc.stdout + proc.stderr)[-1500:]}"
     return ""
 
 
@@ -167,11 +177,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def dropbear_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardServer]:
     """The trixie board behind a running Dropbear, reachable as ``odt`` on 127.0.0.1."""
-    missing = missing_parts()
+    arch = board_arch()
+    missing = missing_parts(arch)
     need_part(not missing, f"{', '.join(missing)} for the foreign-board tests")
-    root = board_root()
-    problem = ensure_board(root)
-    need_part(not problem, f"the trixie board ({problem}); build it with `sudo .ci/build-board.sh amd64 {root}`")
+    root = board_root(arch)
+    problem = ensure_board(arch, root)
+    need_part(not problem, f"the trixie board ({problem}); build it with `sudo .ci/build-board.sh {arch} {root}`")
     workdir = tmp_path_factory.mktemp("dropbear")
     client_key = workdir / "client_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "odt-board-client", "-f", str(client_key)],
@@ -201,7 +212,7 @@ def dropbear_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardSe
     try:
         wait_for_banner(port, proc, log_path)
         yield BoardServer(root=root, host="127.0.0.1", port=port, user=BOARD_USER, client_key=client_key,
-                          known_hosts=known_hosts, host_key_line=host_line, log_path=log_path)
+                          known_hosts=known_hosts, host_key_line=host_line, log_path=log_path, arch=arch)
     finally:
         _stop(proc)
         shutil.rmtree(root / board_dir.lstrip("/"), ignore_errors=True)
