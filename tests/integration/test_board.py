@@ -37,6 +37,7 @@ description = "one NAG case the board runs, one it cannot (no onnxruntime)"
 steps = 5
 warmup = 1
 check_steps = 3
+processes = 1   # both variants share one agent process (workloads/paired.py): one torch import
 
 [[matrix]]
 workloads = ["bert_tiny"]
