@@ -4,15 +4,16 @@ Two kinds of trial, both run through :func:`harness.gate.gate` itself so the num
 the gate that CI uses:
 
 - **A/A**: two runs of the same code on the same device. Every ``regression`` or
-  ``improvement`` is a false alarm. With stored runs this includes the run-to-run drift
-  (frequency, heat) that no within-run test can see; with one run the steps of each case
-  are split into interleaved halves, which shows only within-run noise.
+  ``improvement`` is a false alarm; a gate run with at least one is a *run-level* false
+  alarm (what a CI user feels). With one run, each case's processes are split into
+  alternating halves.
 - **Injected slowdown**: the same pairs with the candidate's metric column multiplied by
-  ``1 + effect``; the share called ``regression`` is the detection rate (power).
+  ``1 + effect`` (post hoc, on the stored samples); the share called ``regression`` is the
+  detection rate (power).
 
-Every case of a pair is one trial, so one gate call over a suite gives hundreds. The
-functions are pure (frames in, records out): ``harness calibrate`` loads stored runs and
-prints; :func:`synthetic_run` makes runs with a known noise model for ``docs/gate.md``.
+The functions are pure (frames in, records out): ``harness calibrate`` loads stored runs and
+prints; :func:`synthetic_run` makes runs with known variance components (between processes
+and within one) for the tests and ``docs/gate.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.design import components
+from analysis.processes import process_key
 from harness.gate import (
     DEFAULT_ALPHA,
     DEFAULT_RULE,
@@ -34,7 +37,6 @@ from harness.gate import (
     decide,
     gate,
 )
-from harness.stats import DEFAULT_RESAMPLES, bootstrap_medians
 
 Pair = tuple[pd.DataFrame, pd.DataFrame]
 
@@ -58,13 +60,21 @@ class TrialRates:
 
 
 def aa_pairs(runs: Sequence[pd.DataFrame]) -> list[Pair]:
-    """A/A pairs of steps frames: every two distinct runs, or one run's interleaved halves."""
+    """A/A pairs of steps frames: every two distinct runs, or one run split in two.
+
+    One run: alternate processes of each case when every case has at least two, else
+    (one process) the interleaved halves of its steps — within-process noise only.
+    """
     if not runs:
         raise ValueError("calibration needs at least one stored run; run the suite first")
     if len(runs) >= 2:
         return [(runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]
     steps = runs[0]
     measured = steps[~steps["warmup"].astype(bool)] if "warmup" in steps.columns else steps
+    units = process_key(measured)
+    if units.groupby(measured["case_id"].astype(str).to_numpy()).nunique().min() >= 2:
+        rank = units.groupby(measured["case_id"].astype(str).to_numpy()).rank(method="dense")
+        return [(measured[rank.to_numpy() % 2 == 1], measured[rank.to_numpy() % 2 == 0])]
     order = measured.groupby("case_id", sort=False).cumcount()
     return [(measured[order % 2 == 0], measured[order % 2 == 1])]
 
@@ -109,113 +119,122 @@ def _redecide(verdict: MetricVerdict, alpha: float, rule: str) -> str:
                   floor_only=verdict.method == "floor-only")[0]
 
 
+def run_level_rates(results: Sequence[GateResult]) -> dict[str, float]:
+    """Per gate run (one trial): share with any false alarm, any regression, exit code ≠ 0."""
+    n = len(results)
+    if not n:
+        return {"trials": 0, "any_alarm": math.nan, "any_regression": math.nan,
+                "failed": math.nan}
+    alarms = sum(1 for r in results if r.count("regression") or r.count("improvement"))
+    return {"trials": n, "any_alarm": alarms / n,
+            "any_regression": sum(1 for r in results if r.count("regression")) / n,
+            "failed": sum(1 for r in results if r.exit_code != 0) / n}
+
+
 def run_trials(pairs: Sequence[Pair], *, metric: str = "step_time", effect: float = 0.0,
                floor: float | None = None, alpha: float = DEFAULT_ALPHA,
-               rules: Sequence[str] = RULES, n_resamples: int = DEFAULT_RESAMPLES,
-               seed: int = 0, run_drift: float = 0.0) -> list[TrialRates]:
+               rules: Sequence[str] = RULES, run_drift: float = 0.0) -> list[TrialRates]:
     """Gate every pair (candidate slowed by ``effect``) and return verdict shares per rule.
 
     ``effect=0`` gives the A/A false-alarm rate; ``effect=0.05`` the power against a 5 %
-    slowdown. Each pair gets its own bootstrap seed so trials are independent.
+    slowdown. Every (case, pair) is one trial.
     """
+    return trial_rates(gate_pairs(pairs, metric=metric, effect=effect, floor=floor, alpha=alpha,
+                                  run_drift=run_drift), effect, rules)
+
+
+def gate_pairs(pairs: Sequence[Pair], *, metric: str = "step_time", effect: float = 0.0,
+               floor: float | None = None, alpha: float = DEFAULT_ALPHA,
+               run_drift: float = 0.0) -> list[GateResult]:
+    """The gate's result for every pair, the candidate's metric slowed by ``effect``."""
     spec = METRICS[metric]
     if spec.table != "steps":
         raise ValueError(f"calibration needs a per-step metric, not {metric!r}; use "
                          "step_time, update_time or time")
     floors = {metric: floor} if floor is not None else None
     results = []
-    for i, (base, cand) in enumerate(pairs):
+    for base, cand in pairs:
         candidate = inject_slowdown(cand, effect, spec.column) if effect else cand
         results.append(gate(base, None, candidate, None, floors, alpha, metrics=(metric,),
-                            n_resamples=n_resamples, seed=seed + i, run_drift=run_drift))
-    return trial_rates(results, effect, rules)
+                            run_drift=run_drift))
+    return results
 
 
 def minimum_detectable_effect(pairs: Sequence[Pair], *, target: float = 0.9,
                               effects: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1,
                                                           0.15, 0.2, 0.3),
                               metric: str = "step_time", floor: float | None = None,
-                              alpha: float = DEFAULT_ALPHA, rule: str = DEFAULT_RULE,
-                              n_resamples: int = DEFAULT_RESAMPLES) -> float:
+                              alpha: float = DEFAULT_ALPHA, rule: str = DEFAULT_RULE) -> float:
     """The smallest slowdown in ``effects`` detected in at least ``target`` of the trials
     (NaN when none is): what this device and run length can promise to catch."""
     for effect in sorted(effects):
         rates = run_trials(pairs, metric=metric, effect=effect, floor=floor, alpha=alpha,
-                           rules=(rule,), n_resamples=n_resamples)[0]
+                           rules=(rule,))[0]
         if rates.regression_rate >= target:
             return effect
     return math.nan
 
 
-def estimate_run_drift(runs: Sequence[pd.DataFrame], column: str = "step_ns", *,
-                       n_resamples: int = 200, seed: int = 0) -> float:
-    """Run-to-run drift: the standard deviation of a case's log median between runs.
+def estimate_run_drift(runs: Sequence[pd.DataFrame], column: str = "step_ns") -> float:
+    """Between-process spread σ_p of a case's log median, pooled over cases (RMS).
 
-    For every case present in two or more runs, the variance of its log medians across
-    runs, less the part that sampling within a run explains (the mean bootstrap variance of
-    each run's log median), pooled over cases. The result feeds ``gate(run_drift=...)``.
-    NaN with fewer than two runs: drift cannot be seen in one run.
+    Every distinct (run, process) is a process; the within-process part is removed
+    (:func:`analysis.design.components`). NaN with fewer than two processes of any case.
     """
-    if len(runs) < 2:
+    frames = [r.assign(run_id=f"run{i}/" + (r["run_id"].astype(str) if "run_id" in r.columns
+                                             else ""))
+              for i, r in enumerate(runs)]
+    if not frames:
         return math.nan
-    rng = np.random.default_rng(seed)
-    per_case: dict[str, list[tuple[float, float]]] = {}
-    for steps in runs:
-        measured = steps[~steps["warmup"].astype(bool)] if "warmup" in steps.columns else steps
-        for case_id, group in measured.groupby("case_id", sort=False):
-            values = group[column].to_numpy(float)
-            values = values[values > 0]
-            if values.size < 2:
-                continue
-            draws = np.log(bootstrap_medians(values, n_resamples, rng))
-            per_case.setdefault(str(case_id), []).append(
-                (math.log(float(np.median(values))), float(np.var(draws, ddof=1))))
-    excess = [np.var([m for m, _ in pairs], ddof=1) - np.mean([v for _, v in pairs])
-              for pairs in per_case.values() if len(pairs) >= 2]
-    if not excess:
-        return math.nan
-    return math.sqrt(max(0.0, float(np.mean(excess))))
+    steps = pd.concat(frames, ignore_index=True)
+    sigmas = [components(group, column).sigma_p
+              for _, group in steps.groupby("case_id", sort=False)]
+    finite = [s for s in sigmas if math.isfinite(s)]
+    return math.sqrt(float(np.mean(np.square(finite)))) if finite else math.nan
 
 
 def synthetic_run(n_cases: int, n_steps: int, rng: np.random.Generator, *,
                   cv: float = 0.07, outlier_rate: float = 0.02, outlier_scale: float = 3.0,
-                  run_shift_sd: float = 0.0, median_ns: float = 2e7) -> pd.DataFrame:
-    """A steps frame with a known noise model, for simulating the gate.
+                  run_shift_sd: float = 0.0, median_ns: float = 2e7, processes: int = 1,
+                  run_id: str = "r") -> pd.DataFrame:
+    """A steps frame with known variance components, for simulating the gate.
 
-    Each step is lognormal (``sigma = cv``) around ``median_ns``; a share ``outlier_rate``
-    of steps is stretched by up to ``outlier_scale`` (a GC pause, a migration to a little
-    core); ``run_shift_sd`` moves a whole case of this run by a lognormal factor, modelling
-    run-to-run drift that within-run statistics cannot see.
+    Case i, process p, step s: ``median_ns · exp(a[i, p] + e[i, p, s])`` with
+    ``sd(a) = run_shift_sd`` (between processes) and lognormal step noise ``sd(e) = cv``; a
+    share ``outlier_rate`` of steps is stretched by up to ``outlier_scale`` (a GC pause).
     """
-    shift = np.exp(rng.normal(0.0, run_shift_sd, size=(n_cases, 1)))
-    step_ns = median_ns * shift * rng.lognormal(0.0, cv, size=(n_cases, n_steps))
-    outliers = rng.random((n_cases, n_steps)) < outlier_rate
+    shift = rng.normal(0.0, run_shift_sd, size=(n_cases, processes, 1))
+    step_ns = median_ns * np.exp(shift + rng.normal(0.0, cv, size=(n_cases, processes, n_steps)))
+    outliers = rng.random(step_ns.shape) < outlier_rate
     step_ns = np.where(outliers, step_ns * rng.uniform(1.2, outlier_scale, step_ns.shape),
                        step_ns)
     return pd.DataFrame({
-        "case_id": np.repeat([f"case{i:04d}" for i in range(n_cases)], n_steps),
-        "index": np.tile(np.arange(n_steps), n_cases), "warmup": False,
+        "run_id": run_id,
+        "case_id": np.repeat([f"case{i:04d}" for i in range(n_cases)], processes * n_steps),
+        "repeat": np.tile(np.repeat(np.arange(processes), n_steps), n_cases),
+        "index": np.tile(np.arange(n_steps), n_cases * processes), "warmup": False,
         "step_ns": step_ns.ravel(),
     })
 
 
 def simulate(n_steps_list: Sequence[int], *, n_cases: int = 200,
-             effects: Sequence[float] = (0.0, 0.05), seed: int = 0,
-             n_resamples: int = DEFAULT_RESAMPLES, run_drift: float = 0.0,
+             effects: Sequence[float] = (0.0, 0.05), seed: int = 0, run_drift: float = 0.0,
              **noise: float) -> pd.DataFrame:
     """Verdict shares per (steps per case, effect, rule) on synthetic runs: one row each.
 
     Every (n_steps, effect) draws fresh baseline and candidate runs of ``n_cases`` cases,
     each case one trial. ``noise`` goes to :func:`synthetic_run`; ``run_drift`` to the gate.
+    The cases are gated one by one (each its own family), so the rates are per test.
     """
     rng = np.random.default_rng(seed)
     rows = []
     for n_steps in n_steps_list:
         for effect in effects:
-            pair = (synthetic_run(n_cases, n_steps, rng, **noise),
-                    synthetic_run(n_cases, n_steps, rng, **noise))
-            for rates in run_trials([pair], effect=effect, n_resamples=n_resamples,
-                                    seed=seed, run_drift=run_drift):
+            base = synthetic_run(n_cases, n_steps, rng, run_id="a", **noise)
+            cand = synthetic_run(n_cases, n_steps, rng, run_id="b", **noise)
+            pairs = [(base[base["case_id"] == c], cand[cand["case_id"] == c])
+                     for c in base["case_id"].unique()]
+            for rates in run_trials(pairs, effect=effect, run_drift=run_drift):
                 rows.append({"n_steps": n_steps, **asdict(rates),
                              "false_alarm_rate": rates.false_alarm_rate})
     return pd.DataFrame(rows)

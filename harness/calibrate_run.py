@@ -1,29 +1,30 @@
-"""``harness calibrate`` on a device: measure A/A and injected-slowdown trials in one run.
+"""``harness calibrate`` on a device: variance components, and the gate's measured error rates.
 
-The pure statistics live in :mod:`harness.calibrate`; this module plans the measurement,
-runs it through :func:`harness.bench.execute`, and turns the stored run into per-case rates.
+The pure statistics live in :mod:`analysis` and :mod:`harness.calibrate`; this module plans
+the measurement, runs it through :func:`harness.bench.execute`, analyses the stored run and
+writes the device's calibration file (:mod:`harness.calibration_store`).
 
-Design (why it holds on noisy hardware). Every case runs ``trials + 1`` *blocks* of
-``repeats`` plain repetitions, and as many repetitions with a known busy-wait
-(``Case.slowdown``, e.g. 5 % of each step). Within a round a case's plain and slowed
-repetitions run back to back, in ABBA order from round to round, so slow drift (heat, a
-neighbour's load) hits both alike. Repetition numbers: plain ``2n``, slowed ``2n + 1`` for
-the n-th round. Trials, each gated with :func:`harness.gate.gate` exactly as CI gates:
+Design. The selected cases run in ``trials + 1`` *blocks*; a block runs every case in
+``processes`` agent processes, in shuffled rounds — what one ``harness bench --repeat P`` run
+measures. Repeat numbers: block b, process i → ``b·P + i``. From the stored run:
 
-- **A/A trial** b: plain block b (baseline) against plain block b + 1 (candidate), adjacent
-  in time. A *false alarm* is any call of a difference: ``regression`` or ``improvement``
-  (``pass`` and ``inconclusive`` are not alarms).
-- **Slowdown trial** b: plain block b against slowed block b; *detected* when ``regression``.
+- **variance components** per case and metric (σ_p between processes, σ_s within one, on the
+  log scale; :func:`analysis.design.components`) over every process of every block, and the
+  costs of a process and of a step → ``calibration.parquet`` and
+  ``<results>/calibration/<device>.json``, which ``gate`` and ``bench --detect`` read;
+- **A/A trial** t: block t (baseline) against block t + 1 (candidate), gated exactly as CI
+  gates (:func:`harness.gate.gate`, default metrics, every case in one Holm family, no
+  calibration prior). A *run-level false alarm* is a trial with any ``regression`` or
+  ``improvement``;
+- **slowdown trial** t: the same pair with ``slowdown`` injected *post hoc* into one case's
+  recorded ``step_ns`` in the candidate (the case rotates over trials); *detected* when that
+  case's ``step_time`` verdict is ``regression``;
+- **paired A/A** (cases that shared processes as replicas of one configuration): per block,
+  the replicas' paired comparisons on ``update_ns`` and ``step_ns``, one Holm family per
+  block; and ``paired_slowdown`` injected post hoc into one replica's ``update_ns``.
 
-Also per case, *within-run* rates: each plain repetition's steps split into interleaved
-halves (:func:`harness.calibrate.aa_pairs` of one run), gated as A/A and with the slowdown
-injected into one half: what the gate could do if drift between processes did not exist
-(the best a within-process A/B design could reach).
-
-Each repetition is one agent process, so a block's repetitions count as separate runs for
-the gate's ``run_drift`` term. Rates are given twice: with the gate's defaults (no drift
-allowance), and with the drift measured here (:func:`harness.calibrate.estimate_run_drift`
-over the plain repetitions) passed as ``run_drift``.
+``--from RUN`` analyses a stored calibration run again; ``--from R1 R2 …`` treats stored bench
+runs as the blocks (adjacent runs form the A/A pairs: 21 runs give 20 trials).
 """
 
 from __future__ import annotations
@@ -39,32 +40,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from analysis.compare import compare_steps
+from analysis.decide import DEFAULT_ALPHA, decide_family
+from analysis.design import components
+from analysis.processes import measured as measured_steps
 from harness import store
-from harness.bench import execute, new_plan
-from harness.calibrate import aa_pairs, estimate_run_drift, run_trials
+from harness.calibration_store import calibration_path, write_calibration_file
 from harness.errors import ConfigError
-from harness.gate import DEFAULT_ALPHA, DEFAULT_FLOORS, DEFAULT_RULE, METRICS
+from harness.gate import DEFAULT_METRICS, gate
 from harness.plan import Case, shuffled
 from harness.profiles import Profile
-from harness.stats import summarize
 
-MDE_EFFECTS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 TARGET_FALSE_ALARM, TARGET_DETECTION = 0.05, 0.90
+STEP_METRICS = {"step_time": "step_ns", "update_time": "update_ns"}
+CONFIG = ("device", "workload", "optimizer", "kernel", "threads", "batch", "dtype")
 
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """What a calibration measures and how it judges (stored in calibration.json)."""
+    """What a calibration measures and how it judges (stored in the run's manifest)."""
 
     trials: int = 20
-    repeats: int = 1  # repetitions per side of a trial
-    slowdown: float = 0.05
+    repeats: int = 3  # agent processes per case and block (the bench's unit)
+    slowdown: float = 0.10  # injected post hoc into one case's step per slowdown trial
+    paired_slowdown: float = 0.03  # injected post hoc into one replica's update
     alpha: float = DEFAULT_ALPHA
-    floor: float = DEFAULT_FLOORS["step_time"]
-    metric: str = "step_time"
-    n_resamples: int = 2000
 
     def check(self) -> None:
         """Refuse settings that cannot give a trial."""
@@ -72,28 +75,31 @@ class CalibrationSettings:
             raise ConfigError(f"must be ≥ 1, got {self.trials}", key="--trials")
         if self.repeats < 1:
             raise ConfigError(f"must be ≥ 1, got {self.repeats}", key="--repeats")
-        if not 0.0 < self.slowdown <= 10.0:
-            raise ConfigError(f"must be in (0, 10], got {self.slowdown}", key="--slowdown")
-        if METRICS.get(self.metric) is None or METRICS[self.metric].table != "steps":
-            raise ConfigError(f"calibration needs a per-step metric (step_time, update_time), "
-                              f"got {self.metric!r}", key="--metric")
+        for key, value in (("--slowdown", self.slowdown),
+                           ("--paired-slowdown", self.paired_slowdown)):
+            if not 0.0 < value <= 10.0:
+                raise ConfigError(f"must be in (0, 10], got {value}", key=key)
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"must lie in (0, 1), got {self.alpha}", key="--alpha")
 
 
 @dataclass(frozen=True)
 class CalibrationResult:
     run_dir: Path
     table: pd.DataFrame  # one row per (device, case)
+    summary: dict[str, Any]  # run-level rates
     failed: bool
+    device_file: Path | None = None
 
 
-def calibration_order(cases: Sequence[Case], settings: CalibrationSettings, seed: int) -> list[Case]:
-    """Plain and slowed repetitions of every case, interleaved round by round (see module doc)."""
+def calibration_order(cases: Sequence[Case], settings: CalibrationSettings,
+                      seed: int) -> list[Case]:
+    """Every case ``repeats`` times per block, ``trials + 1`` blocks, shuffled per round."""
     order: list[Case] = []
-    for n in range((settings.trials + 1) * settings.repeats):
-        for case in shuffled(cases, seed + n):
-            plain = dataclasses.replace(case, repeat=2 * n, slowdown=0.0)
-            slow = dataclasses.replace(case, repeat=2 * n + 1, slowdown=settings.slowdown)
-            order += [plain, slow] if n % 2 == 0 else [slow, plain]
+    for block in range(settings.trials + 1):
+        for i in range(settings.repeats):
+            n = block * settings.repeats + i
+            order += [dataclasses.replace(c, repeat=n) for c in shuffled(cases, seed + n)]
     return order
 
 
@@ -101,6 +107,8 @@ def run_calibration(profile: Profile, cases: Sequence[Case], settings: Calibrati
                     out: Path, run_id: str | None, seed: int, suite: str,
                     argv: Sequence[str]) -> CalibrationResult:
     """Measure the calibration run on one device, analyse it, and store the results."""
+    from harness.bench import execute, new_plan
+
     settings.check()
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -109,144 +117,255 @@ def run_calibration(profile: Profile, cases: Sequence[Case], settings: Calibrati
                     extra={"calibration": dataclasses.asdict(settings)})
     result = execute(plan)
     steps, cases_df, _ = store.load_run(result.run_dir)
-    table = analyse(steps, cases_df, settings)
+    blocks = _blocks_of_one_run(steps, cases_df, settings.repeats)
     meta = {"settings": dataclasses.asdict(settings), "device": profile.name,
             "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
             "wall_s": round(time.monotonic() - started, 1)}
-    write_calibration(result.run_dir, table, meta)
-    return CalibrationResult(result.run_dir, table, result.failed)
+    return _finish(result.run_dir, blocks, settings, meta, out)
 
 
-def reanalyse(run_dir: Path) -> CalibrationResult:
-    """Analyse a stored calibration run again (after a change to the gate or this module)."""
-    steps, cases_df, manifest = store.load_run(run_dir)
-    if "calibration" not in manifest:
-        raise ConfigError(f"{run_dir} is not a calibration run (its manifest has no 'calibration' "
-                          "entry); run `harness calibrate` first", key="--from")
-    settings = CalibrationSettings(**manifest["calibration"])
-    table = analyse(steps, cases_df, settings)
-    old = run_dir / "calibration.json"
-    meta = {k: v for k, v in (json.loads(old.read_text()) if old.is_file() else {}).items()
-            if k not in ("cases", "targets")}
-    write_calibration(run_dir, table, meta or {"settings": manifest["calibration"]})
-    return CalibrationResult(run_dir, table, bool((cases_df["status"] != "ok").any()))
+def reanalyse(runs: Sequence[Path], settings: CalibrationSettings | None = None) -> CalibrationResult:
+    """Analyse a stored calibration run again, or stored bench runs as the blocks."""
+    runs = [Path(r) for r in runs]
+    if len(runs) == 1:
+        steps, cases_df, manifest = store.load_run(runs[0])
+        if "calibration" not in manifest:
+            raise ConfigError(f"{runs[0]} is not a calibration run (its manifest has no "
+                              "'calibration' entry); give two or more bench runs to use them "
+                              "as blocks, or run `harness calibrate` first", key="--from")
+        stored = {k: v for k, v in manifest["calibration"].items()
+                  if k in {f.name for f in dataclasses.fields(CalibrationSettings)}}
+        settings = settings or CalibrationSettings(**stored)
+        blocks = _blocks_of_one_run(steps, cases_df, settings.repeats)
+        return _finish(runs[0], blocks, settings, {"settings": dataclasses.asdict(settings),
+                                                   "from": [str(runs[0])]}, runs[0].parent)
+    settings = settings or CalibrationSettings(trials=len(runs) - 1)
+    blocks = []
+    for run in runs:
+        steps, cases_df, _ = store.load_run(run)
+        blocks.append((steps, cases_df))
+    out_dir = runs[-1]
+    return _finish(out_dir, blocks, dataclasses.replace(settings, trials=len(runs) - 1),
+                   {"settings": dataclasses.asdict(settings), "from": [str(r) for r in runs]},
+                   out_dir.parent)
 
 
-def _block(measured: pd.DataFrame, repeats: Sequence[int]) -> pd.DataFrame:
-    """The steps of some repetitions, each labelled as its own run for the drift term."""
-    rows = measured[measured["repeat"].isin(repeats)].copy()
-    rows["run_id"] = "r" + rows["repeat"].astype(str)
-    return rows
+Block = tuple[pd.DataFrame, pd.DataFrame]
 
 
-def _rates(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], settings: CalibrationSettings,
-           run_drift: float, effect: float = 0.0) -> Any:
-    return run_trials(pairs, metric=settings.metric, effect=effect, floor=settings.floor,
-                      alpha=settings.alpha, rules=(DEFAULT_RULE,),
-                      n_resamples=settings.n_resamples, run_drift=run_drift)[0]
+def _blocks_of_one_run(steps: pd.DataFrame, cases: pd.DataFrame, repeats: int) -> list[Block]:
+    """Split a calibration run into its blocks by repeat number."""
+    block_of_steps = steps["repeat"].astype(int) // repeats
+    block_of_cases = cases["repeat"].astype(int) // repeats
+    return [(steps[block_of_steps == b], cases[block_of_cases == b])
+            for b in sorted(set(block_of_cases))]
 
 
-def _mde(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], settings: CalibrationSettings,
-         run_drift: float) -> float:
-    """Smallest injected effect flagged in ≥ 90 % of the A/A pairs (NaN when none is)."""
-    for effect in MDE_EFFECTS:
-        if _rates(pairs, settings, run_drift, effect).regression_rate >= TARGET_DETECTION:
-            return effect
-    return math.nan
+def _finish(run_dir: Path, blocks: list[Block], settings: CalibrationSettings,
+            meta: dict[str, Any], results_dir: Path) -> CalibrationResult:
+    table, summary, cal = analyse(blocks, settings)
+    write_calibration(run_dir, table, {**meta, "run_level": summary})
+    all_cases = pd.concat([c for _, c in blocks], ignore_index=True)
+    failed = bool((all_cases["status"] != "ok").any()) if "status" in all_cases else False
+    device_file = None
+    if cal["cases"]:
+        device_file = write_calibration_file(
+            calibration_path(results_dir, cal["device"]), cal["device"], run_dir.name,
+            cal["cases"], process_cost_s=cal["process_cost_s"], step_cost_s=cal["step_cost_s"])
+    return CalibrationResult(run_dir, table, summary, failed, device_file)
 
 
-def analyse_case(measured: pd.DataFrame, ok_repeats: set[int],
-                 settings: CalibrationSettings) -> dict[str, Any]:
-    """Rates, noise and drift of one case from its measured (non-warm-up) steps."""
-    column = METRICS[settings.metric].column
-    k = settings.repeats
+def analyse(blocks: list[Block], settings: CalibrationSettings,
+            ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """(per-case table, run-level rates, calibration-file content) of the blocks."""
+    labelled = [(s.assign(run_id=f"block{b}"), c.assign(run_id=f"block{b}"))
+                for b, (s, c) in enumerate(blocks)]
+    steps = pd.concat([s for s, _ in labelled], ignore_index=True)
+    cases = pd.concat([c for _, c in labelled], ignore_index=True)
+    aa, slow, per_case = _trials(labelled, settings)
+    paired = paired_trials(labelled, settings)
+    rows, cal_cases = [], {}
+    for (device, case_id), group in measured_steps(steps).groupby(["device", "case_id"],
+                                                                  sort=True):
+        row: dict[str, Any] = {"device": device, "case_id": case_id}
+        cal_cases[str(case_id)] = {}
+        for metric, column in STEP_METRICS.items():
+            if column not in group.columns or not (pd.to_numeric(group[column]) > 0).any():
+                continue
+            c = components(group, column)
+            prefix = "" if metric == "step_time" else "update_"
+            row |= {f"{prefix}sigma_p": c.sigma_p, f"{prefix}sigma_s": c.sigma_s}
+            cal_cases[str(case_id)][metric] = {
+                "sigma_p": c.sigma_p, "sigma_s": c.sigma_s, "sigma_median": c.sigma_median,
+                "processes": c.processes, "steps_per_process": c.steps_per_process}
+            if metric == "step_time":
+                row |= {"processes": c.processes, "steps_per_repeat": c.steps_per_process}
+        mine = cases[(cases["device"] == device) & (cases["case_id"] == case_id)]
+        stats = per_case.get(str(case_id), {})
+        row |= {"repeats_per_side": settings.repeats, "slowdown": settings.slowdown,
+                "alpha": settings.alpha, "aa_trials": stats.get("aa", 0),
+                "false_alarm_rate": _share(stats.get("alarms", 0), stats.get("aa", 0)),
+                "slowdown_trials": stats.get("slow", 0),
+                "detection_rate": _share(stats.get("detected", 0), stats.get("slow", 0)),
+                "failed_repeats": int((mine["status"] != "ok").sum()),
+                "wall_s": float(pd.to_numeric(mine.get("host_wall_ns"), errors="coerce").sum())
+                / 1e9 if "host_wall_ns" in mine else math.nan}
+        rows.append(row)
+    summary = {"trials": len(aa), "false_alarm_rate": _share(sum(aa), len(aa)),
+               "slowdown": settings.slowdown, "slowdown_trials": len(slow),
+               "detection_rate": _share(sum(slow), len(slow)),
+               "slowdown_injection": "post hoc, into the recorded step_ns of one case",
+               "metrics": list(DEFAULT_METRICS), "alpha": settings.alpha, **paired}
+    device = str(cases["device"].iloc[0]) if len(cases) else "local"
+    costs = _costs(steps, cases)
+    return pd.DataFrame(rows), summary, {"device": device, "cases": cal_cases, **costs}
 
-    def plain(b: int) -> list[int]:
-        return [2 * (b * k + i) for i in range(k)]
 
-    def complete(reps: list[int]) -> bool:
-        return all(r in ok_repeats for r in reps)
+def _trials(blocks: list[Block], settings: CalibrationSettings,
+            ) -> tuple[list[bool], list[bool], dict[str, dict[str, int]]]:
+    """Run-level A/A alarms and slowdown detections over adjacent blocks, and per-case counts."""
+    aa: list[bool] = []
+    slow: list[bool] = []
+    per_case: dict[str, dict[str, int]] = {}
+    for t in range(len(blocks) - 1):
+        (b_steps, b_cases), (c_steps, c_cases) = blocks[t], blocks[t + 1]
+        result = gate(b_steps, b_cases, c_steps, c_cases, alpha=settings.alpha,
+                      allow_missing=True)
+        aa.append(any(v.verdict in ("regression", "improvement") for v in result.verdicts))
+        for case_id in {v.case_id for v in result.verdicts}:
+            counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
+                                                   "detected": 0})
+            counts["aa"] += 1
+            counts["alarms"] += any(v.verdict in ("regression", "improvement")
+                                    for v in result.verdicts if v.case_id == case_id)
+        ids = sorted(set(c_steps["case_id"].astype(str)))
+        if not ids:
+            continue
+        target = ids[t % len(ids)]
+        slowed = c_steps.copy()
+        hit = slowed["case_id"].astype(str) == target
+        slowed["step_ns"] = slowed["step_ns"].astype(float)
+        slowed.loc[hit, "step_ns"] *= 1.0 + settings.slowdown
+        injected = gate(b_steps, b_cases, slowed, c_cases, alpha=settings.alpha,
+                        allow_missing=True)
+        found = any(v.case_id == target and v.metric == "step_time"
+                    and v.verdict == "regression" for v in injected.verdicts)
+        slow.append(found)
+        counts = per_case.setdefault(target, {"aa": 0, "alarms": 0, "slow": 0, "detected": 0})
+        counts["slow"] += 1
+        counts["detected"] += found
+    return aa, slow, per_case
 
-    blocks = settings.trials + 1
-    aa = [(_block(measured, plain(b)), _block(measured, plain(b + 1))) for b in range(blocks - 1)
-          if complete(plain(b)) and complete(plain(b + 1))]
-    slow = [(_block(measured, plain(b)), _block(measured, [r + 1 for r in plain(b)]))
-            for b in range(blocks) if complete(plain(b)) and complete([r + 1 for r in plain(b)])]
-    plain_runs = [g for r, g in measured.groupby("repeat") if r % 2 == 0 and r in ok_repeats]
-    drift = estimate_run_drift(plain_runs, column) if len(plain_runs) >= 2 else math.nan
-    cvs = [summarize(g[column].to_numpy(float), n_resamples=10).robust_cv for g in plain_runs]
-    row: dict[str, Any] = {
-        "noise_cv": float(pd.Series(cvs).median()) if cvs else math.nan, "run_drift": drift,
-        "aa_trials": len(aa), "slowdown_trials": len(slow),
-    }
-    halves = [pair for g in plain_runs for pair in aa_pairs([g])]  # within one process each
-    within = _rates(halves, settings, 0.0) if halves else None
-    within_slow = _rates(halves, settings, 0.0, settings.slowdown) if halves else None
-    row |= {"false_alarm_rate_within_run": within.false_alarm_rate if within else math.nan,
-            "detection_rate_within_run": within_slow.regression_rate if within_slow else math.nan}
-    for suffix, d in (("", 0.0), ("_with_drift", drift if math.isfinite(drift) else 0.0)):
-        a = _rates(aa, settings, d) if aa else None
-        s = _rates(slow, settings, d) if slow else None
-        row |= {
-            f"false_alarm_rate{suffix}": a.false_alarm_rate if a else math.nan,
-            f"aa_pass_rate{suffix}": a.pass_rate if a else math.nan,
-            f"aa_inconclusive_rate{suffix}": a.inconclusive_rate if a else math.nan,
-            f"detection_rate{suffix}": s.regression_rate if s else math.nan,
-            f"slowdown_inconclusive_rate{suffix}": s.inconclusive_rate if s else math.nan,
-            f"mde{suffix}": _mde(aa, settings, d) if aa else math.nan,
-        }
-    return row
+
+def replica_pairs(cases: pd.DataFrame) -> list[tuple[str, str]]:
+    """Case pairs that shared processes as replicas of one configuration (paired A/A)."""
+    if "group" not in cases.columns:
+        return []
+    shared = cases[cases["group"].astype(str) != ""]
+    pairs = set()
+    for _, group in shared.groupby("group"):
+        configs = group.drop_duplicates("case_id")
+        keys = [c for c in CONFIG if c in configs.columns]
+        for _, same in configs.groupby(keys):
+            ids = sorted(same["case_id"].astype(str))
+            pairs |= {(ids[0], other) for other in ids[1:]}
+    return sorted(pairs)
 
 
-def analyse(steps: pd.DataFrame, cases: pd.DataFrame, settings: CalibrationSettings) -> pd.DataFrame:
-    """One row per (device, case): noise CV, drift, false-alarm and detection rates, MDE."""
-    measured = steps[~steps["warmup"].astype(bool)]
-    rows = []
-    for (device, case_id), group in cases.groupby(["device", "case_id"], sort=True):
-        ok = set(int(r) for r in group.loc[group["status"] == "ok", "repeat"])
-        mine = measured[(measured["device"] == device) & (measured["case_id"] == case_id)]
-        rows.append({
-            "device": device, "case_id": case_id,
-            "steps_per_repeat": int(group["steps"].median()), "repeats_per_side": settings.repeats,
-            "slowdown": settings.slowdown, "floor": settings.floor, "alpha": settings.alpha,
-            **analyse_case(mine, ok, settings),
-            "failed_repeats": int((group["status"] != "ok").sum()),
-            "wall_s": float(pd.to_numeric(group["host_wall_ns"], errors="coerce").sum()) / 1e9,
-        })
-    return pd.DataFrame(rows)
+def paired_trials(blocks: list[Block], settings: CalibrationSettings) -> dict[str, Any]:
+    """Paired in-process A/A between replicas, and a post-hoc update slowdown, per block."""
+    alarms: list[bool] = []
+    detected: list[bool] = []
+    for b_steps, b_cases in blocks:
+        pairs = replica_pairs(b_cases)
+        if not pairs:
+            continue
+        rows = measured_steps(b_steps)
+        by_case = {str(k): g for k, g in rows.groupby("case_id", observed=True)}
+        comparisons, hit = [], []
+        for a, b in pairs:
+            for column in ("update_ns", "step_ns"):
+                comparisons.append(compare_steps(by_case[a], by_case[b], column))
+        decided = decide_family(comparisons, [0.0] * len(comparisons), settings.alpha)
+        alarms.append(any(v in ("regression", "improvement") for _, v, _ in decided))
+        a, b = pairs[len(detected) % len(pairs)]
+        slowed = by_case[b].assign(update_ns=by_case[b]["update_ns"].astype(float)
+                                   * (1.0 + settings.paired_slowdown))
+        hit = decide_family([compare_steps(by_case[a], slowed, "update_ns")], [0.0],
+                            settings.alpha)
+        detected.append(hit[0][1] == "regression")
+    return {"paired_trials": len(alarms), "paired_false_alarm_rate": _share(sum(alarms),
+                                                                            len(alarms)),
+            "paired_slowdown": settings.paired_slowdown,
+            "paired_detection_rate": _share(sum(detected), len(detected)),
+            "paired_note": "replicas of one configuration alternated in shared processes; "
+                           "A/A on update_ns and step_ns, one Holm family per block; the "
+                           "update slowdown injected post hoc into one replica"}
+
+
+def _costs(steps: pd.DataFrame, cases: pd.DataFrame) -> dict[str, float]:
+    """Seconds per measured step (median) and per process start (host wall minus steps)."""
+    step_s = float(pd.to_numeric(measured_steps(steps)["step_ns"]).median()) / 1e9
+    per_process = []
+    if "host_wall_ns" in cases.columns:
+        total = pd.to_numeric(cases["steps"], errors="coerce") + pd.to_numeric(
+            cases.get("warmup_steps", 0), errors="coerce")
+        wall = pd.to_numeric(cases["host_wall_ns"], errors="coerce") / 1e9
+        per_process = (wall - total * step_s).dropna().tolist()
+    process_s = float(np.median(per_process)) if per_process else math.nan
+    return {"step_cost_s": step_s, "process_cost_s": max(process_s, 0.0)
+            if math.isfinite(process_s) else math.nan}
+
+
+def _share(hits: int, n: int) -> float:
+    return hits / n if n else math.nan
 
 
 def write_calibration(run_dir: Path, table: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """calibration.parquet (the table) and calibration.json (settings, load, the same rows)."""
+    """calibration.parquet (the table) and calibration.json (settings, rates, the same rows)."""
     buf = io.BytesIO()
     table.to_parquet(buf, index=False)
     store.atomic_write(run_dir / "calibration.parquet", buf.getvalue())
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                for r in table.to_dict("records")]
-    store.write_json(run_dir / "calibration.json", {**meta, "cases": records,
-                                                    "targets": {"false_alarm_rate": TARGET_FALSE_ALARM,
-                                                                "detection_rate": TARGET_DETECTION}})
+    store.write_json(run_dir / "calibration.json", {
+        **meta, "cases": records,
+        "targets": {"false_alarm_rate": TARGET_FALSE_ALARM, "detection_rate": TARGET_DETECTION}})
 
 
-def format_table(table: pd.DataFrame) -> str:
-    """The calibration table as fixed-width text, one line per case."""
-    head = (f"{'device':<10} {'case':<40} {'steps':>5} {'cv':>6} {'drift':>6} {'FA':>6} "
-            f"{'det':>6} {'MDE':>6} {'FA+d':>6} {'det+d':>6} {'MDE+d':>6} {'FA-in':>6} {'det-in':>6} "
-            f"{'wall s':>7}")
-    lines = [head]
+def format_table(table: pd.DataFrame, summary: dict[str, Any] | None = None) -> str:
+    """The calibration as fixed-width text: one line per case, then the run-level rates."""
+    def pct(x: Any) -> str:
+        return "   n/a" if not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:6.1%}"
 
-    def pct(x: float) -> str:
-        return "   n/a" if not math.isfinite(x) else f"{x:6.1%}"
-
+    lines = [f"{'device':<10} {'case':<44} {'procs':>5} {'steps':>5} {'σ_p':>6} {'σ_s':>6} "
+             f"{'upd σ_p':>7} {'FA':>6} {'det':>6}"]
     for _, r in table.iterrows():
         lines.append(
-            f"{r['device']:<10} {r['case_id']:<40} {r['steps_per_repeat']:>5} {pct(r['noise_cv'])} "
-            f"{pct(r['run_drift'])} {pct(r['false_alarm_rate'])} {pct(r['detection_rate'])} "
-            f"{pct(r['mde'])} {pct(r['false_alarm_rate_with_drift'])} "
-            f"{pct(r['detection_rate_with_drift'])} {pct(r['mde_with_drift'])} "
-            f"{pct(r['false_alarm_rate_within_run'])} {pct(r['detection_rate_within_run'])} {r['wall_s']:7.1f}")
-    lines.append("FA: A/A false-alarm rate (regression or improvement); det: share of slowdown trials "
-                 "called regression; MDE: smallest effect caught in ≥ 90 % of trials; +d: with the "
-                 "measured run drift given to the gate; -in: within one process (interleaved halves, "
-                 "slowdown injected into one half)")
+            f"{r['device']:<10} {r['case_id']:<44} {int(r.get('processes', 0) or 0):>5} "
+            f"{float(r.get('steps_per_repeat', 0) or 0):>5.0f} {pct(r.get('sigma_p'))} "
+            f"{pct(r.get('sigma_s'))} {pct(r.get('update_sigma_p')):>7} "
+            f"{pct(r.get('false_alarm_rate'))} {pct(r.get('detection_rate'))}")
+    lines.append("σ_p: between agent processes, σ_s: between steps of one (log scale); FA: share "
+                 "of A/A trials with an alarm on this case; det: share of its slowdown trials "
+                 "called regression")
+    if summary:
+        lines.append(
+            f"run level: {summary['trials']} A/A trials, false alarms "
+            f"{pct(summary['false_alarm_rate']).strip()} (target ≤ {TARGET_FALSE_ALARM:.0%}); "
+            f"{summary['slowdown']:.0%} slowdown of one case's step (post hoc) detected in "
+            f"{pct(summary['detection_rate']).strip()} of {summary['slowdown_trials']} "
+            f"(target ≥ {TARGET_DETECTION:.0%})")
+        if summary.get("paired_trials"):
+            lines.append(
+                f"paired in-process: {summary['paired_trials']} A/A trials, false alarms "
+                f"{pct(summary['paired_false_alarm_rate']).strip()}; "
+                f"{summary['paired_slowdown']:.0%} update slowdown (post hoc) detected in "
+                f"{pct(summary['paired_detection_rate']).strip()}")
     return "\n".join(lines)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run-level rates a calibration stored."""
+    path = run_dir / "calibration.json"
+    return json.loads(path.read_text()).get("run_level", {}) if path.is_file() else {}

@@ -42,7 +42,12 @@ def render_markdown(result: GateResult, *, title: str = "Regression gate") -> st
     counts = ", ".join(f"{result.count(v)} {v}" for v in _ORDER if result.count(v))
     floors = ", ".join(f"{name} {floor:.1%}" for name, floor in result.floors)
     lines += [f"**Exit code {result.exit_code}** — {counts or 'nothing compared'}.", "",
-              f"Rule `{result.rule}`, α = {result.alpha:g}; floors: {floors}.", ""]
+              f"Rule `{result.rule}`, run-level α = {result.alpha:g} over {result.tests} "
+              f"test(s) (Holm–Bonferroni); floors: {floors}.", ""]
+    lines += [detectable_sentence(result), ""]
+    if not result.compared and not result.allow_missing:
+        lines += ["> **Nothing was compared**: no case of the baseline could be gated against "
+                  "the candidate. The gate fails (exit 2) unless `--allow-missing`.", ""]
     for note in result.notes:
         lines.append(f"- {note}")
     rerun = inconclusive_cases(result)
@@ -50,17 +55,32 @@ def render_markdown(result: GateResult, *, title: str = "Regression gate") -> st
         lines.append(f"- Re-run with more steps: {', '.join(f'`{c}`' for c in rerun)}")
     if result.notes or rerun:
         lines.append("")
-    lines += ["| case | metric | verdict | ratio | CI | p | method | reason |",
-              "|---|---|---|---:|---|---:|---|---|"]
+    lines += ["| case | metric | verdict | ratio | CI | p (Holm) | processes | MDE | method "
+              "| reason |", "|---|---|---|---:|---|---:|---|---:|---|---|"]
     for v in _sorted(result):
         c = v.comparison
         ratio = _fmt(c.ratio, ".3f") if c else "–"
         interval = f"[{_fmt(c.ratio_ci_low, '.3f')}, {_fmt(c.ratio_ci_high, '.3f')}]" if c else "–"
-        p_value = _fmt(c.p_value, ".2g") if c else "–"
+        p_value = _fmt(c.p_adjusted if c and math.isfinite(c.p_adjusted) else
+                       (c.p_value if c else math.nan), ".2g")
+        processes = f"{c.n_baseline} vs {c.n_candidate}" if c else "–"
         reason = v.reason.replace("|", "\\|")
         lines.append(f"| `{v.case_id}` | {v.metric} | {_ICON.get(v.verdict, '')} {v.verdict} "
-                     f"| {ratio} | {interval} | {p_value} | {v.method or '–'} | {reason} |")
+                     f"| {ratio} | {interval} | {p_value} | {processes} | {_fmt(v.mde, '.1%')} "
+                     f"| {v.method or '–'} | {reason} |")
     return "\n".join(lines) + "\n"
+
+
+def detectable_sentence(result: GateResult) -> str:
+    """What the run could have detected, per metric: the worst case's MDE at power 0.9."""
+    parts = [f"{name} {mde:.0%}" if math.isfinite(mde) else f"{name} unknown (too few processes)"
+             for name, mde in result.detectable]
+    if not parts:
+        return "Smallest detectable change: nothing was tested."
+    return ("Smallest change this run could detect (power "
+            f"{result.power:.0%}, run-level α {result.alpha:g}, worst case): "
+            + ", ".join(parts) + ". A pass says no regression larger than that went unseen "
+            "with that power; the per-row MDE column has each case's own.")
 
 
 def append_step_summary(markdown: str,
@@ -81,9 +101,9 @@ def render_junit(result: GateResult, *, suite_name: str = "regression-gate") -> 
         "name": suite_name, "tests": str(len(result.verdicts)),
         "failures": str(result.count("regression")),
         "errors": str(result.count("error") + (result.count("missing")
-                                              if result.strict_missing else 0)),
+                                              if not result.allow_missing else 0)),
         "skipped": str(sum(result.count(v) for v in ("inconclusive", "new", "missing")
-                           if not (v == "missing" and result.strict_missing)))})
+                           if not (v == "missing" and not result.allow_missing)))})
     if result.warnings:
         properties = ET.SubElement(suite, "properties")
         for i, warning in enumerate(result.warnings):
@@ -94,7 +114,7 @@ def render_junit(result: GateResult, *, suite_name: str = "regression-gate") -> 
         if v.verdict == "regression":
             ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = \
                 message
-        elif v.verdict == "error" or (v.verdict == "missing" and result.strict_missing):
+        elif v.verdict == "error" or (v.verdict == "missing" and not result.allow_missing):
             ET.SubElement(case, "error", {"message": message, "type": v.verdict}).text = message
         elif v.verdict in ("inconclusive", "new", "missing"):
             ET.SubElement(case, "skipped", {"message": message})

@@ -1,7 +1,8 @@
 """``harness baseline save|list`` and ``harness gate``: the CI regression gate's command line.
 
 Exit codes of the gate: 0 pass (improvements and inconclusive cases included), 1 a
-regression, 2 an error (bad input, a failed or wrong case). Inconclusive cases are
+regression, 2 an error (bad input, a failed or wrong case, a missing case unless
+``--allow-missing``, nothing compared at all). Inconclusive cases are
 measured again, up to ``--rerun-budget`` rounds, when the candidate's device is reachable:
 the new samples join the candidate's before the gate decides again.
 """
@@ -44,11 +45,17 @@ def add_parsers(sub: Any) -> None:
 def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--floor", action="append", default=[],
                    help="smallest change that counts, per metric, e.g. step_time:5%% (defaults: time 5%%, energy 5%%, memory 2%%)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="run-level false-alarm rate over all cases x metrics (Holm; default 0.05)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="do not fail when baseline cases are missing or nothing could be compared")
+    p.add_argument("--calibration", type=Path, metavar="FILE",
+                   help="the device's variance components (default <results>/calibration/<device>.json "
+                        "when it exists; written by `harness calibrate`)")
     p.add_argument("--gate-estimated", action="store_true", help="also gate estimated (not measured) energy")
     p.add_argument("--run-drift", type=float, default=0.0, metavar="FRACTION",
-                   help="the device's process-to-process drift of a median, as `harness calibrate` "
-                        "measured it (e.g. 0.03); widens each interval, less so with more --repeat")
+                   help="take this between-process spread of a case's log median as known for every "
+                        "case (e.g. 0.03) instead of the calibration's")
     p.add_argument("--rerun-budget", type=int, default=1,
                    help="rounds of re-measuring inconclusive cases when the device is reachable (default 1)")
     p.add_argument("--baselines-dir", type=Path, default=DEFAULT_BASELINES)
@@ -118,11 +125,13 @@ def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
     device = devices[0] if devices else ""
     b_steps, b_cases, b_manifest = _load_baseline(baseline, args.baselines_dir, device)
 
+    priors = _priors(args, candidate, device)
+
     def decide() -> Any:
         return gate(b_steps, b_cases, c_steps, c_cases, floors=args.floor or None, alpha=args.alpha,
                     gate_estimated=args.gate_estimated, run_drift=args.run_drift,
-                    baseline_manifest=b_manifest,
-                    candidate_manifest=c_manifest)
+                    baseline_manifest=b_manifest, candidate_manifest=c_manifest,
+                    allow_missing=args.allow_missing, priors=priors)
 
     result = decide()
     for round_no in range(1, max(args.rerun_budget, 0) + 1):
@@ -145,6 +154,20 @@ def run_gate(baseline: str, candidate: Path, args: argparse.Namespace) -> int:
     return _publish(result, candidate if candidate.is_dir() else candidate.parent, args)
 
 
+def _priors(args: argparse.Namespace, candidate: Path, device: str) -> Any:
+    """``priors(case, metric)`` from the device's calibration file, or None without one."""
+    from harness.calibration_store import calibration_path, priors_from, read_calibration_file
+
+    path = args.calibration or (calibration_path(candidate.parent, device) if device else None)
+    if path is None or (args.calibration is None and not path.is_file()):
+        return None
+    if not path.is_file():
+        raise ConfigError(f"no calibration file at {path}; run `harness calibrate` first",
+                          key="--calibration")
+    print(f"gate: using the variance components in {path}", file=sys.stderr)
+    return priors_from(read_calibration_file(path))
+
+
 def _gate_microbench(baseline: Path, candidate: Path, args: argparse.Namespace) -> int:
     """Gate two pytest-benchmark JSON files (``--benchmark-json``) on the metric ``time``."""
     from harness.baseline import load_pytest_benchmark
@@ -152,7 +175,8 @@ def _gate_microbench(baseline: Path, candidate: Path, args: argparse.Namespace) 
 
     floors = args.floor or ["time:5%"]
     result = gate(load_pytest_benchmark(baseline), None, load_pytest_benchmark(candidate), None,
-                  floors=floors, alpha=args.alpha, metrics=("time",))
+                  floors=floors, alpha=args.alpha, metrics=("time",),
+                  allow_missing=args.allow_missing)
     return _publish(result, candidate.parent, args)
 
 
@@ -170,7 +194,11 @@ def _publish(result: Any, out_dir: Path, args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     counts = {v: result.count(v) for v in VERDICTS}
-    print("gate: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), file=sys.stderr)
+    print("gate: " + (", ".join(f"{n} {v}" for v, n in counts.items() if n) or "nothing compared"),
+          file=sys.stderr)
+    from harness.ci_outputs import detectable_sentence
+
+    print(f"gate: {detectable_sentence(result)}", file=sys.stderr)
     for v in result.verdicts:
         if v.verdict == "regression":
             print(f"  REGRESSION {v.case_id} {v.metric}: {v.reason}", file=sys.stderr)

@@ -1,72 +1,82 @@
 """The regression gate: candidate run versus baseline, case by case and metric by metric.
 
-A verdict needs two things: *significance* (the difference is not noise) and *size* (it
-matters, judged against a per-metric floor such as 5 %). The rule, its calibration and the
-alternatives are written down in ``docs/gate.md``; in short, for the default rule
-``"not-negligible"``:
+The statistics and the decision rule are :mod:`analysis`'s (the report uses the same); this
+module picks the evidence per (case, metric) and applies them to a whole run:
 
-- ``regression``: Mann–Whitney p < alpha, the bootstrap interval of the ratio of medians lies
-  above 1, and its upper end reaches past ``1 + floor`` (a real slowdown not shown to be
-  smaller than the floor);
-- ``improvement``: the mirror image (below 1, lower end under ``1 / (1 + floor)``);
-- ``pass``: the interval lies within ``[1 / (1 + floor), 1 + floor]`` (any difference is
-  shown to be smaller than the floor);
-- ``inconclusive``: none of these; the case should be re-run with more steps.
+- the unit is the **agent process**: each side's evidence is one summary per process (the
+  median of its steps, or its case-table value), compared on the log scale (Welch's t,
+  paired when processes are matched), so the interval includes the between-process spread;
+- every compared (case, metric) is one test of one **Holm–Bonferroni family**: ``alpha``
+  (default 0.05) is the run-level false-alarm rate;
+- ``regression``: significant and not shown smaller than the floor; ``improvement`` the
+  mirror image; ``pass``: the interval lies within the floor; ``inconclusive``: neither;
+- a case-table metric with one process on a side is held against the floor alone
+  (``floor-only``), outside the family;
+- missing, new and failed cases are verdicts of their own, never dropped; missing cases and
+  a run where nothing could be compared fail the gate unless ``allow_missing``.
 
-One-value-per-case metrics (peak memory, measured energy per step) have no within-run
-distribution: with fewer than ``min_samples`` repeats on a side their median ratio is held
-against the floor directly (``method="floor-only"``). Missing, new and failed cases are
-reported as their own verdicts, never dropped.
+The rule, its calibration and the alternatives are in ``docs/gate.md``.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from analysis.compare import Comparison, Prior, compare_paired, compare_steps, compare_units
+from analysis.decide import (
+    DEFAULT_ALPHA,
+    DEFAULT_POWER,
+    DEFAULT_RULE,
+    RULES,
+    RuleError,
+    comparison_mde,
+    decide_family,
+    family_size,
+)
+from analysis.decide import decide as _decide
+from analysis.processes import measured, process_values
+from analysis.schema import upgrade
 from harness.baseline import (
     load_pytest_benchmark,  # noqa: F401  (part of the gate API)
     stack_mismatches,
 )
 from harness.errors import ConfigError
-from harness.stats import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_RESAMPLES,
-    DEFAULT_SEED,
-    Comparison,
-    compare,
-    widen_for_drift,
-)
 
-RULES = ("not-negligible", "point", "strict")
-DEFAULT_RULE = "not-negligible"
-DEFAULT_ALPHA = 0.01
+DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_SAMPLES = 5
 VERDICTS = ("pass", "regression", "improvement", "inconclusive", "error", "missing", "new")
 EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+PRIOR_DF_OF_RUN_DRIFT = 1000.0  # a --run-drift given by hand is taken as known
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A gated quantity: which table and column hold it, and what to do with few samples."""
+    """A gated quantity: which table and column hold it, and what counts as one sample.
+
+    ``unit`` is ``"process"`` (one summary per agent process: the process is the unit of
+    replication) or ``"round"`` (pytest-benchmark rounds: one process, so within-process
+    evidence only, labelled so).
+    """
 
     name: str
-    table: str  # "steps" (one value per step) or "cases" (one value per case and run)
+    table: str  # "steps" (one value per step) or "cases" (one value per case and process)
     column: str
-    small_sample: str  # "floor-only" or "inconclusive" when a side has < min_samples values
+    unit: str = "process"
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("step_time", "steps", "step_ns", "inconclusive"),
-    Metric("update_time", "steps", "update_ns", "inconclusive"),
-    Metric("energy_per_step", "cases", "energy_per_step_j", "floor-only"),
-    Metric("peak_memory", "cases", "peak_rss_bytes", "floor-only"),
-    Metric("time", "steps", "step_ns", "floor-only"),  # pytest-benchmark micro-benchmarks
+    Metric("step_time", "steps", "step_ns"),
+    Metric("update_time", "steps", "update_ns"),
+    Metric("energy_per_step", "cases", "energy_per_step_j"),
+    Metric("peak_memory", "cases", "peak_rss_bytes"),
+    Metric("time", "steps", "step_ns", unit="round"),  # pytest-benchmark micro-benchmarks
 )}
 DEFAULT_METRICS = ("step_time", "update_time", "energy_per_step", "peak_memory")
 DEFAULT_FLOORS: dict[str, float] = {
@@ -83,9 +93,10 @@ class MetricVerdict:
     metric: str
     verdict: str
     floor: float
-    method: str  # "bootstrap+mwu", "floor-only" or "" when nothing was compared
+    method: str  # the comparison's method ("welch", "paired", ...), "floor-only" or ""
     reason: str
     comparison: Comparison | None = None
+    mde: float = math.nan  # smallest change this comparison could detect (power 0.9, α/m)
 
 
 @dataclass(frozen=True)
@@ -98,35 +109,53 @@ class GateResult:
     alpha: float
     rule: str
     floors: tuple[tuple[str, float], ...]
-    strict_missing: bool = False
+    allow_missing: bool = False
+    tests: int = 0  # the size of the Holm family (tests that decided together)
+    detectable: tuple[tuple[str, float], ...] = ()  # per metric: the worst case's MDE
+    power: float = DEFAULT_POWER
 
     def count(self, verdict: str) -> int:
         """How many (case, metric) rows have ``verdict``."""
         return sum(1 for v in self.verdicts if v.verdict == verdict)
 
     @property
+    def compared(self) -> int:
+        """(case, metric) rows that were actually compared (a verdict from evidence)."""
+        return sum(1 for v in self.verdicts
+                   if v.verdict in ("pass", "regression", "improvement", "inconclusive"))
+
+    @property
     def exit_code(self) -> int:
-        """2 if any row is an error (or missing, under strict_missing), else 1 on any
-        regression, else 0. Errors win: a run with failed cases cannot be trusted to pass."""
-        if self.count("error") or (self.strict_missing and self.count("missing")):
+        """2 if any case failed, a case is missing (unless allowed) or nothing was compared;
+        else 1 on any regression; else 0. Errors win: a run with failed or missing cases
+        cannot be trusted to pass."""
+        if self.count("error") or (not self.allow_missing and self.count("missing")):
+            return EXIT_ERROR
+        if not self.compared and not self.allow_missing:
             return EXIT_ERROR
         return EXIT_REGRESSION if self.count("regression") else EXIT_PASS
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (case, metric): verdict, ratio, interval, p and the reason."""
+        """One row per (case, metric): verdict, ratio, interval, p, processes and the reason."""
         rows = []
         for v in self.verdicts:
             c = v.comparison
+
+            def get(name: str, default: float = math.nan, c: Comparison | None = c) -> Any:
+                return getattr(c, name) if c else default
+
             rows.append({
                 "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
                 "floor": v.floor, "method": v.method, "reason": v.reason,
-                "ratio": c.ratio if c else math.nan,
-                "ratio_ci_low": c.ratio_ci_low if c else math.nan,
-                "ratio_ci_high": c.ratio_ci_high if c else math.nan,
-                "p_value": c.p_value if c else math.nan,
-                "n_baseline": c.n_baseline if c else 0, "n_candidate": c.n_candidate if c else 0,
-                "baseline_median": c.baseline_median if c else math.nan,
-                "candidate_median": c.candidate_median if c else math.nan,
+                "ratio": get("ratio"), "ratio_ci_low": get("ratio_ci_low"),
+                "ratio_ci_high": get("ratio_ci_high"), "p_value": get("p_value"),
+                "p_adjusted": get("p_adjusted"),
+                "n_baseline": get("n_baseline", 0), "n_candidate": get("n_candidate", 0),
+                "baseline_median": get("baseline_median"),
+                "candidate_median": get("candidate_median"),
+                "baseline_min": get("baseline_min"), "baseline_max": get("baseline_max"),
+                "candidate_min": get("candidate_min"), "candidate_max": get("candidate_max"),
+                "mde": v.mde,
             })
         return pd.DataFrame(rows)
 
@@ -187,42 +216,12 @@ def _floor_value(name: str, value: Any) -> float:
 
 def decide(comparison: Comparison, floor: float, alpha: float = DEFAULT_ALPHA, *,
            rule: str = DEFAULT_RULE, floor_only: bool = False) -> tuple[str, str]:
-    """(verdict, reason) for one comparison; pure, so calibration uses exactly this."""
-    if rule not in RULES:
-        raise ConfigError(f"unknown gate rule {rule!r}; known: {', '.join(RULES)}", key="rule")
-    upper, lower = 1.0 + floor, 1.0 / (1.0 + floor)
-    c = comparison
-    if floor_only:
-        if not math.isfinite(c.ratio):
-            return "inconclusive", "no finite ratio of medians"
-        if c.ratio > upper:
-            return "regression", f"ratio {c.ratio:.3f} > {upper:.3f} (floor only, no noise model)"
-        if c.ratio < lower:
-            return "improvement", f"ratio {c.ratio:.3f} < {lower:.3f} (floor only, no noise model)"
-        return "pass", f"ratio {c.ratio:.3f} within the floor (floor only, no noise model)"
-    if not (math.isfinite(c.ratio_ci_low) and math.isfinite(c.ratio_ci_high)):
-        return "inconclusive", "no finite bootstrap interval"
-    significant = math.isfinite(c.p_value) and c.p_value < alpha
-    interval = f"ratio {c.ratio:.3f} [{c.ratio_ci_low:.3f}, {c.ratio_ci_high:.3f}], p={c.p_value:.2g}"
-    if significant and c.ratio_ci_low > 1.0 and _beyond(rule, c.ratio, c.ratio_ci_low,
-                                                         c.ratio_ci_high, upper):
-        return "regression", f"slower: {interval}"
-    if significant and c.ratio_ci_high < 1.0 and _beyond(rule, 1 / c.ratio, 1 / c.ratio_ci_high,
-                                                          1 / c.ratio_ci_low, upper):
-        return "improvement", f"faster: {interval}"
-    if lower <= c.ratio_ci_low and c.ratio_ci_high <= upper:
-        return "pass", f"within ±{floor:.1%}: {interval}"
-    return "inconclusive", (f"neither a significant change beyond the floor nor shown within "
-                            f"±{floor:.1%}: {interval}")
-
-
-def _beyond(rule: str, ratio: float, ci_low: float, ci_high: float, upper: float) -> bool:
-    """Whether a significant change (ratio > 1 here) is large enough under ``rule``."""
-    if rule == "strict":
-        return ci_low > upper
-    if rule == "point":
-        return ratio > upper
-    return ci_high > upper
+    """(verdict, reason) for one comparison: :func:`analysis.decide.decide`, errors as
+    :class:`ConfigError`."""
+    try:
+        return _decide(comparison, floor, alpha, rule=rule, floor_only=floor_only)
+    except RuleError as exc:
+        raise ConfigError(str(exc), key="rule") from None
 
 
 def inconclusive_cases(result: GateResult) -> list[str]:
@@ -231,7 +230,8 @@ def inconclusive_cases(result: GateResult) -> list[str]:
 
 
 def _devices(*frames: pd.DataFrame | None) -> set[str]:
-    return {str(d) for f in frames if f is not None and "device" in f.columns for d in f["device"].dropna().unique()}
+    return {str(d) for f in frames if f is not None and "device" in f.columns
+            for d in f["device"].dropna().unique()}
 
 
 def _by_device(frame: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -246,19 +246,20 @@ class _Side:
 
     def __init__(self, steps: pd.DataFrame | None, cases: pd.DataFrame | None) -> None:
         steps = steps if steps is not None else pd.DataFrame({"case_id": []})
-        if "warmup" in steps.columns:
-            steps = steps[~steps["warmup"].astype(bool)]
+        steps, cases = upgrade(measured(steps), cases)
+        assert steps is not None
         self.step_columns = set(steps.columns)
-        self.steps = {str(k): g for k, g in steps.groupby("case_id", sort=False)}
+        self.steps = {str(k): g for k, g in steps.groupby("case_id", sort=False, observed=True)}
         self.cases: dict[str, pd.DataFrame] = {}
         if cases is not None and len(cases):
-            self.cases = {str(k): g for k, g in cases.groupby("case_id", sort=False)}
+            self.cases = {str(k): g for k, g in cases.groupby("case_id", sort=False,
+                                                             observed=True)}
         self.ids = set(self.steps) | set(self.cases)
         frames = [f for f in (steps, cases) if f is not None and "device" in f.columns]
         self.devices = {str(d) for f in frames for d in f["device"].dropna().unique()}
 
     def failure(self, case_id: str) -> str:
-        """Why the case has no usable result ("" when at least one repeat is ok)."""
+        """Why the case has no usable result ("" when at least one process is ok)."""
         rows = self.cases.get(case_id)
         if rows is None or "status" not in rows.columns or (rows["status"] == "ok").any():
             return ""
@@ -266,29 +267,18 @@ class _Side:
         detail = " ".join(str(row.get(k, "") or "") for k in ("error_kind", "error_message"))
         return f"status {row['status']!r}" + (f": {detail.strip()}" if detail.strip() else "")
 
+    def failed_processes(self, case_id: str) -> int:
+        rows = self.cases.get(case_id)
+        if rows is None or "status" not in rows.columns:
+            return 0
+        return int((rows["status"] != "ok").sum())
+
     def ok_cases(self, case_id: str) -> pd.DataFrame:
         rows = self.cases.get(case_id, pd.DataFrame())
         return rows[rows["status"] == "ok"] if "status" in rows.columns else rows
 
-    def values(self, case_id: str, metric: Metric) -> pd.Series:
-        if metric.table == "steps":
-            return self.steps.get(case_id, pd.DataFrame()).get(metric.column, pd.Series([]))
-        return self.ok_cases(case_id).get(metric.column, pd.Series([]))
-
-    def runs(self, case_id: str) -> int:
-        """How many agent processes contributed steps to the case: distinct (run_id, repeat),
-        since every repeat is a process of its own (1 if unknown)."""
-        rows = self.steps.get(case_id)
-        if rows is None or "run_id" not in rows.columns:
-            return 1
-        keys = [c for c in ("run_id", "repeat") if c in rows.columns]
-        return max(1, len(rows[keys].drop_duplicates()))
-
-    def energy_sources(self, case_id: str) -> set[str]:
-        rows = self.ok_cases(case_id)
-        if "energy_source" not in rows.columns:
-            return set()
-        return {str(s) for s in rows["energy_source"].dropna() if str(s) not in ("", "none")}
+    def step_rows(self, case_id: str) -> pd.DataFrame:
+        return self.steps.get(case_id, pd.DataFrame({"case_id": []}))
 
     def energy_flags(self, case_id: str) -> set[str]:
         """Why a case's energy figures are not comparable (too short a window, restarts)."""
@@ -296,6 +286,15 @@ class _Side:
         if "energy_flags" not in rows.columns:
             return set()
         return {f for s in rows["energy_flags"].dropna() for f in str(s).split(";") if f}
+
+    def energy_sources(self, case_id: str) -> set[str]:
+        rows = self.ok_cases(case_id)
+        if "energy_source" not in rows.columns:
+            return set()
+        return {str(s) for s in rows["energy_source"].dropna() if str(s) not in ("", "none")}
+
+
+PriorSource = Callable[[str, str], "Prior | None"]
 
 
 def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | None,
@@ -305,23 +304,28 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
          rule: str = DEFAULT_RULE, gate_estimated: bool = False,
          baseline_manifest: Mapping[str, Any] | None = None,
          candidate_manifest: Mapping[str, Any] | None = None,
-         n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-         seed: int = DEFAULT_SEED, min_samples: int = DEFAULT_MIN_SAMPLES,
-         strict_missing: bool = False, run_drift: float = 0.0) -> GateResult:
-    """Compare a candidate run with a baseline; see the module docstring for the rule.
+         confidence: float = DEFAULT_CONFIDENCE, min_samples: int = DEFAULT_MIN_SAMPLES,
+         allow_missing: bool = False, run_drift: float = 0.0,
+         priors: PriorSource | None = None, paired_by_repeat: bool = False,
+         power: float = DEFAULT_POWER) -> GateResult:
+    """Compare a candidate run with a baseline, every case × metric in one Holm family.
 
-    ``*_cases`` may be None (e.g. pytest-benchmark input): cases then come from the steps.
-    Several runs of one side may be concatenated: steps pool, per-case values become repeats.
-    ``run_drift`` is the run-to-run standard deviation of a case's log median (measured by
-    :func:`harness.calibrate.estimate_run_drift`); it widens each interval by
-    ``run_drift * sqrt(1/runs_baseline + 1/runs_candidate)``, so repeats narrow it again.
+    Per (case, metric) the evidence is one summary per agent process (the median of its
+    steps, or its case-table value), compared by :func:`analysis.compare.compare_steps` /
+    :func:`~analysis.compare.compare_units`; all tests together keep the run-level
+    false-alarm rate at ``alpha`` (:func:`analysis.decide.decide_family`). ``priors(case_id,
+    metric)`` may supply a calibrated between-process spread (``harness calibrate``);
+    ``run_drift`` is such a spread given by hand for every case. ``paired_by_repeat``
+    (``harness ab``): the two sides' processes with the same ``repeat`` ran back to back, so
+    each repeat's log-ratio is one paired unit. ``*_cases`` may be None (pytest-benchmark
+    input). Several runs of one side may be concatenated: their processes pool.
     """
     floor_map = parse_floors(floors)
     chosen = [METRICS[_known_metric(m)] for m in metrics]
     if rule not in RULES:
         raise ConfigError(f"unknown gate rule {rule!r}; known: {', '.join(RULES)}", key="rule")
     if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha={alpha!r} must lie in (0, 1); use e.g. 0.01", key="alpha")
+        raise ConfigError(f"alpha={alpha!r} must lie in (0, 1); use e.g. 0.05", key="alpha")
     sides = [baseline_steps, baseline_cases, candidate_steps, candidate_cases]
     if len(_devices(*sides[:2]) & _devices(*sides[2:])) > 1:
         sides = [_by_device(f) for f in sides]  # a merged lab run: never pool two devices
@@ -332,27 +336,69 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
     if base.devices and cand.devices and base.devices != cand.devices:
         warnings.append(f"devices differ: baseline {sorted(base.devices)}, candidate "
                         f"{sorted(cand.devices)}")
+    fixed = Prior(run_drift, PRIOR_DF_OF_RUN_DRIFT) if run_drift > 0 else None
     notes: dict[str, int] = {}
-    verdicts: list[MetricVerdict] = []
+    rows: list[MetricVerdict | tuple[str, Metric, Comparison, bool]] = []
     for case_id in sorted(base.ids | cand.ids):
         whole_case = _whole_case_verdict(case_id, base, cand)
         if whole_case is not None:
-            verdicts.append(whole_case)
+            rows.append(whole_case)
             continue
         for metric in chosen:
-            outcome = _judge(case_id, metric, base, cand, floor_map[metric.name], alpha,
-                             rule=rule, gate_estimated=gate_estimated, n_resamples=n_resamples,
-                             confidence=confidence, seed=seed, min_samples=min_samples,
-                             run_drift=run_drift)
+            prior = fixed or (priors(case_id, metric.name) if priors else None)
+            outcome = _compare(case_id, metric, base, cand, gate_estimated=gate_estimated,
+                               confidence=confidence, min_samples=min_samples, prior=prior,
+                               paired_by_repeat=paired_by_repeat)
             if isinstance(outcome, str):
                 notes[outcome] = notes.get(outcome, 0) + 1
+            elif isinstance(outcome, MetricVerdict):
+                outcome = replace(outcome, floor=floor_map[metric.name])
+                rows.append(outcome)
             elif outcome is not None:
-                verdicts.append(outcome)
+                rows.append((case_id, metric, *outcome))
+    verdicts, tests, detectable = _decide_all(rows, floor_map, alpha, rule, power)
+    failed = sum(cand.failed_processes(c) for c in cand.ids)
+    if failed:
+        notes[f"{failed} candidate process(es) failed; the cases were judged on the others"] = 1
     return GateResult(
         verdicts=tuple(verdicts), warnings=tuple(warnings),
-        notes=tuple(f"{text} ({n} case(s))" for text, n in notes.items()), alpha=alpha,
-        rule=rule, floors=tuple((m.name, floor_map[m.name]) for m in chosen),
-        strict_missing=strict_missing)
+        notes=tuple(f"{text} ({n} case(s))" if n > 1 or "process(es)" not in text else text
+                    for text, n in notes.items()),
+        alpha=alpha, rule=rule, floors=tuple((m.name, floor_map[m.name]) for m in chosen),
+        allow_missing=allow_missing, tests=tests, detectable=tuple(detectable), power=power)
+
+
+def _decide_all(rows: list[Any], floor_map: Mapping[str, float], alpha: float, rule: str,
+                power: float) -> tuple[list[MetricVerdict], int, list[tuple[str, float]]]:
+    """Decide every compared (case, metric) in one Holm family; keep the others' order.
+
+    Also the smallest change each comparison could detect at the family's first Holm level
+    (α/m, power ``power``), and per metric the worst of them over the cases.
+    """
+    positions = [i for i, r in enumerate(rows) if isinstance(r, tuple)]
+    compared = [rows[i] for i in positions]
+    only = [r[3] for r in compared]
+    floors = [floor_map[r[1].name] for r in compared]
+    try:
+        decided = decide_family([r[2] for r in compared], floors, alpha, rule=rule,
+                                floor_only=only)
+    except RuleError as exc:
+        raise ConfigError(str(exc), key="alpha") from None
+    tests = family_size([r[2] for r in compared], only)
+    level = alpha / max(tests, 1)
+    worst: dict[str, float] = {}
+    out = list(rows)
+    for i, (case_id, metric, _, floor_only), (comparison, verdict, reason), floor in zip(
+            positions, compared, decided, floors, strict=True):
+        mde = math.nan
+        if not floor_only and comparison is not None:
+            mde = comparison_mde(comparison, level, power)
+            worst[metric.name] = max(worst.get(metric.name, -math.inf),
+                                     mde if math.isfinite(mde) else math.inf)
+        method = "floor-only" if floor_only else (comparison.method if comparison else "")
+        out[i] = MetricVerdict(case_id, metric.name, verdict, floor, method, reason,
+                               comparison, mde)
+    return out, tests, sorted((k, v if math.isfinite(v) else math.nan) for k, v in worst.items())
 
 
 def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict | None:
@@ -373,15 +419,59 @@ def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict
     return None
 
 
-def _judge(case_id: str, metric: Metric, base: _Side, cand: _Side, floor: float,
-           alpha: float, *, rule: str, gate_estimated: bool, n_resamples: int,
-           confidence: float, seed: int, min_samples: int,
-           run_drift: float = 0.0) -> MetricVerdict | str | None:
-    """One (case, metric) verdict; a note string when the metric is skipped on purpose;
-    None when the metric was simply not measured for this case."""
-    if metric.table == "steps" and not (metric.column in base.step_columns
-                                        and metric.column in cand.step_columns):
-        return f"{metric.name}: column {metric.column!r} absent, not gated"
+def _by_repeat(base: pd.DataFrame, cand: pd.DataFrame, column: str,
+               confidence: float) -> Comparison:
+    """Processes of the two sides matched by ``repeat`` (adjacent in time): paired units."""
+    def medians(frame: pd.DataFrame) -> pd.Series:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        keep = frame.loc[values > 0]
+        return keep.groupby("repeat")[column].median() if len(keep) else pd.Series(dtype=float)
+
+    mb, mc = medians(base), medians(cand)
+    common = mb.index.intersection(mc.index)
+    d = np.log(mc[common].to_numpy(float)) - np.log(mb[common].to_numpy(float))
+    b, c = mb.to_numpy(float), mc.to_numpy(float)
+    spread = (float(b.min()), float(b.max()), float(c.min()), float(c.max())) if (
+        b.size and c.size) else (math.nan,) * 4
+    geo = [float(np.exp(np.log(x).mean())) if x.size else math.nan for x in (b, c)]
+    comparison = compare_paired(d, baseline_median=geo[0], candidate_median=geo[1],
+                                confidence=confidence, spread=spread)
+    if comparison.method == "within-process" or len(common) < 2:
+        return compare_units(b, c, confidence=confidence)
+    return replace(comparison, method="paired-rounds",
+                   note=f"processes paired by round ({len(common)} rounds)")
+
+
+def _compare(case_id: str, metric: Metric, base: _Side, cand: _Side, *, gate_estimated: bool,
+             confidence: float, min_samples: int, prior: Prior | None, paired_by_repeat: bool,
+             ) -> tuple[Comparison, bool] | MetricVerdict | str | None:
+    """(comparison, floor_only) for one (case, metric); a MetricVerdict when it cannot be
+    compared; a note string when skipped on purpose; None when the metric was not measured."""
+    if metric.table == "steps":
+        if not (metric.column in base.step_columns and metric.column in cand.step_columns):
+            return f"{metric.name}: column {metric.column!r} absent, not gated"
+        b_rows, c_rows = base.step_rows(case_id), cand.step_rows(case_id)
+        b_vals = pd.to_numeric(b_rows.get(metric.column, pd.Series([])), errors="coerce")
+        c_vals = pd.to_numeric(c_rows.get(metric.column, pd.Series([])), errors="coerce")
+        if not ((b_vals > 0).any() or (c_vals > 0).any()):
+            return None  # absent phase (all zero)
+        if metric.unit == "round":
+            b, c = b_vals[b_vals > 0].to_numpy(float), c_vals[c_vals > 0].to_numpy(float)
+            if min(b.size, c.size) < min_samples:
+                return compare_units(b, c, confidence=confidence), True
+            comparison = compare_units(b, c, confidence=confidence)
+            return replace(comparison, method="rounds", note="rounds of one process each: "
+                           "within-process evidence only"), False
+        nb, nc = int((b_vals > 0).sum()), int((c_vals > 0).sum())
+        if min(nb, nc) < min_samples:
+            return MetricVerdict(case_id, metric.name, "inconclusive", math.nan, "",
+                                 f"too few samples ({nb} vs {nc}, need {min_samples})",
+                                 compare_steps(b_rows, c_rows, metric.column, prior=prior,
+                                               confidence=confidence))
+        if paired_by_repeat and "repeat" in b_rows.columns and "repeat" in c_rows.columns:
+            return _by_repeat(b_rows, c_rows, metric.column, confidence), False
+        return compare_steps(b_rows, c_rows, metric.column, prior=prior,
+                             confidence=confidence), False
     if metric.name == "energy_per_step":
         skipped = _energy_skip(base.energy_sources(case_id), cand.energy_sources(case_id),
                                gate_estimated)
@@ -390,24 +480,17 @@ def _judge(case_id: str, metric: Metric, base: _Side, cand: _Side, floor: float,
         flagged = base.energy_flags(case_id) | cand.energy_flags(case_id)
         if flagged:
             return f"energy_per_step: energy flagged ({', '.join(sorted(flagged))}), not gated"
-    b = pd.to_numeric(base.values(case_id, metric), errors="coerce").dropna().to_numpy(float)
-    c = pd.to_numeric(cand.values(case_id, metric), errors="coerce").dropna().to_numpy(float)
-    if not (b.any() or c.any()):
-        return None  # absent phase (all zero) or meter not read on either side
-    if metric.table == "cases":
-        b, c = b[b > 0], c[c > 0]
-    comparison = compare(b, c, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    if run_drift > 0 and metric.table == "steps":
-        drift = run_drift * math.sqrt(1 / base.runs(case_id) + 1 / cand.runs(case_id))
-        comparison = widen_for_drift(comparison, drift)
-    few = min(b.size, c.size) < min_samples
-    if few and metric.small_sample == "inconclusive":
-        return MetricVerdict(case_id, metric.name, "inconclusive", floor, "",
-                             f"too few samples ({b.size} vs {c.size}, need {min_samples})",
-                             comparison)
-    method = "floor-only" if few else "bootstrap+mwu"
-    verdict, reason = decide(comparison, floor, alpha, rule=rule, floor_only=few)
-    return MetricVerdict(case_id, metric.name, verdict, floor, method, reason, comparison)
+    pb = process_values(base.ok_cases(case_id), metric.column)
+    pc = process_values(cand.ok_cases(case_id), metric.column)
+    if pb.empty and pc.empty:
+        return None  # meter not read on either side
+    comparison = compare_units(pb["median"], pc["median"], confidence=confidence, prior=prior)
+    few = min(len(pb), len(pc)) < 2 and (prior is None or not prior.usable())
+    if few:  # one value per side: no spread to test against, the floor alone decides
+        b, c = pb["median"].to_numpy(float), pc["median"].to_numpy(float)
+        ratio = float(np.median(c) / np.median(b)) if b.size and c.size else math.nan
+        comparison = replace(comparison, ratio=ratio, method="floor-only")
+    return comparison, few
 
 
 def _energy_skip(base_sources: set[str], cand_sources: set[str],
@@ -415,8 +498,8 @@ def _energy_skip(base_sources: set[str], cand_sources: set[str],
     """Why energy is not gated for a case ("" for silently, None when it is gated)."""
     if not base_sources or not cand_sources:
         return ""
-    measured = all(s.startswith("measured:") for s in base_sources | cand_sources)
-    if not measured and not gate_estimated:
+    measured_only = all(s.startswith("measured:") for s in base_sources | cand_sources)
+    if not measured_only and not gate_estimated:
         return "energy_per_step: estimated energy, not gated (gate_estimated=False)"
     if base_sources != cand_sources:
         return (f"energy_per_step: sources differ ({sorted(base_sources)} vs "

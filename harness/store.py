@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from analysis import schema as results_schema
 from harness.errors import HarnessError
 from workloads.schema import (
     READABLE_VERSIONS,
@@ -48,8 +49,8 @@ from workloads.schema import (
     parse_line,
 )
 
-RESULTS_VERSION = 2
-READABLE_RESULTS = (1, 2)
+RESULTS_VERSION = results_schema.RESULTS_VERSION  # the history is in analysis/schema.py too
+READABLE_RESULTS = results_schema.READABLE_VERSIONS
 PHASE_COLUMNS = ("data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns", "zero_grad_ns")
 CASE_KEYS = ("workload", "domain", "optimizer", "kernel", "threads", "batch", "dtype", "seed",
              "mode", "accel", "slowdown")
@@ -384,40 +385,22 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """The stored tables and manifest of a run (tables rebuilt from raw.jsonl if missing)."""
+    """The stored tables and manifest of a run (tables rebuilt from raw.jsonl if missing).
+
+    Read by :func:`analysis.load.read_tables`, the one reader: the version checked against
+    :data:`analysis.schema.READABLE_VERSIONS`, version-1 tables upgraded (one process per
+    case and repeat, no rounds).
+    """
+    from analysis.load import read_tables
+    from analysis.schema import check_version, upgrade
+
     if not (run_dir / "raw.jsonl").is_file() and not (run_dir / "cases.parquet").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no raw.jsonl or cases.parquet)")
     if (run_dir / "steps.parquet").is_file() and (run_dir / "cases.parquet").is_file():
-        steps = pd.read_parquet(run_dir / "steps.parquet")
-        cases = pd.read_parquet(run_dir / "cases.parquet")
-    else:
-        steps, cases = build_tables(run_dir)
+        return read_tables(run_dir)
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    version = manifest.get("results_version", RESULTS_VERSION)
-    if version not in READABLE_RESULTS:
-        raise ValueError(
-            f"{run_dir} holds results version {version}; this harness reads versions "
-            f"{', '.join(map(str, READABLE_RESULTS))}. Rebuild them with a harness of that version."
-        )
-    return _with_process_columns(steps, cases), cases_with_process(cases), manifest
-
-
-def _with_process_columns(steps: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
-    """Version-1 tables: one agent process per case and repeat, no rounds."""
-    if "process" not in steps.columns:
-        steps = steps.copy()
-        steps["process"] = (steps["device"].astype(str) + ":" + steps["case_id"].astype(str) + ":r"
-                            + steps["repeat"].astype(str)).astype("string")
-        steps["round"] = pd.Series(-1, index=steps.index, dtype="int64")
-    return steps
-
-
-def cases_with_process(cases: pd.DataFrame) -> pd.DataFrame:
-    """Version-1 tables: each case alone in its process."""
-    if "process" not in cases.columns and not cases.empty:
-        cases = cases.copy()
-        cases["process"] = (cases["device"].astype(str) + ":" + cases["case_id"].astype(str) + ":r"
-                            + cases["repeat"].astype(str))
-        cases["group"], cases["paired"] = "", False
-    return cases
+    check_version(manifest, str(manifest_path))
+    steps, cases = upgrade(*build_tables(run_dir))
+    assert steps is not None and cases is not None
+    return steps, cases, manifest

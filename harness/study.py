@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.study import best_lr_table
 from harness import store
 from harness.errors import ConfigError
 from harness.plan import Case, Filters, Suite, expand, load_suite
@@ -243,45 +244,23 @@ def summarize(curves: pd.DataFrame, cases: pd.DataFrame, settings: pd.DataFrame)
         ["device", "workload", "optimizer", "lr", "seed", "repeat"]).reset_index(drop=True)
 
 
-def _median_with_misses(values: pd.Series, reached: pd.Series) -> float:
-    """Median over seeds with a miss as +inf: infinite when at least half the seeds missed."""
-    return float(np.median(np.where(reached.to_numpy(bool), values.to_numpy(float), np.inf)))
+BEST_COLUMNS = ["device", "workload", "optimizer", "lr", "lr_at_edge", "runs", "runs_reached",
+                *METRICS.values(), "energy_source"]
 
 
 def best_lr(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (device, workload, optimizer): the lr with the most runs (seeds) reaching the target.
+    """Per (device, workload, optimizer): the best lr and its median costs.
 
-    Ties go to the lower median time-to-target over the runs that reached it, then to the
-    smaller lr. Each metric column is the median over that lr's runs, a miss counting as
-    +inf (so it is infinite when at least half of the runs missed). ``lr_at_edge`` flags a
-    best lr at either end of its grid: the grid may be too narrow to have found the optimum.
+    The rule is :func:`analysis.study.best_lr_table`'s (the report uses the same): most runs
+    (seeds) reaching the target, then the lower median time-to-target, then the smaller lr;
+    a miss counts as +inf in the medians. ``lr_at_edge`` flags a best lr at either end of
+    its grid: the grid may be too narrow to have found the optimum.
     """
-    rows = []
-    for (device, workload, optimizer), group in summary.groupby(
-            ["device", "workload", "optimizer"], sort=True):
-        ranked = []
-        for lr, runs in group.groupby("lr", sort=True):
-            reached_time = runs.loc[runs["reached"], "time_to_target_s"].median()
-            ranked.append((-int(runs["reached"].sum()),
-                           math.inf if pd.isna(reached_time) else float(reached_time), lr, runs))
-        ranked.sort(key=lambda item: item[:3])
-        _, _, lr, runs = ranked[0]
-        grid = group["lr"].unique()
-        row = {"device": device, "workload": workload, "optimizer": optimizer, "lr": float(lr),
-               "lr_at_edge": len(grid) > 1 and lr in (grid.min(), grid.max()),
-               "runs": len(runs), "runs_reached": int(runs["reached"].sum())}
-        sources = set(runs.get("energy_source", pd.Series(["none"])).fillna("none"))
-        row["energy_source"] = sources.pop() if len(sources) == 1 else "mixed"
-        for column in METRICS.values():
-            values = runs[column]
-            if runs["reached"].any() and values[runs["reached"]].isna().any():
-                row[column] = math.nan  # the metric is unknown (e.g. no energy meter)
-            else:
-                row[column] = _median_with_misses(values, runs["reached"])
-        rows.append(row)
-    columns = ["device", "workload", "optimizer", "lr", "lr_at_edge", "runs", "runs_reached",
-               *METRICS.values(), "energy_source"]
-    return pd.DataFrame(rows, columns=columns)
+    if summary.empty:
+        return pd.DataFrame(columns=BEST_COLUMNS)
+    table = best_lr_table(summary)
+    table["lr_at_edge"] = table["lr_at_edge"].astype(bool)
+    return table[BEST_COLUMNS].reset_index(drop=True)
 
 
 def performance_profile(best: pd.DataFrame, metric: str = "time",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis.load import ResultsError, RunData, load_runs
 from reports.build import Aggregates, aggregate, aggregate_dirs
-from reports.load import ResultsError, RunData, load_runs
 
 FORMATS = ("html", "md", "csv")
 

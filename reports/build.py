@@ -8,8 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.load import RunData, load_runs
 from reports.aggregate import (
     BASELINE_KERNEL,
+    DEFAULT_BOOT,
     CallRule,
     StepSamples,
     case_summary,
@@ -18,7 +20,6 @@ from reports.aggregate import (
     compare_optimizers,
     device_labels,
 )
-from reports.bootstrap import DEFAULT_BOOT
 from reports.calibration import calibration_verdicts, targets_from
 from reports.coverage import Coverage, coverage
 from reports.derived import (
@@ -38,7 +39,6 @@ from reports.headline import (
     kernel_headlines,
     optimizer_headlines,
 )
-from reports.load import RunData, load_runs
 from reports.onnx import onnx_table
 from reports.study import best_lr_table, study_headlines
 

@@ -181,6 +181,11 @@ def warnings_table(summary: pd.DataFrame, rule: WarningRule) -> pd.DataFrame:
         if case["status"] == "failed":
             found["failed"] = (f"{case['error_kind']}: {case['error_message']}".strip(": "),
                                "report")
+        elif _number(case, "processes_failed") > 0:
+            found["failed"] = (f"{int(_number(case, 'processes_failed'))} of "
+                               f"{int(_number(case, 'processes'))} processes failed ("
+                               + f"{case['error_kind']}: {case['error_message']}".strip(": ")
+                               + "); the case is summarised from the others", "report")
         if case["status"] == "wrong" or not bool(case["correct_ok"]):
             found["wrong"] = (f"max relative difference vs reference "
                               f"{case['correct_max_rel_diff']:.3g}", "report")

@@ -4,6 +4,11 @@ One or two sentences per (device, workload): the fastest correct NAG kernel vari
 ``forloop`` and each optimizer against NAG, for that workload's most common setting
 (threads, batch, dtype). Every number in a sentence is a value from a table row, rounded to
 two decimals, so a test can check the sentence against the table.
+
+A ratio is stated only for a difference the engine calls (``faster``/``slower``, decided by
+:mod:`analysis.decide`); other comparisons are named as "no clear difference" without a
+number, and a step-time difference whose forward and backward phases moved too is named as
+process noise, not credited to the optimizer or kernel.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reports.aggregate import BASELINE_KERNEL, BASELINE_OPTIMIZER
+from reports.aggregate import BASELINE_KERNEL, BASELINE_OPTIMIZER, PROCESS_NOISE
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,15 @@ def _ambiguous(valid: pd.DataFrame) -> bool:
     return bool(valid["variant"].duplicated().any())
 
 
-def _uncalled(row: pd.Series) -> str:
-    """Suffix for a ratio that the call rule does not call a difference."""
-    return "" if row["verdict"] in ("faster", "slower") else " — not a clear difference"
+CALLED = ("faster", "slower")
+
+
+def _called(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[frame["verdict"].isin(CALLED)]
+
+
+def _names(frame: pd.DataFrame, column: str = "variant") -> str:
+    return ", ".join(f"`{v}`" for v in frame[column])
 
 
 def _where(row: pd.Series) -> str:
@@ -72,7 +83,8 @@ def _where(row: pd.Series) -> str:
 
 
 def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]:
-    """Best correct NAG kernel variant vs ``forloop`` on whole-step time, per device/workload."""
+    """Best called NAG kernel variant vs ``forloop`` on the step and the update, per
+    device/workload; uncalled and noise-only comparisons are named without a ratio."""
     out: list[Headline] = []
     everything = kernels.assign(label=labels)
     frame = everything.loc[(everything["optimizer"] == BASELINE_OPTIMIZER)
@@ -83,31 +95,53 @@ def kernel_headlines(kernels: pd.DataFrame, labels: pd.Series) -> list[Headline]
         wrong = sorted(set(group.loc[group["verdict"] == "wrong", "variant"]))
         if valid.empty or _ambiguous(valid):
             continue
-        idx = valid["speedup"].idxmax()
-        row = valid.loc[idx]
-        ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], f"`{BASELINE_KERNEL}`")
-        text = (f"On {label}, {workload}: NAG `{row['variant']}` is {ratio} per training step "
-                f"({_where(row)}){_uncalled(row)}")
-        rows = [int(idx)]
-        update = everything.loc[(everything["metric"] == "update_ns")
-                                & (everything["variant_case"] == row["variant_case"])
-                                & (everything["baseline_case"] == row["baseline_case"])]
-        update = update.loc[np.isfinite(update["speedup"])]
-        if not update.empty:
-            u = update.iloc[0]
-            text += ("; the update phase alone is "
-                     f"{fmt_ratio(u['speedup'], u['ci_lo'], u['ci_hi'], f'`{BASELINE_KERNEL}`')}"
-                     f"{_uncalled(u)}")
-            rows.append(int(update.index[0]))
+        called = _called(valid)
+        rows: list[int] = []
+        if called.empty:
+            text = (f"On {label}, {workload}: no NAG kernel variant changes the training step "
+                    f"clearly against `{BASELINE_KERNEL}` ({_where(valid.iloc[0])})")
+            update = _called(everything.loc[(everything["metric"] == "update_ns")
+                                            & (everything["label"] == label)
+                                            & everything["variant_case"].isin(
+                                                valid["variant_case"])])
+            if not update.empty:
+                idx = update["speedup"].idxmax()
+                u = update.loc[idx]
+                text += (f"; the update phase alone: `{u['variant']}` is "
+                         f"{fmt_ratio(u['speedup'], u['ci_lo'], u['ci_hi'], f'`{BASELINE_KERNEL}`')}")
+                rows.append(int(idx))
+        else:
+            idx = called["speedup"].idxmax()
+            row = called.loc[idx]
+            ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], f"`{BASELINE_KERNEL}`")
+            text = (f"On {label}, {workload}: NAG `{row['variant']}` is {ratio} per training "
+                    f"step ({_where(row)})")
+            rows.append(int(idx))
+            update = everything.loc[(everything["metric"] == "update_ns")
+                                    & (everything["run_id"] == row["run_id"])
+                                    & (everything["variant_case"] == row["variant_case"])
+                                    & (everything["baseline_case"] == row["baseline_case"])]
+            update = update.loc[np.isfinite(update["speedup"])]
+            if not update.empty:
+                u = update.iloc[0]
+                text += ("; the update phase alone is "
+                         + (fmt_ratio(u["speedup"], u["ci_lo"], u["ci_hi"], f"`{BASELINE_KERNEL}`")
+                            if u["verdict"] in CALLED else "not clearly different"))
+                rows.append(int(update.index[0]))
+        noise = valid.loc[valid["verdict"] == PROCESS_NOISE]
+        if not noise.empty:
+            text += (f"; the step-time difference of {_names(noise)} is process noise "
+                     "(forward and backward moved too), not credited to the kernel")
         text += "."
         if wrong:
             text += f" Not compared (failed correctness): {', '.join(f'`{w}`' for w in wrong)}."
-        out.append(Headline(str(label), str(workload), text, "kernels", tuple(rows)))
+        out.append(Headline(str(label), str(workload), text, "kernels",
+                            tuple(rows) or tuple(int(i) for i in valid.index)))
     return out
 
 
 def optimizer_headlines(optimizers: pd.DataFrame, labels: pd.Series) -> list[Headline]:
-    """Each optimizer's speed-up against NAG (same kernel), per device/workload."""
+    """Each optimizer's called speed-up against NAG (same kernel), per device/workload."""
     out: list[Headline] = []
     frame = optimizers.assign(label=labels)
     for (label, workload), group in frame.groupby(["label", "workload"], sort=True):
@@ -116,13 +150,21 @@ def optimizer_headlines(optimizers: pd.DataFrame, labels: pd.Series) -> list[Hea
                           & (valid["kernel"] == BASELINE_KERNEL)]
         if valid.empty or _ambiguous(valid):
             continue
+        called = _called(valid)
         parts = [f"`{r['optimizer']}` is {fmt_ratio(r['speedup'], r['ci_lo'], r['ci_hi'])}"
-                 f"{_uncalled(r)}"
-                 for _, r in valid.iterrows()]
+                 for _, r in called.iterrows()]
+        noise = valid.loc[valid["verdict"] == PROCESS_NOISE]
+        if not noise.empty:
+            parts.append(f"{_names(noise, 'optimizer')}: the step-time difference is process "
+                         "noise (forward and backward moved too), not credited to the optimizer")
+        unclear = valid.loc[~valid["verdict"].isin((*CALLED, PROCESS_NOISE))]
+        if not unclear.empty:
+            parts.append(f"{_names(unclear, 'optimizer')}: no clear difference")
         text = (f"On {label}, {workload}, per training step against NAG with "
                 f"`{BASELINE_KERNEL}` ({_where(valid.iloc[0])}): " + "; ".join(parts) + ".")
         out.append(Headline(str(label), str(workload), text, "optimizers",
-                            tuple(int(i) for i in valid.index)))
+                            tuple(int(i) for i in called.index) or tuple(
+                                int(i) for i in valid.index)))
     return out
 
 
@@ -137,8 +179,12 @@ def device_headlines(devices: pd.DataFrame) -> list[Headline]:
         if valid.empty:
             continue
         row = valid.iloc[0]
-        ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], str(row["baseline"]))
-        text = (f"For {workload} with NAG `{BASELINE_KERNEL}` ({_where(row)}), {variant} is "
-                f"{ratio} per training step{_uncalled(row)}.")
+        if row["verdict"] in CALLED:
+            ratio = fmt_ratio(row["speedup"], row["ci_lo"], row["ci_hi"], str(row["baseline"]))
+            text = (f"For {workload} with NAG `{BASELINE_KERNEL}` ({_where(row)}), {variant} is "
+                    f"{ratio} per training step.")
+        else:
+            text = (f"For {workload} with NAG `{BASELINE_KERNEL}` ({_where(row)}), {variant} is "
+                    f"not clearly different from {row['baseline']} per training step.")
         out.append(Headline(str(variant), str(workload), text, "devices", (int(valid.index[0]),)))
     return out

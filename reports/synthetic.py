@@ -22,6 +22,9 @@ from reports.study import best_lr_table
 # Kernel factors scale the update phase only (that is all a kernel variant changes).
 KERNEL_FACTORS: dict[str, float] = {"forloop": 1.0, "foreach": 0.6, "fused": 0.5, "flat": 0.4}
 OPTIMIZER_FACTORS: dict[str, float] = {"nag": 1.0, "adam": 1.25, "sgd": 0.95}
+# An optimizer changes the update phase only (forward and backward are the same work):
+# these update factors give whole steps 1.25× (adam) and 0.95× (sgd) of NAG's.
+OPTIMIZER_UPDATE_FACTORS: dict[str, float] = {"nag": 1.0, "adam": 2.25, "sgd": 0.75}
 PHASE_SHARES: dict[str, float] = {"data_ns": 0.05, "forward_ns": 0.3, "backward_ns": 0.45,
                                   "update_ns": 0.2}
 
@@ -41,6 +44,8 @@ class SyntheticSpec:
     warmup_steps: int = 5
     base_step_ns: float = 2e6
     noise_sigma: float = 0.05
+    processes: int = 4  # agent processes per case (rows of cases.parquet per case)
+    process_sigma: float = 0.02  # between-process spread of a case's log median
     wrong_kernel: str | None = "flat"  # this NAG kernel fails its correctness check
     failed_workload: str | None = None  # adam on this workload fails outright
     energy_source: str = "measured:rapl"
@@ -58,8 +63,7 @@ def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
         wrong = optimizer == "nag" and kernel == spec.wrong_kernel
         failed = optimizer == "adam" and workload == spec.failed_workload
         status = "failed" if failed else ("wrong" if wrong else "ok")
-        factor = (OPTIMIZER_FACTORS.get(optimizer, 1.0)
-                  * (1 + 0.5 * spec.workloads.index(workload)) * (batch / 32) ** 0.5)
+        factor = (1 + 0.5 * spec.workloads.index(workload)) * (batch / 32) ** 0.5
         rows.append({
             "run_id": spec.run_id, "device": spec.device, "case_id": case_id,
             "workload": workload, "domain": "vision" if workload == "cnn" else "tabular",
@@ -79,7 +83,8 @@ def _case_rows(spec: SyntheticSpec) -> list[dict[str, object]]:
             "freq_after_khz": 2_300_000.0, "throttled": False, "warnings": "",
             "onnx_inference": (X.onnx_json(threads) if spec.onnx and optimizer == "nag"
                                and kernel == "forloop" else None),
-            "_factor": factor, "_update_factor": KERNEL_FACTORS.get(kernel, 1.0),
+            "_factor": factor, "_update_factor": (KERNEL_FACTORS.get(kernel, 1.0)
+                               * OPTIMIZER_UPDATE_FACTORS.get(optimizer, 1.0)),
         })
     return rows
 
@@ -93,15 +98,19 @@ def _steps(cases: list[dict[str, object]], spec: SyntheticSpec) -> pd.DataFrame:
     update_factor = np.repeat([float(c["_update_factor"]) for c in live], per_case)
     index = np.tile(np.arange(per_case), len(live))
     warmup = index < spec.warmup_steps
-    base = spec.base_step_ns * factor * rng.lognormal(0.0, spec.noise_sigma, n)
+    offset = np.repeat(rng.normal(0.0, spec.process_sigma, len(live)), per_case)
+    base = spec.base_step_ns * factor * np.exp(offset) * rng.lognormal(0.0, spec.noise_sigma, n)
     base = np.where(warmup, base * 3.0, base)
     update_share = PHASE_SHARES["update_ns"]
     step = base * (1.0 - update_share + update_share * update_factor)
     frame = {
         col: np.repeat([c[col] for c in live], per_case)
-        for col in ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads",
-                    "batch", "dtype")
+        for col in ("run_id", "device", "case_id", "repeat", "workload", "optimizer", "kernel",
+                    "threads", "batch", "dtype")
     }
+    frame["process"] = np.repeat([f"{c['device']}/{c['case_id']}/{c['repeat']}" for c in live],
+                                 per_case)
+    frame["round"] = -1
     frame["index"] = index
     frame["warmup"] = warmup
     frame["step_ns"] = step.astype(np.int64)
@@ -123,14 +132,16 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
     spec = spec or SyntheticSpec()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cases = _case_rows(spec)
+    cases = [{**case, "repeat": r, "process": f"{case['device']}/{case['case_id']}/{r}",
+              "group": "", "paired": False}
+             for case in _case_rows(spec) for r in range(spec.processes)]
     steps = _steps(cases, spec)
-    measured = steps.loc[~steps["warmup"]].groupby("case_id", observed=True)["step_ns"]
+    measured = steps.loc[~steps["warmup"]].groupby(["case_id", "repeat"], observed=True)["step_ns"]
     medians = measured.median().to_dict()
     for case in cases:
         case.pop("_factor")
         case.pop("_update_factor")
-        median = medians.get(case["case_id"], 0.0)
+        median = medians.get((case["case_id"], case["repeat"]), 0.0)
         case["wall_ns"] = int(median * (spec.steps + spec.warmup_steps))
         case["energy_per_step_j"] = 5.0 * median * 1e-9  # 5 W average
         case["energy_j"] = case["energy_per_step_j"] * spec.steps
@@ -142,7 +153,7 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
         "device": spec.device, "threads": max(spec.threads), "bandwidth_gbs": 20.0,
         "bandwidth_kernel": "triad", "matmul_gflops": 100.0}))
     (run_dir / "manifest.json").write_text(json.dumps({
-        "run_id": spec.run_id, "created": "2026-01-01T00:00:00Z",
+        "results_version": 2, "run_id": spec.run_id, "created": "2026-01-01T00:00:00Z",
         "git": {"commit": "0" * 40, "dirty": False},
         "host": {"hostname": "synthetic"}, "device": {"name": spec.device, "profile": {}},
         "versions": {"torch": "synthetic"}, "seed": spec.seed,
@@ -155,8 +166,8 @@ def write_synthetic_run(run_dir: Path, spec: SyntheticSpec | None = None,
         X.profile_table(best_lr_table(summary)).to_parquet(
             run_dir / "performance_profile.parquet", index=False)
     if spec.calibration:
-        ids = [str(c["case_id"]) for c in cases
-               if c["optimizer"] == "nag" and c["kernel"] == "forloop"]
+        ids = list(dict.fromkeys(str(c["case_id"]) for c in cases
+                                 if c["optimizer"] == "nag" and c["kernel"] == "forloop"))
         X.calibration_table(spec.device, ids).to_parquet(run_dir / "calibration.parquet",
                                                          index=False)
         (run_dir / "calibration.json").write_text(json.dumps(

@@ -1,5 +1,6 @@
 """The regression gate end to end: a real run against its own baseline passes; a run with an
-injected slowdown is a regression (exit 1) with its Markdown summary and JUnit XML written."""
+injected slowdown is a regression (exit 1) with its Markdown summary and JUnit XML written.
+Each case runs in three agent processes: the gate's unit of replication."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach",
-           "--steps", "30", "--warmup", "2", "--no-probe", "--no-report")
+           "--steps", "30", "--warmup", "2", "--no-probe", "--no-report", "--repeat", "3")
 
 
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -39,7 +40,22 @@ def test_a_run_gated_against_its_own_baseline_passes(baseline):
                    "--rerun-budget", "0")
     assert proc.returncode == 0, proc.stderr
     assert "regression" not in proc.stderr.split("gate:")[1].splitlines()[0]
-    assert (tmp / "results" / "base" / "summary.md").is_file()
+    summary = (tmp / "results" / "base" / "summary.md").read_text()
+    assert "Smallest change this run could detect" in summary
+
+
+def test_a_candidate_missing_every_case_fails_the_gate(baseline):
+    tmp, base = baseline
+    other = harness(tmp, "bench", "--suite", "smoke", "--workload", "bert_tiny", "--optimizer",
+                    "nag", "--kernel", "forloop", "--steps", "5", "--warmup", "1", "--no-probe",
+                    "--no-report", "--out", str(tmp / "results"), "--run-id", "other")
+    assert other.returncode == 0, other.stderr
+    proc = harness(tmp, "gate", "--baseline", str(base), "--candidate", str(tmp / "results" / "other"),
+                   "--rerun-budget", "0")
+    assert proc.returncode == 2, proc.stderr
+    allowed = harness(tmp, "gate", "--baseline", str(base), "--candidate",
+                      str(tmp / "results" / "other"), "--rerun-budget", "0", "--allow-missing")
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_an_injected_slowdown_is_a_regression_with_summary_and_junit(baseline):

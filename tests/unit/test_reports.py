@@ -11,14 +11,9 @@ import pandas as pd
 import pytest
 
 import reports
-from reports.bootstrap import (
-    bootstrap_medians,
-    bootstrap_medians_resampled,
-    mann_whitney_p,
-    percentile_interval,
-)
+from analysis.load import ResultsError, load_runs
+from analysis.stats import bootstrap_medians, bootstrap_medians_resampled, percentile_interval
 from reports.build import Aggregates, aggregate_dirs
-from reports.load import ResultsError, load_runs
 from reports.synthetic import KERNEL_FACTORS, SyntheticSpec, write_synthetic_run
 
 SPEC = SyntheticSpec(steps=40, warmup_steps=3)
@@ -97,16 +92,19 @@ def test_exact_bootstrap_median_agrees_with_explicit_resampling_on_large_samples
                        np.quantile(slow, [0.025, 0.5, 0.975]), atol=0.15 * spread)
 
 
-def test_mann_whitney_separates_shifted_samples() -> None:
-    rng = np.random.default_rng(2)
-    assert mann_whitney_p(rng.normal(0, 1, 200), rng.normal(1, 1, 200)) < 1e-6
-
-
 # --- aggregation -----------------------------------------------------------------------------
 
 def test_summary_excludes_warmup_steps(agg: Aggregates) -> None:
     ok = agg.summary.loc[agg.summary["status"] != "failed"]
-    assert (ok["n_steps"] == SPEC.steps).all()
+    assert (ok["n_steps"] == SPEC.steps * SPEC.processes).all()
+
+
+def test_summary_pools_a_cases_processes_and_shows_their_spread(agg: Aggregates) -> None:
+    ok = agg.summary.loc[agg.summary["status"] != "failed"]
+    assert (ok["n_processes"] == SPEC.processes).all()
+    assert ((ok["process_min_ns"] <= ok["median_step_ns"])
+            & (ok["median_step_ns"] <= ok["process_max_ns"])).all()
+    assert len(agg.data.processes) == len(agg.summary) * SPEC.processes
 
 
 def test_summary_median_lies_within_its_interval_and_p10_p90(agg: Aggregates) -> None:
@@ -219,6 +217,27 @@ def test_optimizer_headline_numbers_match_the_optimizer_table(agg: Aggregates) -
             assert _stated(m, "") == _as_stated(row, m["dir"])
 
 
+def test_device_sentence_states_no_ratio_for_a_difference_the_engine_does_not_call(
+        run_dir: Path, tmp_path: Path) -> None:
+    same = write_synthetic_run(tmp_path / "s", replace(SPEC, run_id="run-s", device="pixel7",
+                                                       seed=7))
+    lines = [h.text for h in aggregate_dirs([run_dir, same], n_boot=100).headlines
+             if h.table == "devices"]
+    assert lines and all("not clearly different" in t and "×" not in t for t in lines)
+
+
+def test_two_runs_sentences_quote_each_runs_own_update_ratio(run_dir: Path,
+                                                              tmp_path: Path) -> None:
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", seed=3))
+    combined = aggregate_dirs([run_dir, other], n_boot=50)
+    lines = [h for h in combined.headlines if h.table == "kernels" and len(h.rows) == 2]
+    assert {combined.kernels.loc[h.rows[0], "run_id"] for h in lines} == {"synthetic-run",
+                                                                            "run-b"}
+    for h in lines:
+        step_row, update_row = (combined.kernels.loc[i] for i in h.rows)
+        assert update_row["run_id"] == step_row["run_id"], h.text
+
+
 def test_headline_names_variants_that_failed_correctness(agg: Aggregates) -> None:
     assert all("`flat`" in h.text for h in agg.headlines if h.table == "kernels")
 
@@ -281,7 +300,7 @@ def test_csv_export_round_trips_the_kernel_speedups(run_dir: Path, tmp_path: Pat
 
 
 def test_report_renders_from_required_columns_only(run_dir: Path, tmp_path: Path) -> None:
-    from reports.load import CASE_COLUMNS, STEP_COLUMNS
+    from analysis.schema import CASE_COLUMNS, STEP_COLUMNS
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -294,13 +313,15 @@ def test_report_renders_from_required_columns_only(run_dir: Path, tmp_path: Path
 
 
 def test_report_of_two_devices_has_a_device_section(run_dir: Path, tmp_path: Path) -> None:
-    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7",
+                                                         base_step_ns=SPEC.base_step_ns * 1.5))
     html = reports.build_report([run_dir, other], tmp_path / "r.html").read_text(encoding="utf-8")
     assert 'id="plot-forest_devices"' in html and "On pixel7, mlp" in html
 
 
 def test_device_headline_numbers_match_the_device_table(run_dir: Path, tmp_path: Path) -> None:
-    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7"))
+    other = write_synthetic_run(tmp_path / "b", replace(SPEC, run_id="run-b", device="pixel7",
+                                                         base_step_ns=SPEC.base_step_ns * 1.5))
     combined = aggregate_dirs([run_dir, other], n_boot=200)
     lines = [h for h in combined.headlines if h.table == "devices"]
     assert lines

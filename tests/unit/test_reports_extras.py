@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 import reports
+from analysis.load import load_runs
 from reports import synthetic_extras as X
 from reports.build import Aggregates, aggregate_dirs
-from reports.load import load_runs
 from reports.study import best_lr_table, fmt_seconds
 from reports.synthetic import OPTIMIZER_FACTORS, SyntheticSpec, write_synthetic_run
 
@@ -344,17 +344,26 @@ def test_csv_export_includes_the_new_tables(run_dir: Path, tmp_path: Path) -> No
         assert f"{table}.parquet" in names
 
 
-def test_each_repetition_of_a_case_is_reported_as_its_own_case(run_dir: Path,
+def test_the_processes_of_a_case_are_pooled_into_one_case(run_dir: Path, tmp_path: Path) -> None:
+    """Repetitions (``--repeat``/processes) are the units of one case, not cases of their own."""
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    summary = aggregate_dirs([run_dir], n_boot=20).summary
+    assert summary["case_id"].is_unique and len(summary) == cases["case_id"].nunique()
+    assert (summary.loc[summary["status"] != "failed", "n_processes"] == SPEC.processes).all()
+
+
+def test_calibrations_slowed_processes_are_a_case_of_their_own(run_dir: Path,
                                                                tmp_path: Path) -> None:
     steps = pd.read_parquet(run_dir / "steps.parquet")
     cases = pd.read_parquet(run_dir / "cases.parquet")
-    to = tmp_path / "rep"
+    to = tmp_path / "slow"
     to.mkdir()
-    pd.concat([steps.assign(repeat=0), steps.assign(repeat=1)]).to_parquet(to / "steps.parquet")
-    pd.concat([cases.assign(repeat=0), cases.assign(repeat=1)]).to_parquet(to / "cases.parquet")
+    slowed = cases["repeat"] % 2 == 1
+    steps.to_parquet(to / "steps.parquet")
+    cases.assign(slowdown=np.where(slowed, 0.05, 0.0)).to_parquet(to / "cases.parquet")
     summary = aggregate_dirs([to], n_boot=20).summary
-    assert summary["case_id"].is_unique and len(summary) == 2 * len(cases)
-    assert (summary.loc[summary["status"] != "failed", "n_steps"] == SPEC.steps).all()
+    assert len(summary) == 2 * cases["case_id"].nunique()
+    assert summary["case_id"].str.endswith("-slow5").sum() == cases["case_id"].nunique()
 
 
 def test_answer_explains_why_no_sentence_when_cases_share_a_setting(run_dir: Path,

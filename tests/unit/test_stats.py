@@ -1,4 +1,4 @@
-"""Specification of harness.stats: robust summaries and ratio-of-medians comparisons."""
+"""Specification of analysis.stats and analysis.compare: summaries and comparisons of cases."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.stats import (
-    bootstrap_medians,
-    compare,
-    mann_whitney_p,
-    percentile_interval,
-    summarize,
-    widen_for_drift,
-)
+from analysis.compare import Prior, compare_paired, compare_units
+from analysis.stats import bootstrap_medians, percentile_interval, summarize
 
 
 def lognormal(n: int, seed: int, scale: float = 1.0, cv: float = 0.07) -> np.ndarray:
@@ -61,12 +55,12 @@ def test_empty_and_non_finite_samples_summarise_to_nan() -> None:
 
 
 def test_bootstrap_of_a_single_value_is_that_value() -> None:
-    assert np.all(bootstrap_medians([4.0], n_resamples=10) == 4.0)
+    assert np.all(bootstrap_medians([4.0], n_boot=10) == 4.0)
 
 
 def test_bootstrap_rejects_zero_resamples() -> None:
-    with pytest.raises(ValueError, match="n_resamples=0"):
-        bootstrap_medians([1.0, 2.0], n_resamples=0)
+    with pytest.raises(ValueError, match="n_boot=0"):
+        bootstrap_medians([1.0, 2.0], n_boot=0)
 
 
 def test_percentile_interval_rejects_a_confidence_outside_zero_one() -> None:
@@ -74,48 +68,69 @@ def test_percentile_interval_rejects_a_confidence_outside_zero_one() -> None:
         percentile_interval(np.ones(3), confidence=95)
 
 
-def test_ratio_is_candidate_median_over_baseline_median() -> None:
-    c = compare([1.0, 2.0, 3.0], [2.0, 4.0, 60.0])
-    assert c.ratio == pytest.approx(4.0 / 2.0)  # the mean of ratios would say 8.67
+# --- unpaired comparisons of per-process summaries ---------------------------------------------
+
+def test_ratio_is_the_ratio_of_geometric_means_of_the_process_medians() -> None:
+    c = compare_units([1.0, 4.0], [2.0, 8.0, 32.0])
+    assert c.ratio == pytest.approx(8.0 / 2.0) and (c.n_baseline, c.n_candidate) == (2, 3)
+    assert (c.baseline_min, c.baseline_max, c.candidate_min, c.candidate_max) == (1, 4, 2, 32)
+
+
+def test_welch_interval_matches_scipys_welch_t_on_the_logs() -> None:
+    from scipy import stats
+
+    b, c = lognormal(5, 1, cv=0.05), lognormal(7, 2, scale=1.1, cv=0.08)
+    result = compare_units(b, c)
+    expected = stats.ttest_ind(np.log(c), np.log(b), equal_var=False)
+    assert result.method == "welch" and result.p_value == pytest.approx(expected.pvalue)
 
 
 def test_ratio_interval_covers_the_true_ratio_in_most_trials() -> None:
     covered = 0
-    for seed in range(40):
-        c = compare(lognormal(100, 2 * seed), lognormal(100, 2 * seed + 1, scale=1.1),
-                    n_resamples=500, seed=seed)
+    for seed in range(200):
+        c = compare_units(lognormal(6, 2 * seed), lognormal(6, 2 * seed + 1, scale=1.1))
         covered += c.ratio_ci_low <= 1.1 <= c.ratio_ci_high
-    assert covered >= 34
+    assert covered >= 180  # nominal 95 %: 190 of 200
 
 
-def test_a_clear_shift_has_a_tiny_mann_whitney_p() -> None:
-    assert compare(lognormal(200, 1), lognormal(200, 2, scale=1.1)).p_value < 1e-6
+def test_identical_sides_have_a_large_p_and_an_interval_around_one() -> None:
+    c = compare_units(lognormal(8, 1), lognormal(8, 2))
+    assert c.p_value > 0.05 and c.ratio_ci_low < 1.0 < c.ratio_ci_high
 
 
-def test_identical_distributions_have_a_large_p_and_an_interval_around_one() -> None:
-    c = compare(lognormal(200, 1), lognormal(200, 2))
-    assert c.p_value > 0.01 and c.ratio_ci_low < 1.0 < c.ratio_ci_high
-
-
-def test_all_equal_constant_samples_give_p_one() -> None:
-    assert mann_whitney_p([5.0, 5.0, 5.0], [5.0, 5.0]) == 1.0
+def test_constant_equal_sides_give_p_one_and_a_point_interval() -> None:
+    c = compare_units([5.0, 5.0, 5.0], [5.0, 5.0])
+    assert (c.p_value, c.ratio_ci_low, c.ratio_ci_high) == (1.0, 1.0, 1.0)
 
 
 def test_comparison_with_an_empty_side_is_nan_not_an_error() -> None:
-    c = compare([], [1.0, 2.0])
+    c = compare_units([], [1.0, 2.0])
     assert math.isnan(c.ratio) and math.isnan(c.p_value) and c.n_baseline == 0
 
 
-def test_drift_widens_the_ratio_interval_on_both_sides_around_the_same_ratio() -> None:
-    c = compare(lognormal(200, 1), lognormal(200, 2))
-    wide = widen_for_drift(c, 0.03)
-    assert wide.ratio == c.ratio
-    assert wide.ratio_ci_low < c.ratio_ci_low and wide.ratio_ci_high > c.ratio_ci_high
+def test_one_process_per_side_has_no_interval_without_a_prior() -> None:
+    c = compare_units([1.0], [1.2])
+    assert c.method == "none" and math.isnan(c.ratio_ci_low) and c.ratio == pytest.approx(1.2)
+    with_prior = compare_units([1.0], [1.2], prior=Prior(0.05, 20))
+    assert with_prior.method == "prior" and with_prior.ratio_ci_low < 1.2 < with_prior.ratio_ci_high
 
 
-def test_zero_drift_leaves_the_comparison_unchanged() -> None:
-    c = compare(lognormal(50, 1), lognormal(50, 2))
-    assert widen_for_drift(c, 0.0) == c
+def test_one_process_on_one_side_borrows_the_other_sides_spread() -> None:
+    c = compare_units(lognormal(6, 1), [1.05])
+    assert c.method == "student" and c.df == 5 and c.ratio_ci_low < c.ratio < c.ratio_ci_high
+
+
+# --- paired comparisons --------------------------------------------------------------------------
+
+def test_paired_interval_uses_the_processes_as_units() -> None:
+    c = compare_paired([0.10, 0.12, 0.08, 0.11])
+    assert c.method == "paired" and c.df == 3 and c.ratio == pytest.approx(math.exp(0.1025))
+    assert c.ratio_ci_low < c.ratio < c.ratio_ci_high
+
+
+def test_paired_with_one_process_says_it_is_within_process_only() -> None:
+    c = compare_paired([0.1], pairs=[0.09, 0.11, 0.1, 0.12])
+    assert c.method == "within-process" and "inside one process only" in c.note
 
 
 def test_bootstrap_medians_follow_the_distribution_of_naively_resampled_medians() -> None:

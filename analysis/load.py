@@ -1,11 +1,17 @@
-"""Read stored run directories (``results/<run-id>/``) into pandas frames.
+"""The one reader of stored runs (``results/<run-id>/`` and ``baselines/<device>/<name>/``).
 
-Reports read stored results only — never a device. A run directory holds
-``steps.parquet`` and ``cases.parquet`` (required), and optionally ``probe.json``,
-``manifest.json``, the optimizer study's ``study.parquet``, ``study_summary.parquet`` and
-``performance_profile.parquet`` (``harness/study.py``), and ``calibration.parquet``
-(``harness calibrate``). Several run directories are concatenated so a
-report can compare devices or runs; every row keeps its ``run_id`` and ``device``.
+Two views of the same files:
+
+- :func:`read_tables` gives (steps, cases, manifest) as stored, upgraded to the current
+  schema (:mod:`analysis.schema`): what the gate, calibration, A/B and the study use.
+- :func:`load_run` / :func:`load_runs` give a :class:`RunData` for reports: label columns as
+  categoricals, optional columns filled, the processes of a case pooled into one case row
+  (``RunData.processes`` keeps one row per process), and calibration's slowed repetitions
+  under a case id of their own. Optional tables: the optimizer study's ``study.parquet``,
+  ``study_summary.parquet`` and ``performance_profile.parquet``, ``calibration.parquet``,
+  ``probe.json``. Several run directories are concatenated; every row keeps its ``run_id``.
+
+Reports read stored results only, never a device.
 """
 
 from __future__ import annotations
@@ -16,19 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-STEP_COLUMNS: tuple[str, ...] = (
-    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
-    "dtype", "index", "warmup", "step_ns",
+from analysis.processes import label_slowed, pool_processes
+from analysis.schema import (
+    CASE_COLUMNS,
+    PHASE_COLUMNS,
+    STEP_COLUMNS,
+    ResultsError,
+    check_version,
+    upgrade,
 )
-PHASE_COLUMNS: tuple[str, ...] = (
-    "data_ns", "frontend_ns", "forward_ns", "backward_ns", "update_ns", "zero_grad_ns",
-)
-CASE_COLUMNS: tuple[str, ...] = (
-    "run_id", "device", "case_id", "workload", "optimizer", "kernel", "threads", "batch",
-    "dtype", "status",
-)
+
 # Optional tables of the optimizer study (written by harness/study.py)
 STUDY_SUMMARY_COLUMNS: tuple[str, ...] = (
     "device", "workload", "optimizer", "lr", "seed", "target_loss", "reached",
@@ -54,10 +58,6 @@ _TEXT_CASE_COLUMNS = ("energy_reason", "throttle_reasons", "warnings", "energy_f
 _FLAG_CASE_COLUMNS = ("throttled", "cooldown_timed_out", "warmup_forced")
 
 
-class ResultsError(ValueError):
-    """A run directory that cannot be read as stored results."""
-
-
 @dataclass(frozen=True)
 class RunData:
     """Every stored table of one or more runs, concatenated."""
@@ -72,6 +72,7 @@ class RunData:
     profile: pd.DataFrame | None = None  # performance profile: metric, optimizer, tau, rho
     calibration: pd.DataFrame | None = None  # one row per calibrated case, with run_id
     calibration_targets: tuple[dict[str, float], ...] = ()  # calibration.json "targets"
+    processes: pd.DataFrame | None = None  # the stored cases rows: one per (case, process)
 
 
 def _read_json(path: Path) -> Any:
@@ -90,7 +91,8 @@ def _read_object(path: Path) -> dict[str, Any] | None:
     return data
 
 
-_LABEL_COLUMNS = ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype")
+_LABEL_COLUMNS = ("run_id", "device", "case_id", "workload", "optimizer", "kernel", "dtype",
+                  "process")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -99,9 +101,41 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     A million step rows repeat a few hundred labels; dictionary decoding keeps them as
     small integer codes instead of a Python string per row.
     """
-    names = set(pq.read_schema(path).names)
-    table = pq.read_table(path, read_dictionary=[c for c in _LABEL_COLUMNS if c in names])
-    return table.to_pandas()
+    return pd.read_parquet(path, read_dictionary=list(_LABEL_COLUMNS))
+
+
+def _tables_of(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Stored steps, cases and manifest of a run directory, version checked and upgraded."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"run directory {str(run_dir)!r} does not exist; pass results/<run-id>")
+    manifest = _read_object(run_dir / "manifest.json") or {"run_id": run_dir.name}
+    check_version(manifest, str(run_dir / "manifest.json"))
+    tables = {}
+    for name in ("steps", "cases"):
+        path = run_dir / f"{name}.parquet"
+        if not path.exists():
+            raise ResultsError(
+                f"{path} is missing; a run directory needs steps.parquet and cases.parquet"
+            )
+        tables[name] = _read_parquet(path)
+    steps, cases = upgrade(tables["steps"], tables["cases"])
+    assert steps is not None and cases is not None
+    return steps, cases, manifest
+
+
+def read_tables(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(steps, cases, manifest) of a stored run as written, upgraded to the current schema.
+
+    Label columns come back as plain strings, one cases row per process, nothing renamed.
+    Raises :class:`ResultsError` naming the missing file or the unknown version.
+    """
+    steps, cases, manifest = _tables_of(Path(run_dir))
+    for frame in (steps, cases):
+        for col in _LABEL_COLUMNS:
+            if col in frame.columns and isinstance(frame[col].dtype, pd.CategoricalDtype):
+                frame[col] = frame[col].astype(str)
+    return steps, cases, manifest
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
@@ -143,28 +177,6 @@ def _normalise_cases(cases: pd.DataFrame, path: Path) -> pd.DataFrame:
             cases[col] = pd.to_numeric(cases[col], errors="coerce")
     cases["compile_ns"] = cases["compile_ns"].fillna(0)
     return cases
-
-
-def _split_repeats(steps: pd.DataFrame, cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Give each repetition of a case its own case id (``<case_id>-r<repeat>``).
-
-    ``--repeat`` and ``harness calibrate`` store one row per repetition under one case id; a
-    calibration's odd repetitions even carry an injected slowdown the tables do not record.
-    Pooling them would mix conditions, so each repetition is reported as a case of its own
-    (``base_case_id`` keeps the stored id). Runs without repeats are left as they are.
-    """
-    if "repeat" not in cases.columns or not cases.duplicated(["case_id"]).any():
-        return steps, cases
-    cases = cases.assign(base_case_id=cases["case_id"].astype(str),
-                         case_id=cases["case_id"].astype(str) + "-r"
-                         + cases["repeat"].astype("int64").astype(str))
-    if "repeat" in steps.columns:
-        pairs = steps[["case_id", "repeat"]].drop_duplicates()
-        names = pairs["case_id"].astype(str) + "-r" + pairs["repeat"].astype("int64").astype(str)
-        lookup = pd.Series(names.to_numpy(), index=pd.MultiIndex.from_frame(pairs))
-        keys = pd.MultiIndex.from_frame(steps[["case_id", "repeat"]])
-        steps = steps.assign(case_id=pd.Categorical(lookup.reindex(keys).to_numpy()))
-    return steps, cases
 
 
 def _optional_table(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
@@ -231,21 +243,14 @@ def _probe_rows(probe: Any, cases: pd.DataFrame, path: Path) -> list[dict[str, A
 def load_run(run_dir: Path) -> RunData:
     """Load one run directory; raise :class:`ResultsError` naming the missing file."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ResultsError(f"run directory {str(run_dir)!r} does not exist; pass results/<run-id>")
-    tables = {}
-    for name in ("steps", "cases"):
-        path = run_dir / f"{name}.parquet"
-        if not path.exists():
-            raise ResultsError(
-                f"{path} is missing; a run directory needs steps.parquet and cases.parquet"
-            )
-        tables[name] = _read_parquet(path)
+    steps, stored_cases, manifest = _tables_of(run_dir)
+    tables = {"steps": steps, "cases": stored_cases}
     steps = _normalise_steps(tables["steps"], run_dir / "steps.parquet")
     cases = _normalise_cases(tables["cases"], run_dir / "cases.parquet")
-    steps, cases = _split_repeats(steps, cases)
+    steps, cases = label_slowed(steps, cases)
+    processes = cases
+    cases = pool_processes(cases)
     study = _optional_table(run_dir / "study.parquet")
-    manifest = _read_object(run_dir / "manifest.json") or {"run_id": run_dir.name}
     probe_path = run_dir / "probe.json"
     probes = pd.DataFrame(_probe_rows(_read_json(probe_path), cases, probe_path))
     run_id = str(cases["run_id"].iloc[0]) if len(cases) else str(manifest.get("run_id", ""))
@@ -257,7 +262,8 @@ def load_run(run_dir: Path) -> RunData:
         steps, cases, probes, (manifest,), study, (run_dir,),
         study_summary=_optional_table(run_dir / "study_summary.parquet", STUDY_SUMMARY_COLUMNS),
         profile=profile,
-        calibration=calibration, calibration_targets=(targets,) if targets else ())
+        calibration=calibration, calibration_targets=(targets,) if targets else (),
+        processes=processes)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -295,4 +301,5 @@ def load_runs(run_dirs: list[Path]) -> RunData:
         profile=optional("profile"),
         calibration=optional("calibration"),
         calibration_targets=tuple(t for r in runs for t in r.calibration_targets),
+        processes=optional("processes"),
     )

@@ -1,22 +1,42 @@
-"""Small statistics used by the aggregation: bootstrap medians and Mann–Whitney U.
+"""Robust one-sample statistics: bootstrap medians, percentile intervals, summaries.
 
-Why here and not ``harness/stats.py``: ``reports`` reads stored results and must not depend
-on the harness (dependencies point harness → reports). The functions are small and pure so
-they can be swapped for the harness's versions if both ever need to agree bit for bit.
+Step times are skewed and carry outliers (a GC pause, a frequency change), so summaries are
+medians with percentile-bootstrap intervals and a robust CV. These describe the steps of one
+case; comparisons between cases are made on per-process summaries (:mod:`analysis.compare`),
+because steps of one process are not independent samples.
 
-Bootstrap distributions of the median are kept (not only their intervals) so a ratio of
-two medians gets its interval from the same resamples: ratio draws are
-``boot(a) / boot(b)`` with independent resamples of the two groups (percentile bootstrap).
+Bootstrap distributions of the median are drawn exactly without building resamples
+(:func:`bootstrap_medians`), so a million-step report costs seconds. Every random draw
+comes from a seeded ``numpy.random.Generator``: the same inputs give the same numbers.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as _scipy_stats
 from scipy.special import gammaln
 
-DEFAULT_BOOT = 1000
-CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 2000
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_SEED = 0
+_CHUNK_CELLS = 4_000_000  # resample indices per chunk: caps memory at ~16 MB
+_MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
+
+
+def clean(values: npt.ArrayLike) -> np.ndarray:
+    """Finite float64 values as a 1-D array (NaN/inf are dropped: they are not samples)."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def _sorted_finite(values: npt.ArrayLike) -> np.ndarray:
+    return np.sort(clean(values))
+
+
 _CHUNK_CELLS = 4_000_000  # resample indices per chunk: caps memory at ~16 MB
 
 
@@ -25,7 +45,7 @@ def _sorted_finite(values: np.ndarray) -> np.ndarray:
     return data[np.isfinite(data)]
 
 
-def bootstrap_medians_resampled(values: np.ndarray, n_boot: int = DEFAULT_BOOT,
+def bootstrap_medians_resampled(values: npt.ArrayLike, n_boot: int = DEFAULT_RESAMPLES,
                                 rng: np.random.Generator | None = None) -> np.ndarray:
     """Medians of ``n_boot`` explicit resamples (with replacement): the textbook bootstrap.
 
@@ -49,7 +69,7 @@ def bootstrap_medians_resampled(values: np.ndarray, n_boot: int = DEFAULT_BOOT,
     return out
 
 
-def bootstrap_medians(values: np.ndarray, n_boot: int = DEFAULT_BOOT,
+def bootstrap_medians(values: npt.ArrayLike, n_boot: int = DEFAULT_RESAMPLES,
                       rng: np.random.Generator | None = None) -> np.ndarray:
     """Medians of ``n_boot`` bootstrap resamples of ``values``, drawn exactly in O(n + n_boot).
 
@@ -63,6 +83,8 @@ def bootstrap_medians(values: np.ndarray, n_boot: int = DEFAULT_BOOT,
     case cost milliseconds instead of a tenth of a second, which is what lets a
     million-step report finish in seconds.
     """
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot!r} must be >= 1; use e.g. 2000")
     data = _sorted_finite(values)
     n = data.size
     if n <= 1:
@@ -89,8 +111,11 @@ def bootstrap_medians(values: np.ndarray, n_boot: int = DEFAULT_BOOT,
     return (data[lower] + data[np.minimum(upper, n - 1)]) / 2.0
 
 
-def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def percentile_interval(draws: np.ndarray,
+                        confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
     """Two-sided percentile interval of bootstrap draws (NaN when there are none)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must lie in (0, 1); use e.g. 0.95")
     finite = draws[np.isfinite(draws)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -99,12 +124,53 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tu
     return float(lo), float(hi)
 
 
-def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Mann–Whitney U p-value (scipy); NaN when either side has < 2 samples."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
-        return float("nan")
-    if np.all(a == a[0]) and np.all(b == a[0]):
-        return 1.0
-    return float(_scipy_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+@dataclass(frozen=True)
+class Summary:
+    """A sample's robust summary; ``median_ci_*`` is the percentile-bootstrap interval."""
+
+    n: int
+    median: float
+    median_ci_low: float
+    median_ci_high: float
+    p10: float
+    p90: float
+    iqr: float
+    mean: float
+    std: float
+    cv: float
+    robust_cv: float
+    confidence: float
+
+
+def summarize(values: npt.ArrayLike, *, n_resamples: int = DEFAULT_RESAMPLES,
+              confidence: float = DEFAULT_CONFIDENCE, seed: int = DEFAULT_SEED) -> Summary:
+    """Median with bootstrap interval, p10/p90, IQR, CV (std/mean) and robust CV.
+
+    The robust CV is ``1.4826 * MAD / median``: for normal data it estimates the same
+    quantity as std/mean, but one outlier barely moves it. Empty input gives NaN fields.
+    """
+    data = clean(values)
+    n = data.size
+    if n == 0:
+        nan = math.nan
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, confidence)
+    median = float(np.median(data))
+    ci_low, ci_high = percentile_interval(
+        bootstrap_medians(data, n_resamples, np.random.default_rng(seed)), confidence)
+    p10, q1, q3, p90 = (float(q) for q in np.quantile(data, [0.10, 0.25, 0.75, 0.90]))
+    mean = float(np.mean(data))
+    std = float(np.std(data, ddof=1)) if n > 1 else 0.0
+    mad = float(np.median(np.abs(data - median)))
+    return Summary(
+        n=n, median=median, median_ci_low=ci_low, median_ci_high=ci_high, p10=p10, p90=p90,
+        iqr=q3 - q1, mean=mean, std=std, cv=safe_div(std, mean),
+        robust_cv=safe_div(_MAD_TO_SIGMA * mad, median), confidence=confidence,
+    )
+
+
+def safe_div(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is zero or not finite."""
+    if denominator == 0 or not math.isfinite(denominator):
+        return math.nan
+    return numerator / denominator

@@ -1,0 +1,238 @@
+"""Comparisons of two cases on per-process summaries: unpaired (Welch) and paired (in-process).
+
+The model (``STATISTICS.md``): a step time is ``y[p, s] = μ · exp(a[p] + e[p, s])``; ``a[p]``
+is the agent process's offset, ``e`` the step's own noise. A process's median estimates
+``log μ + a[p]`` up to the small within-process error, so the log process medians of a case
+are independent draws with variance ``σ_p² + k σ_s² / S``. Hence:
+
+- **unpaired** (:func:`compare_units`): Welch's t on the log process medians of the two
+  sides; the ratio is the ratio of geometric means of the process medians, with the
+  t-interval exponentiated (df by Welch–Satterthwaite). With a calibrated prior for the
+  between-process spread (:class:`Prior`, from ``harness calibrate``), each side's variance
+  is moderated towards it (Smyth 2004: ``(d0 s0² + d s²) / (d0 + d)`` with ``d0 + d`` df),
+  which also makes one process per side usable.
+- **paired** (:func:`compare_paired`): when two cases alternated inside the same processes,
+  each matched pair of steps (same ``round``) gives a log-ratio; ``a[p]`` cancels. The unit
+  is still the process: the median log-ratio per process, then a one-sample t over the
+  processes (df = P − 1). With one process the interval comes from the pairs of that one
+  process and says so (``method="within-process"``): it cannot show process-to-process
+  variation of the ratio.
+
+``ratio > 1`` means the candidate (variant) is larger — slower for a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from analysis.processes import measured, process_key, process_medians
+from analysis.stats import DEFAULT_CONFIDENCE, clean
+
+METHODS = ("welch", "student", "prior", "paired", "within-process", "none")
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A calibrated between-process spread of a case's log median, and its degrees of freedom."""
+
+    sigma_log: float
+    df: float
+
+    def usable(self) -> bool:
+        return math.isfinite(self.sigma_log) and self.sigma_log >= 0 and self.df > 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate versus baseline: ratio of geometric means of process medians (> 1: larger).
+
+    ``n_*`` count processes (the units); ``steps_*`` the steps behind them. ``*_min`` and
+    ``*_max`` are the extreme process medians of each side (the per-process spread).
+    ``p_adjusted`` is the family-wise (Holm) p-value once a family has been decided.
+    """
+
+    n_baseline: int
+    n_candidate: int
+    baseline_median: float
+    candidate_median: float
+    ratio: float
+    ratio_ci_low: float
+    ratio_ci_high: float
+    p_value: float
+    confidence: float
+    method: str = "welch"
+    df: float = math.nan
+    se_log: float = math.nan
+    baseline_min: float = math.nan
+    baseline_max: float = math.nan
+    candidate_min: float = math.nan
+    candidate_max: float = math.nan
+    steps_baseline: int = 0
+    steps_candidate: int = 0
+    p_adjusted: float = math.nan
+    note: str = ""
+
+
+def _interval(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+    """(p, low, high) of a t statistic on the log scale, exponentiated bounds."""
+    if se == 0:
+        return (1.0 if diff == 0 else 0.0), math.exp(diff), math.exp(diff)
+    t = diff / se
+    p = float(2.0 * scipy_stats.t.sf(abs(t), df))
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, df)) * se
+    return p, math.exp(diff - half), math.exp(diff + half)
+
+
+def _spread(values: np.ndarray) -> tuple[float, float]:
+    return (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
+
+
+def compare_units(baseline: npt.ArrayLike, candidate: npt.ArrayLike, *,
+                  confidence: float = DEFAULT_CONFIDENCE, prior: Prior | None = None,
+                  steps: tuple[int, int] = (0, 0)) -> Comparison:
+    """Unpaired comparison of per-process summaries (one positive number per process).
+
+    Both sides ≥ 2 processes: Welch's t. One side with a single process: Student's t with
+    the other side's variance (equal spread assumed). Both single: no interval unless a
+    usable ``prior`` is given (``method="none"``, the verdict is then inconclusive).
+    """
+    b, c = clean(baseline), clean(candidate)
+    b, c = b[b > 0], c[c > 0]
+    nb, nc = b.size, c.size
+    spread = (*_spread(b), *_spread(c))
+    if nb == 0 or nc == 0:
+        return Comparison(nb, nc, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan,
+                          confidence, "none", math.nan, math.nan, *spread, *steps,
+                          note="no samples on one side")
+    lb, lc = np.log(b), np.log(c)
+    gb, gc = float(np.exp(lb.mean())), float(np.exp(lc.mean()))
+    diff = float(lc.mean() - lb.mean())
+    vb = float(np.var(lb, ddof=1)) if nb > 1 else math.nan
+    vc = float(np.var(lc, ddof=1)) if nc > 1 else math.nan
+    note = ""
+    if prior is not None and prior.usable():
+        s0 = prior.sigma_log ** 2
+        db, dc = prior.df + nb - 1, prior.df + nc - 1
+        vb = (prior.df * s0 + (nb - 1) * (vb if nb > 1 else 0.0)) / db
+        vc = (prior.df * s0 + (nc - 1) * (vc if nc > 1 else 0.0)) / dc
+        method = "prior"
+        note = f"spread moderated by the calibrated σ_p {prior.sigma_log:.1%} ({prior.df:g} df)"
+    elif nb > 1 and nc > 1:
+        db, dc, method = nb - 1.0, nc - 1.0, "welch"
+    elif nb > 1 or nc > 1:
+        pooled = vb if nb > 1 else vc
+        vb = vc = pooled
+        db = dc = (nb if nb > 1 else nc) - 1.0
+        method = "student"
+        note = "one side has a single process: its spread is taken from the other side"
+    else:
+        return Comparison(nb, nc, gb, gc, gc / gb, math.nan, math.nan, math.nan, confidence,
+                          "none", math.nan, math.nan, *spread, *steps,
+                          note="one process per side: the spread between processes is unknown")
+    wb, wc = vb / nb, vc / nc
+    se = math.sqrt(wb + wc)
+    if method == "student":
+        df = db
+    else:
+        denominator = (wb ** 2 / db if wb else 0.0) + (wc ** 2 / dc if wc else 0.0)
+        df = (wb + wc) ** 2 / denominator if denominator > 0 else db + dc
+    p, low, high = _interval(diff, se, df, confidence)
+    return Comparison(nb, nc, gb, gc, math.exp(diff), low, high, p, confidence, method, df, se,
+                      *spread, *steps, note=note)
+
+
+def compare_paired(per_process: npt.ArrayLike, *, pairs: npt.ArrayLike = (),
+                   baseline_median: float = math.nan, candidate_median: float = math.nan,
+                   confidence: float = DEFAULT_CONFIDENCE, steps: tuple[int, int] = (0, 0),
+                   spread: tuple[float, float, float, float] = (math.nan,) * 4) -> Comparison:
+    """Paired comparison from per-process median log-ratios (candidate over baseline).
+
+    P ≥ 2 processes: one-sample t over them (df = P − 1). P = 1: a t over that process's
+    pair log-ratios (``pairs``), labelled within-process only.
+    """
+    d = clean(per_process)
+    p_count = d.size
+    if p_count == 0:
+        return Comparison(0, 0, baseline_median, candidate_median, math.nan, math.nan, math.nan,
+                          math.nan, confidence, "none", *(math.nan,) * 2, *spread, *steps,
+                          note="no matched rounds")
+    if p_count >= 2:
+        diff, se, df, method = float(d.mean()), float(d.std(ddof=1) / math.sqrt(p_count)), \
+            p_count - 1.0, "paired"
+        note = f"paired inside {p_count} processes"
+    else:
+        within = clean(pairs)
+        if within.size < 2:
+            return Comparison(1, 1, baseline_median, candidate_median, math.exp(d[0]), math.nan,
+                              math.nan, math.nan, confidence, "none", *(math.nan,) * 2, *spread,
+                              *steps, note="one process with fewer than two matched rounds")
+        diff = float(d[0])
+        se, df = float(within.std(ddof=1) / math.sqrt(within.size)), within.size - 1.0
+        method = "within-process"
+        note = ("paired inside one process only: the interval cannot show how the ratio moves "
+                "between processes")
+    p, low, high = _interval(diff, se, df, confidence)
+    return Comparison(p_count, p_count, baseline_median, candidate_median, math.exp(diff), low,
+                      high, p, confidence, method, df, se, *spread, *steps, note=note)
+
+
+def matched_log_ratios(baseline: pd.DataFrame, candidate: pd.DataFrame,
+                       column: str) -> pd.DataFrame:
+    """Steps of two cases matched by (process, round): one row per pair with its log-ratio.
+
+    Only rounds ≥ 0 (steps that ran in a shared process) and positive finite values count.
+    Columns: unit (the process), round, log_ratio (log candidate − log baseline).
+    """
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        rows = measured(frame)
+        if "round" not in rows.columns or column not in rows.columns:
+            return pd.DataFrame({"unit": [], "round": [], "v": []})
+        out = pd.DataFrame({"unit": process_key(rows).to_numpy(),
+                            "round": pd.to_numeric(rows["round"]).to_numpy(),
+                            "v": pd.to_numeric(rows[column], errors="coerce").to_numpy(float)})
+        out = out.loc[(out["round"] >= 0) & np.isfinite(out["v"]) & (out["v"] > 0)]
+        return out.drop_duplicates(["unit", "round"])
+
+    merged = keyed(baseline).merge(keyed(candidate), on=["unit", "round"], suffixes=("_b", "_c"))
+    merged["log_ratio"] = np.log(merged["v_c"]) - np.log(merged["v_b"])
+    return merged[["unit", "round", "log_ratio"]]
+
+
+def shares_processes(baseline: pd.DataFrame, candidate: pd.DataFrame) -> bool:
+    """Whether two cases' steps came from the same processes with matched rounds."""
+    if "round" not in baseline.columns or "round" not in candidate.columns:
+        return False
+    b = measured(baseline)
+    c = measured(candidate)
+    b, c = b.loc[pd.to_numeric(b["round"]) >= 0], c.loc[pd.to_numeric(c["round"]) >= 0]
+    if b.empty or c.empty:
+        return False
+    return bool(set(process_key(b)) & set(process_key(c)))
+
+
+def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, *,
+                  confidence: float = DEFAULT_CONFIDENCE, prior: Prior | None = None,
+                  pair: bool = True) -> Comparison:
+    """Compare one per-step column of two cases' steps (warm-up rows are dropped).
+
+    Paired when the two cases shared processes (``round`` ≥ 0 in common processes) and
+    ``pair`` is true; otherwise unpaired on the per-process medians.
+    """
+    pb, pc = process_medians(baseline, column), process_medians(candidate, column)
+    steps = (int(pb["n_steps"].sum()), int(pc["n_steps"].sum()))
+    b, c = pb["median"].to_numpy(float), pc["median"].to_numpy(float)
+    if pair and shares_processes(baseline, candidate):
+        matched = matched_log_ratios(baseline, candidate, column)
+        per_process = matched.groupby("unit")["log_ratio"].median().to_numpy(float)
+        gb = float(np.exp(np.log(b).mean())) if b.size else math.nan
+        gc = float(np.exp(np.log(c).mean())) if c.size else math.nan
+        return compare_paired(per_process, pairs=matched["log_ratio"].to_numpy(float),
+                              baseline_median=gb, candidate_median=gc, confidence=confidence,
+                              steps=steps, spread=(*_spread(b), *_spread(c)))
+    return compare_units(b, c, confidence=confidence, prior=prior, steps=steps)
