@@ -24,7 +24,8 @@ measures. Repeat numbers: block b, process i → ``b·P + i``. From the stored r
   block; and ``paired_slowdown`` injected post hoc into one replica's ``update_ns``.
 
 ``--from RUN`` analyses a stored calibration run again; ``--from R1 R2 …`` treats stored bench
-runs as the blocks (adjacent runs form the A/A pairs: 21 runs give 20 trials).
+runs as the blocks (adjacent runs form the A/A pairs: 21 runs give 20 trials) and writes its
+tables to ``<results>/calibration/trials-<first>--<last>/``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ from harness import store
 from harness.calibration_store import calibration_path, write_calibration_file
 from harness.errors import ConfigError
 from harness.gate import DEFAULT_METRICS, gate
-from harness.plan import Case, shuffled
+from harness.plan import Case
 from harness.profiles import Profile
+from harness.schedule import DEFAULT_PROCESSES, Unit, schedule, with_replicas
 
 TARGET_FALSE_ALARM, TARGET_DETECTION = 0.05, 0.90
 STEP_METRICS = {"step_time": "step_ns", "update_time": "update_ns"}
@@ -64,7 +66,9 @@ class CalibrationSettings:
     """What a calibration measures and how it judges (stored in the run's manifest)."""
 
     trials: int = 20
-    repeats: int = 3  # agent processes per case and block (the bench's unit)
+    repeats: int = DEFAULT_PROCESSES  # agent processes per case and block (the bench's)
+    aa_replicas: int = 0  # in-process twins of every case (paired A/A), as bench --aa-replicas
+    isolate: bool = False  # every case in its own process, as bench --isolate
     slowdown: float = 0.10  # injected post hoc into one case's step per slowdown trial
     paired_slowdown: float = 0.03  # injected post hoc into one replica's update
     alpha: float = DEFAULT_ALPHA
@@ -74,7 +78,9 @@ class CalibrationSettings:
         if self.trials < 1:
             raise ConfigError(f"must be ≥ 1, got {self.trials}", key="--trials")
         if self.repeats < 1:
-            raise ConfigError(f"must be ≥ 1, got {self.repeats}", key="--repeats")
+            raise ConfigError(f"must be ≥ 1, got {self.repeats}", key="--processes")
+        if self.aa_replicas < 0:
+            raise ConfigError(f"must be ≥ 0, got {self.aa_replicas}", key="--aa-replicas")
         for key, value in (("--slowdown", self.slowdown),
                            ("--paired-slowdown", self.paired_slowdown)):
             if not 0.0 < value <= 10.0:
@@ -93,14 +99,12 @@ class CalibrationResult:
 
 
 def calibration_order(cases: Sequence[Case], settings: CalibrationSettings,
-                      seed: int) -> list[Case]:
-    """Every case ``repeats`` times per block, ``trials + 1`` blocks, shuffled per round."""
-    order: list[Case] = []
-    for block in range(settings.trials + 1):
-        for i in range(settings.repeats):
-            n = block * settings.repeats + i
-            order += [dataclasses.replace(c, repeat=n) for c in shuffled(cases, seed + n)]
-    return order
+                      seed: int) -> list[Unit]:
+    """The bench's schedule (variants sharing processes, twins with ``aa_replicas``) with
+    ``(trials + 1) · repeats`` processes per group: block b holds repeats b·P … b·P + P − 1."""
+    cases = with_replicas(list(cases), settings.aa_replicas)
+    return schedule(cases, (settings.trials + 1) * settings.repeats, seed,
+                    isolate=settings.isolate)
 
 
 def run_calibration(profile: Profile, cases: Sequence[Case], settings: CalibrationSettings, *,
@@ -125,29 +129,34 @@ def run_calibration(profile: Profile, cases: Sequence[Case], settings: Calibrati
 
 
 def reanalyse(runs: Sequence[Path], settings: CalibrationSettings | None = None) -> CalibrationResult:
-    """Analyse a stored calibration run again, or stored bench runs as the blocks."""
+    """Analyse a stored calibration run again, or stored bench runs as the blocks.
+
+    A calibration run keeps its own block size (processes per case and block); the rest of
+    ``settings`` (slowdowns, α) applies as given.
+    """
     runs = [Path(r) for r in runs]
+    settings = settings or CalibrationSettings()
     if len(runs) == 1:
         steps, cases_df, manifest = store.load_run(runs[0])
         if "calibration" not in manifest:
             raise ConfigError(f"{runs[0]} is not a calibration run (its manifest has no "
                               "'calibration' entry); give two or more bench runs to use them "
                               "as blocks, or run `harness calibrate` first", key="--from")
-        stored = {k: v for k, v in manifest["calibration"].items()
-                  if k in {f.name for f in dataclasses.fields(CalibrationSettings)}}
-        settings = settings or CalibrationSettings(**stored)
+        stored = manifest["calibration"]
+        settings = dataclasses.replace(settings, trials=int(stored.get("trials", settings.trials)),
+                                       repeats=int(stored.get("repeats", settings.repeats)))
         blocks = _blocks_of_one_run(steps, cases_df, settings.repeats)
         return _finish(runs[0], blocks, settings, {"settings": dataclasses.asdict(settings),
                                                    "from": [str(runs[0])]}, runs[0].parent)
-    settings = settings or CalibrationSettings(trials=len(runs) - 1)
+    settings = dataclasses.replace(settings, trials=len(runs) - 1)
     blocks = []
     for run in runs:
         steps, cases_df, _ = store.load_run(run)
         blocks.append((steps, cases_df))
-    out_dir = runs[-1]
-    return _finish(out_dir, blocks, dataclasses.replace(settings, trials=len(runs) - 1),
-                   {"settings": dataclasses.asdict(settings), "from": [str(r) for r in runs]},
-                   out_dir.parent)
+    out_dir = runs[-1].parent / "calibration" / f"trials-{runs[0].name}--{runs[-1].name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _finish(out_dir, blocks, settings, {"settings": dataclasses.asdict(settings),
+                                               "from": [str(r) for r in runs]}, runs[-1].parent)
 
 
 Block = tuple[pd.DataFrame, pd.DataFrame]

@@ -19,20 +19,28 @@ from harness.selection import Selection, select
 
 
 def add_parsers(sub: Any) -> None:
-    cal = sub.add_parser("calibrate", help="measure the gate's A/A false-alarm and detection rates on a device")
+    cal = sub.add_parser("calibrate", help="measure a device's variance components and the gate's "
+                                           "false-alarm and detection rates")
     cal.add_argument("--device", default="local", help="profile name or .toml path (default local)")
     add_filters(cal)
-    cal.add_argument("--trials", type=int, default=20, help="A/A trials per case (default 20)")
-    cal.add_argument("--repeats", type=int, default=1,
-                     help="repetitions per side of a trial, each its own agent process (default 1)")
-    cal.add_argument("--slowdown", type=float, default=0.05, help="injected slowdown (default 0.05 = 5%%)")
-    cal.add_argument("--metric", default="step_time", help="per-step metric to calibrate (default step_time)")
-    cal.add_argument("--floor", type=float, default=0.05, help="the gate's floor for the metric (default 0.05)")
-    cal.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    cal.add_argument("--trials", type=int, default=20,
+                     help="A/A trials: the cases run in trials + 1 blocks, adjacent blocks gated (default 20)")
+    cal.add_argument("--processes", "--repeats", dest="repeats", type=int, default=None, metavar="N",
+                     help="agent processes per case in each block (default: the bench's, 3)")
+    cal.add_argument("--slowdown", type=float, default=0.10,
+                     help="slowdown injected post hoc into one case's step per trial (default 0.10)")
+    cal.add_argument("--paired-slowdown", type=float, default=0.03,
+                     help="slowdown injected post hoc into one in-process twin's update (default 0.03)")
+    cal.add_argument("--aa-replicas", type=int, default=0, metavar="N",
+                     help="N in-process twins of every case (paired A/A trials), as bench --aa-replicas")
+    cal.add_argument("--isolate", action="store_true", help="every case in its own process")
+    cal.add_argument("--alpha", type=float, default=0.05,
+                     help="the gate's run-level false-alarm rate (default 0.05)")
     cal.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
     cal.add_argument("--run-id", help="name of the run directory")
-    cal.add_argument("--from", dest="from_run", type=Path, metavar="RUN",
-                     help="measure nothing: analyse a stored calibration run again")
+    cal.add_argument("--from", dest="from_run", type=Path, nargs="+", metavar="RUN",
+                     help="measure nothing: analyse a stored calibration run again, or stored bench "
+                          "runs as the blocks (adjacent runs are the A/A pairs)")
 
     ab = sub.add_parser("ab", help="compare two revisions or configurations on one device, interleaved")
     ab.add_argument("--device", default="local", help="profile name or .toml path (default local)")
@@ -79,19 +87,24 @@ def _selection(args: argparse.Namespace, profile: Any, extra: str = "") -> Selec
 def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.calibrate_run import CalibrationSettings, format_table, reanalyse, run_calibration
     from harness.profiles import load_profile
+    from harness.schedule import DEFAULT_PROCESSES
 
+    settings = CalibrationSettings(
+        trials=args.trials, repeats=args.repeats or DEFAULT_PROCESSES, slowdown=args.slowdown,
+        paired_slowdown=args.paired_slowdown, aa_replicas=args.aa_replicas, isolate=args.isolate,
+        alpha=args.alpha)
     if args.from_run:
-        result = reanalyse(args.from_run)
-        print(format_table(result.table))
-        return 1 if result.failed else 0
-    profile = load_profile(args.device)
-    chosen = _selection(args, profile)
-    settings = CalibrationSettings(trials=args.trials, repeats=args.repeats, slowdown=args.slowdown,
-                                   alpha=args.alpha, floor=args.floor, metric=args.metric)
-    result = run_calibration(profile, list(chosen.cases), settings, out=args.out, run_id=args.run_id,
-                             seed=chosen.seed, suite=chosen.suite, argv=["harness", *argv])
-    print(format_table(result.table))
+        result = reanalyse(args.from_run, settings)
+    else:
+        profile = load_profile(args.device)
+        chosen = _selection(args, profile)
+        result = run_calibration(profile, list(chosen.cases), settings, out=args.out,
+                                 run_id=args.run_id, seed=chosen.seed, suite=chosen.suite,
+                                 argv=["harness", *argv])
+    print(format_table(result.table, result.summary))
     print(f"calibration: {(result.run_dir / 'calibration.json').resolve()}")
+    if result.device_file is not None:
+        print(f"variance components: {result.device_file.resolve()}")
     return 1 if result.failed else 0
 
 

@@ -29,44 +29,48 @@ def harness(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("calibrate")
-    proc = harness(tmp, "calibrate", *TINY, "--kernel", "foreach", "--trials", "3", "--out",
-                   str(tmp / "results"), "--run-id", "cal")
+    proc = harness(tmp, "calibrate", *TINY, "--kernel", "foreach", "--trials", "2", "--processes",
+                   "2", "--aa-replicas", "1", "--out", str(tmp / "results"), "--run-id", "cal")
     assert proc.returncode == 0, proc.stderr
-    assert "bert_tiny-nag-foreach-t1-b8-fp32" in proc.stdout
+    assert "bert_tiny-nag-foreach-t1-b8-fp32" in proc.stdout and "run level: 2 A/A trials" in proc.stdout
     return tmp / "results" / "cal"
 
 
-def test_calibrate_runs_trials_plus_one_plain_and_as_many_slowed_repeats(calibration):
+def test_calibrate_runs_trials_plus_one_blocks_of_processes_with_twins(calibration):
     cases = pd.read_parquet(calibration / "cases.parquet")
-    assert sorted(cases["repeat"]) == list(range(8))
-    specs = [json.loads(x) for x in (calibration / "raw.jsonl").read_text().splitlines()]
-    slowed = {e["repeat"] for e in specs if e.get("event") == "attempt_end" and e["spec"]["slowdown"] > 0}
-    assert slowed == {1, 3, 5, 7}
+    assert sorted(set(cases["repeat"])) == list(range(6))  # 3 blocks × 2 processes
+    assert set(cases["case_id"]) == {"bert_tiny-nag-foreach-t1-b8-fp32",
+                                     "bert_tiny-nag-foreach-t1-b8-fp32-aa1"}
+    assert cases.groupby("repeat")["process"].nunique().eq(1).all()  # twins share a process
 
 
-def test_calibrate_stores_one_row_per_case_with_rates_drift_and_wall_time(calibration):
+def test_calibrate_stores_variance_components_and_rates_per_case(calibration):
     table = pd.read_parquet(calibration / "calibration.parquet")
-    assert len(table) == 1
+    assert len(table) == 2
     row = table.iloc[0]
-    assert (row["aa_trials"], row["slowdown_trials"], row["steps_per_repeat"]) == (3, 4, 6)
-    for column in ("noise_cv", "run_drift", "false_alarm_rate", "detection_rate", "mde",
-                   "false_alarm_rate_with_drift", "detection_rate_with_drift",
-                   "false_alarm_rate_within_run", "detection_rate_within_run", "wall_s"):
+    assert (row["aa_trials"], row["processes"], row["steps_per_repeat"]) == (2, 6, 6)
+    for column in ("sigma_p", "sigma_s", "update_sigma_p", "false_alarm_rate", "detection_rate",
+                   "wall_s"):
         assert column in table.columns
-    assert 0.0 <= row["false_alarm_rate"] <= 1.0 and row["wall_s"] > 0
+    assert row["sigma_s"] > 0 and row["wall_s"] > 0
 
 
-def test_calibration_json_holds_the_settings_and_the_host_load(calibration):
+def test_calibration_json_holds_the_run_level_rates_and_the_device_file_the_components(
+        calibration):
     data = json.loads((calibration / "calibration.json").read_text())
-    assert data["settings"]["trials"] == 3 and data["settings"]["slowdown"] == 0.05
-    assert len(data["load_avg_before"]) == 3 and len(data["cases"]) == 1
+    level = data["run_level"]
+    assert level["trials"] == 2 and level["slowdown"] == 0.10 and level["paired_trials"] == 3
+    assert 0.0 <= level["false_alarm_rate"] <= 1.0 and len(data["load_avg_before"]) == 3
+    device = json.loads((calibration.parent / "calibration" / "local.json").read_text())
+    assert device["cases"]["bert_tiny-nag-foreach-t1-b8-fp32"]["step_time"]["processes"] == 6
+    assert device["process_cost_s"] > 0 and device["step_cost_s"] > 0
 
 
 def test_a_stored_calibration_run_can_be_analysed_again_without_measuring(calibration, tmp_path):
     (calibration / "calibration.parquet").unlink()
     proc = harness(tmp_path, "calibrate", "--from", str(calibration))
     assert proc.returncode == 0, proc.stderr
-    assert len(pd.read_parquet(calibration / "calibration.parquet")) == 1
+    assert len(pd.read_parquet(calibration / "calibration.parquet")) == 2
 
 
 @pytest.fixture(scope="module")

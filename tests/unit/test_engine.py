@@ -162,7 +162,7 @@ def _report_verdict(base: pd.DataFrame, cand: pd.DataFrame) -> str:
 
     labels = {"workload": "w", "optimizer": "nag", "threads": 1, "batch": 8, "dtype": "fp32",
               "update_ns": 0, "data_ns": 0, "frontend_ns": 0, "forward_ns": 0,
-              "backward_ns": 0, "loss": 0.0}
+              "backward_ns": 0, "zero_grad_ns": 0, "loss": 0.0}
     steps = pd.concat([base.assign(case_id="fl", kernel="forloop", **labels),
                        cand.assign(case_id="fe", kernel="foreach", **labels)], ignore_index=True)
     cases = steps.drop_duplicates("case_id")[["run_id", "device", "case_id", "workload",
