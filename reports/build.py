@@ -166,7 +166,8 @@ def aggregate(data: RunData, n_boot: int = DEFAULT_BOOT, call_rule: CallRule | N
         calibration_verdicts=calibration_verdicts(data.calibration,
                                                   targets_from(data.calibration_targets)),
         onnx=onnx_table(summary), energy_gaps=energy_gaps(summary),
-        coverage=coverage(data.cases, data.manifests),
+        coverage=coverage(data.processes if data.processes is not None else data.cases,
+                          data.manifests),
     )
 
 

@@ -136,9 +136,11 @@ def html_table(frame: pd.DataFrame, columns: list[Column], table_id: str,
 
 
 CASE_COLUMNS = ID + [
-    Column("model_config", "model"), Column("status", "status"), Column("n_steps", "steps"),
+    Column("model_config", "model"), Column("status", "status"),
+    Column("n_processes", "processes"), Column("n_steps", "steps"),
     Column("median_step_ns", "median step (ms)", ms), Column("ci_lo_ns", "CI low (ms)", ms),
-    Column("ci_hi_ns", "CI high (ms)", ms), Column("p10_ns", "p10 (ms)", ms),
+    Column("ci_hi_ns", "CI high (ms)", ms), Column("process_min_ns", "process min (ms)", ms),
+    Column("process_max_ns", "process max (ms)", ms), Column("p10_ns", "p10 (ms)", ms),
     Column("p90_ns", "p90 (ms)", ms), Column("iqr_ns", "IQR (ms)", ms), Column("cv", "CV", pct),
     Column("final_loss", "final loss", num), Column("warmup_steps", "warm-up steps"),
     Column("warmup_forced", "warm-up forced", yes), Column("compile_ns", "compile (ms)", ms_if_any),
@@ -152,8 +154,10 @@ COMPARISON_COLUMNS = ID + [
     Column("baseline_median_ns", "baseline median (ms)", ms),
     Column("variant_median_ns", "variant median (ms)", ms),
     Column("speedup", "speed-up", ratio), Column("ci_lo", "CI low", ratio),
-    Column("ci_hi", "CI high", ratio), Column("p_value", "Mann–Whitney p", pval),
-    Column("verdict", "verdict"), Column("run_id", "run"),
+    Column("ci_hi", "CI high", ratio), Column("p_value", "p", pval),
+    Column("p_adjusted", "p (Holm)", pval), Column("verdict", "verdict"),
+    Column("method", "method"), Column("baseline_processes", "baseline processes"),
+    Column("variant_processes", "variant processes"), Column("run_id", "run"),
     Column("variant_case", "variant case"),
 ]
 ENERGY_COLUMNS = ID + [
@@ -216,7 +220,8 @@ CORRECTNESS_COLUMNS = ID + [
 
 def verdict_class(row: pd.Series) -> str:
     """Row highlight for comparison tables."""
-    return {"faster": "good", "slower": "bad", "wrong": "bad", "failed": "bad"}.get(
+    return {"faster": "good", "slower": "bad", "wrong": "bad", "failed": "bad",
+            "process noise": "bad"}.get(
         str(row.get("verdict", "")), "")
 
 

@@ -197,8 +197,8 @@ def test_cuda_arrays_are_far_beyond_l2_and_fit_in_free_memory() -> None:
 
 def test_each_case_is_placed_against_its_own_accelerators_ceiling_and_dtype() -> None:
     import pandas as pd
-    from reports.load import _probe_rows
 
+    from analysis.load import _probe_rows
     from reports.derived import ceilings_table
 
     cases = pd.DataFrame({"run_id": ["r", "r"], "device": ["gpu-box", "gpu-box"]})
@@ -224,8 +224,8 @@ def test_each_case_is_placed_against_its_own_accelerators_ceiling_and_dtype() ->
 
 def test_an_older_probe_without_per_accelerator_ceilings_still_places_cpu_cases() -> None:
     import pandas as pd
-    from reports.load import _probe_rows
 
+    from analysis.load import _probe_rows
     from reports.derived import ceilings_table
 
     cases = pd.DataFrame({"run_id": ["r"], "device": ["local"]})
