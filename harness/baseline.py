@@ -2,10 +2,14 @@
 
 A baseline is a frozen copy of a run's tables (``steps.parquet``, ``cases.parquet``,
 ``manifest.json``, as :func:`harness.store.load_run` reads them) plus ``baseline.json``
-saying where it came from. It is written to a temporary directory next to its destination
-and renamed into place, so a crash never leaves a half-written baseline that a later gate
-would trust. Baselines are per device because a phone's step times say nothing about a
-board's.
+saying where it came from and its number (1 for the first save of a name, then 2, 3, …).
+It is written to a temporary directory next to its destination and renamed into place, so a
+crash never leaves a half-written baseline that a later gate would trust. Baselines are per
+device because a phone's step times say nothing about a board's.
+
+History is append-only: replacing a baseline (``--force``) moves the old one to
+``<device>/<name>.history/<number>/``, never deletes it, so ``harness trend --baseline NAME``
+can show a metric across every baseline a name has had, with their commits.
 
 Also here, because they are about what is being compared rather than how: the manifest
 check :func:`stack_mismatches`, and :func:`load_pytest_benchmark`, which turns a
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -32,6 +35,7 @@ import pandas as pd
 from harness.errors import ConfigError
 
 INFO_FILE = "baseline.json"
+HISTORY_SUFFIX = ".history"  # <device>/<name>.history/<number>/: the replaced baselines of a name
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -47,6 +51,7 @@ class BaselineInfo:
     dirty: bool
     created: str
     saved: str
+    number: int = 0  # 1 for a name's first save, then 2, 3, …; 0 for one saved before numbering
 
 
 def read_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -56,7 +61,7 @@ def read_run(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str,
     try:
         return load_run(Path(run_dir))
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{exc}; pass a results/<run-id>/ directory written by `harness run`"
+        raise ConfigError(f"{exc}; pass a results/<run-id>/ directory written by `harness bench`"
                           " or a baselines/<device>/<name>/ directory",
                           source=str(run_dir)) from exc
 
@@ -66,6 +71,9 @@ def save_baseline(run_dir: Path | str, baselines_dir: Path | str, name: str, *,
     """Copy a run into ``baselines_dir/<device>/<name>/`` atomically; returns that path."""
     run_dir, baselines_dir = Path(run_dir), Path(baselines_dir)
     _check_name(name, "baseline name")
+    if name.endswith(HISTORY_SUFFIX):
+        raise ConfigError(f"baseline name {name!r} ends in {HISTORY_SUFFIX!r}, which holds replaced "
+                          "baselines; choose another name")
     steps, cases, manifest = read_run(run_dir)
     device = _device_of(manifest, cases, run_dir)
     _check_name(device, "device name")
@@ -73,7 +81,8 @@ def save_baseline(run_dir: Path | str, baselines_dir: Path | str, name: str, *,
     dest = device_dir / name
     if dest.exists() and not overwrite:
         raise ConfigError(f"baseline {name!r} for device {device!r} already exists at {dest}; "
-                          "choose another name or pass overwrite=True (--force)")
+                          "choose another --name, or replace it with `harness baseline save --force` "
+                          f"(the replaced one is kept under {dest.name}{HISTORY_SUFFIX}/)")
     device_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=device_dir))
     try:
@@ -82,7 +91,8 @@ def save_baseline(run_dir: Path | str, baselines_dir: Path | str, name: str, *,
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n",
                                            encoding="utf-8")
         info = {"name": name, "device": device, "run_id": str(manifest.get("run_id", "")),
-                "source": str(run_dir), "saved": datetime.now(timezone.utc).isoformat()}
+                "source": str(run_dir), "saved": datetime.now(timezone.utc).isoformat(),
+                "number": _next_number(dest)}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         _swap_into_place(tmp, dest)
     finally:
@@ -91,15 +101,50 @@ def save_baseline(run_dir: Path | str, baselines_dir: Path | str, name: str, *,
     return dest
 
 
+def _history_dir(dest: Path) -> Path:
+    return dest.with_name(dest.name + HISTORY_SUFFIX)
+
+
+def _number_of(path: Path) -> int:
+    try:
+        return int(json.loads((path / INFO_FILE).read_text(encoding="utf-8")).get("number", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _next_number(dest: Path) -> int:
+    """One more than any number the name has had (current or in its history)."""
+    history = _history_dir(dest)
+    numbers = [_number_of(dest)] if dest.is_dir() else []
+    if history.is_dir():
+        numbers += [int(p.name) for p in history.iterdir() if p.name.isdigit()]
+    return max(numbers, default=0) + 1
+
+
 def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``; an existing ``dest`` is moved aside first, then removed."""
-    old = None
+    """Rename ``tmp`` to ``dest``; an existing ``dest`` moves into the name's history first."""
     if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        dest.rename(old)
+        history = _history_dir(dest)
+        history.mkdir(exist_ok=True)
+        number = _number_of(dest) or max((int(p.name) for p in history.iterdir() if p.name.isdigit()),
+                                         default=0) + 1
+        target = history / f"{number:04d}"
+        while target.exists():  # an unnumbered old baseline: the next free number
+            number += 1
+            target = history / f"{number:04d}"
+        dest.rename(target)
     tmp.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def baseline_history(baselines_dir: Path | str, device: str, name: str) -> list[BaselineInfo]:
+    """Every baseline a name has had on a device, oldest first; the current one last."""
+    dest = Path(baselines_dir) / device / name
+    history = _history_dir(dest)
+    paths = sorted((p for p in history.iterdir() if p.name.isdigit() and (p / INFO_FILE).is_file()),
+                   key=lambda p: int(p.name)) if history.is_dir() else []
+    if (dest / INFO_FILE).is_file():
+        paths.append(dest)
+    return [_info(p) for p in paths]
 
 
 def list_baselines(baselines_dir: Path | str) -> list[BaselineInfo]:
@@ -110,8 +155,8 @@ def list_baselines(baselines_dir: Path | str) -> list[BaselineInfo]:
     found = []
     for info_path in sorted(root.glob(f"*/*/{INFO_FILE}")):
         path = info_path.parent
-        if path.name.startswith("."):
-            continue  # a save in progress or an old copy being removed
+        if path.name.startswith(".") or path.name.endswith(HISTORY_SUFFIX):
+            continue  # a save in progress, or a name's replaced baselines
         found.append(_info(path))
     return found
 
@@ -144,7 +189,7 @@ def _info(path: Path) -> BaselineInfo:
         name=str(info.get("name", path.name)), device=str(info.get("device", path.parent.name)),
         path=path, run_id=str(info.get("run_id", "")), commit=str(git.get("commit", "")),
         dirty=bool(git.get("dirty", False)), created=str(manifest.get("created", "")),
-        saved=str(info.get("saved", "")))
+        saved=str(info.get("saved", "")), number=int(info.get("number", 0) or 0))
 
 
 def _device_of(manifest: dict[str, Any], cases: pd.DataFrame, run_dir: Path) -> str:

@@ -81,6 +81,22 @@ def _add_doctor(sub: Any) -> None:
                              "zones or meter the profile asks for)")
 
 
+def _add_trend(sub: Any) -> None:
+    trend = sub.add_parser("trend", help="one metric per case across stored runs or a baseline's history, "
+                                         "with their commits")
+    trend.add_argument("runs", nargs="*", type=Path,
+                       help="run directories or ids under --out (default: the last --last runs there)")
+    trend.add_argument("--baseline", metavar="NAME",
+                       help="instead of runs: every baseline NAME has had (numbered history), per device")
+    trend.add_argument("--device", help="with --baseline: only this device")
+    trend.add_argument("--metric", default="median_step_ns",
+                       help="a numeric column of cases.parquet (default median_step_ns; e.g. peak_rss_bytes)")
+    trend.add_argument("--case", default="", metavar="TEXT", help="only cases whose id contains TEXT")
+    trend.add_argument("--last", type=int, default=10, help="without RUNs: how many recent runs (default 10)")
+    trend.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory (default ./results)")
+    trend.add_argument("--baselines-dir", type=Path, default=cli_gate.DEFAULT_BASELINES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli_options.Parser(prog="harness", description="Measure on-device training steps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (bundle pushes, retries)")
@@ -92,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_gate.add_parsers(sub)
     cli_lab.add_parsers(sub)
     _add_report(sub)
+    _add_trend(sub)
     return parser
 
 
@@ -242,6 +259,17 @@ def cmd_devices(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def combined_dir(runs: Sequence[Path], out: Path) -> Path:
+    """Where a report of several runs goes by default: its own directory, never inside a run."""
+    import hashlib
+
+    name = "combined-" + "+".join(r.name for r in runs)
+    if len(name) > 80:
+        name = f"combined-{runs[0].name}+{len(runs) - 1}-more-" + hashlib.sha256(
+            "\0".join(str(r.resolve()) for r in runs).encode()).hexdigest()[:8]
+    return out / name
+
+
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.workflow import run_dir_of
     from reports import build_report
@@ -251,7 +279,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if not (run / "raw.jsonl").is_file() and not (run / "cases.parquet").is_file():
             raise ConfigError(f"{run} is not a run directory (no raw.jsonl or cases.parquet)", key="RUN")
     default = {"html": "report.html", "md": "report.md", "csv": "report-tables"}[args.format]
-    out = args.output or (runs[0] / default)
+    out = args.output or (combined_dir(runs, args.out) if len(runs) > 1 else runs[0]) / default
     path = build_report(runs, out, fmt=args.format)
     print(path.resolve())
     return EXIT_OK
@@ -271,10 +299,30 @@ def cmd_doctor(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK if ready else EXIT_FAILED
 
 
+def cmd_trend(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from harness import trend
+    from harness.workflow import run_dir_of
+
+    if args.baseline:
+        if args.runs:
+            raise ConfigError("give runs or --baseline, not both", key="--baseline")
+        sources = trend.baseline_sources(args.baselines_dir, args.baseline, args.device)
+    elif args.runs:
+        sources = [trend.source(run_dir_of(r, args.out)) for r in args.runs]
+        for s in sources:
+            if not (s.path / "cases.parquet").is_file():
+                raise ConfigError(f"{s.path} is not a run directory (no cases.parquet)", key="RUN")
+    else:
+        sources = trend.runs_under(args.out, args.last)
+    print(trend.format_trend(trend.trend_table(sources, args.metric, args.case), sources, args.metric))
+    return EXIT_OK
+
+
 Command = Callable[[argparse.Namespace, Sequence[str]], int]
 # command name -> its function, or "module:function" imported when the command runs
 COMMANDS: dict[str, Command | str] = {
     "bench": cmd_bench, "list": cmd_list, "devices": cmd_devices, "doctor": cmd_doctor, "report": cmd_report,
+    "trend": cmd_trend,
     "baseline": "harness.cli_gate:cmd_baseline", "gate": "harness.cli_gate:cmd_gate",
     "calibrate": "harness.cli_lab:cmd_calibrate", "ab": "harness.cli_lab:cmd_ab", "merge": "harness.cli_lab:cmd_merge",
 }

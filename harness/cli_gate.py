@@ -3,7 +3,7 @@
 Exit codes of the gate: 0 pass (improvements and inconclusive cases included), 1 a
 regression, 2 an error (bad input, a failed or wrong case, a missing case unless
 ``--allow-missing``, nothing compared at all). Inconclusive cases are
-measured again, up to ``--rerun-budget`` rounds, when the candidate's device is reachable:
+measured again only when asked (``--rerun-budget N``, default 0), when the candidate's device is reachable:
 the new samples join the candidate's before the gate decides again.
 """
 
@@ -56,8 +56,9 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-drift", type=float, default=0.0, metavar="FRACTION",
                    help="take this between-process spread of a case's log median as known for every "
                         "case (e.g. 0.03) instead of the calibration's")
-    p.add_argument("--rerun-budget", type=int, default=1,
-                   help="rounds of re-measuring inconclusive cases when the device is reachable (default 1)")
+    p.add_argument("--rerun-budget", type=int, default=0, metavar="N",
+                   help="re-measure inconclusive cases up to N rounds when the device is reachable "
+                        "(default 0: decide on what was measured)")
     p.add_argument("--baselines-dir", type=Path, default=DEFAULT_BASELINES)
     p.add_argument("--junit", type=Path, help="JUnit XML path (default <candidate>/junit.xml)")
     p.add_argument("--summary", type=Path, help="Markdown summary path (default <candidate>/summary.md)")
@@ -76,7 +77,9 @@ def cmd_baseline(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"no baselines under {args.dir}")
         for b in found:
             dirty = " (dirty)" if b.dirty else ""
-            print(f"{b.device:<16} {b.name:<20} run {b.run_id}  commit {b.commit[:12]}{dirty}  saved {b.saved}")
+            number = f"#{b.number}" if b.number else ""
+            print(f"{b.device:<16} {b.name + number:<20} run {b.run_id}  commit {b.commit[:12]}{dirty}  "
+                  f"saved {b.saved}  (earlier ones: `harness trend --baseline {b.name}`)")
         return 0
     raise ConfigError("say `harness baseline save --run RUN` or `harness baseline list`")
 

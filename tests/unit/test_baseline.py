@@ -17,10 +17,10 @@ def make_run(root: Path, *, device: str = "pixel7", run_id: str = "run-1",
     """A results/<run-id>/ directory with the three files the store writes."""
     run_dir = root / "results" / run_id
     run_dir.mkdir(parents=True)
-    pd.DataFrame({"run_id": run_id, "device": device, "case_id": ["c", "c"], "index": [0, 1],
+    pd.DataFrame({"run_id": run_id, "device": device, "case_id": ["c", "c"], "index": [0, 1], "repeat": 0,
                   "warmup": [True, False], "step_ns": [step_ns * 3, step_ns]}
                  ).to_parquet(run_dir / "steps.parquet")
-    pd.DataFrame({"run_id": [run_id], "device": [device], "case_id": ["c"], "status": ["ok"]}
+    pd.DataFrame({"run_id": [run_id], "device": [device], "case_id": ["c"], "repeat": [0], "status": ["ok"]}
                  ).to_parquet(run_dir / "cases.parquet")
     manifest = {"run_id": run_id, "created": "2026-11-24T20:00:00Z", "results_version": 1,
                 "git": {"commit": "abc123", "dirty": False}, "device": {"name": device}}
@@ -87,3 +87,19 @@ def test_load_of_an_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
 def test_saving_a_directory_that_is_not_a_run_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a run directory"):
         save_baseline(tmp_path, tmp_path / "baselines", "main")
+
+
+def test_a_replaced_baseline_stays_in_the_names_numbered_history(tmp_path: Path) -> None:
+    from harness.baseline import baseline_history
+
+    root = tmp_path / "baselines"
+    save_baseline(make_run(tmp_path), root, "main")
+    save_baseline(make_run(tmp_path, run_id="run-2", step_ns=2000), root, "main", overwrite=True)
+    save_baseline(make_run(tmp_path, run_id="run-3", step_ns=3000), root, "main", overwrite=True)
+    history = baseline_history(root, "pixel7", "main")
+    assert [(b.number, b.run_id) for b in history] == [(1, "run-1"), (2, "run-2"), (3, "run-3")]
+    assert history[-1].path == root / "pixel7" / "main"
+    assert sorted(p.name for p in (root / "pixel7" / "main.history").iterdir()) == ["0001", "0002"]
+    assert [b.name for b in list_baselines(root)] == ["main"]  # the history is not a baseline of its own
+    _, _, first = load_baseline(root / "pixel7" / "main.history" / "0001")
+    assert first["run_id"] == "run-1"

@@ -89,3 +89,16 @@ def test_a_run_id_works_where_a_run_path_does(tmp_path, capsys):
     (tmp_path / "R1").mkdir()
     assert main(["report", "R1", "--out", str(tmp_path)]) == 2  # found under --out, but empty
     assert f"{tmp_path / 'R1'} is not a run directory" in capsys.readouterr().err
+
+
+def test_a_report_of_two_runs_goes_to_its_own_directory_not_into_a_run(tmp_path, capsys):
+    from reports.synthetic import SyntheticSpec, write_synthetic_run
+
+    one = write_synthetic_run(tmp_path / "R1", SyntheticSpec(run_id="R1", steps=8, workloads=("mlp",),
+                                                             onnx=False, calibration=False))
+    two = write_synthetic_run(tmp_path / "R2", SyntheticSpec(run_id="R2", device="pixel7", steps=8,
+                                                             workloads=("mlp",), onnx=False, calibration=False))
+    assert main(["report", "R1", "R2", "--out", str(tmp_path), "--format", "md"]) == 0
+    written = tmp_path / "combined-R1+R2" / "report.md"
+    assert capsys.readouterr().out.strip() == str(written.resolve())
+    assert written.is_file() and not (one / "report.md").exists() and not (two / "report.md").exists()
