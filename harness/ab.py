@@ -5,7 +5,9 @@ working tree's, or one built from ``git archive REV workloads`` of this reposito
 cases run in rounds; each round runs every pair once, A then B in even rounds and B then A
 in odd ones (ABBA), so a linear drift (heat, a neighbour's load) adds the same to both
 sides. The two sides are stored as two ordinary run directories ``<run-id>/a`` and
-``<run-id>/b``, B is gated against A with :func:`harness.gate.gate`, and one report shows
+``<run-id>/b``, B is gated against A with :func:`harness.gate.gate` — round r's A and B
+processes ran back to back, so each round's log-ratio is one paired unit
+(``paired_by_repeat``): drift between rounds cancels —, and one report shows
 both. When the two sides' case ids differ (two configurations), each pair is gated under
 the label ``"<a id> vs <b id>"``.
 
@@ -196,7 +198,8 @@ def _gate_and_report(a_dir: Path, b_dir: Path, parent: Path, pairs: Sequence[tup
     a_map, b_map = pair_labels(pairs)
     result = gate(_relabel(a_steps, a_map), _relabel(a_cases, a_map), _relabel(b_steps, b_map),
                   _relabel(b_cases, b_map), floors=floors, alpha=alpha, gate_estimated=gate_estimated,
-                  baseline_manifest=a_manifest, candidate_manifest=b_manifest)
+                  baseline_manifest=a_manifest, candidate_manifest=b_manifest,
+                  paired_by_repeat=True)  # round r's A and B processes ran back to back
     markdown = render_markdown(result, title="A/B: B against A")
     summary_path = summary or parent / "summary.md"
     store.atomic_write(summary_path, markdown)

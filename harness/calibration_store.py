@@ -101,3 +101,69 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def design_for(results_dir: Path, device: str, case_ids: list[str], detect: float, *,
+               alpha: float = 0.05, power: float = 0.90, metrics: int = 2) -> tuple[Any, str]:
+    """Processes and steps that detect ``detect`` in every case (the costliest case decides).
+
+    Reads ``<results>/calibration/<device>.json``; the family is every case × ``metrics``
+    timed metrics, so each case is planned at level α/m (the first Holm step).
+    """
+    from analysis.design import plan
+
+    path = calibration_path(results_dir, device)
+    if not path.is_file():
+        raise ConfigError(f"--detect needs the device's variance components and {path} does not "
+                          f"exist; run `harness calibrate --device {device}` with the same "
+                          "filters first", key="--detect")
+    data = read_calibration_file(path)
+    tests = max(1, len(case_ids) * metrics)
+    worst = None
+    for case_id in case_ids:
+        per = components_for(data, case_id, "step_time")
+        if per is None or not (_finite(per.get("sigma_p")) and _finite(per.get("sigma_s"))):
+            continue
+        design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect,
+                      process_cost_s=_or(data.get("process_cost_s"), 6.0),
+                      step_cost_s=_or(data.get("step_cost_s"), 0.05), alpha=alpha, power=power,
+                      tests=tests)
+        if worst is None or (design.processes, design.steps) > (worst[0].processes,
+                                                                  worst[0].steps):
+            worst = (design, case_id, per)
+    if worst is None:
+        raise ConfigError(f"{path} holds no usable components for these cases; run "
+                          "`harness calibrate` with the same filters", key="--detect")
+    design, case_id, per = worst
+    capped = " (capped: the target is out of reach)" if design.capped else ""
+    return design, (f"design for a {detect:.0%} change (power {power:.0%}, run-level α {alpha:g} "
+                    f"over {tests} tests): {design.processes} processes × {design.steps} steps per "
+                    f"case{capped}; the costliest case is {case_id} (σ_p {per['sigma_p']:.1%}, "
+                    f"σ_s {per['sigma_s']:.1%}, from {path})")
+
+
+def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0.90,
+             metrics: int = 2) -> str:
+    """What a finished run can detect, from its own processes (worst case)."""
+    from analysis.decide import detectable_change
+    from analysis.design import components, se_of
+
+    worst = (-math.inf, "")
+    groups = list(steps.groupby("case_id", observed=True))
+    level = alpha / max(1, len(groups) * metrics)
+    for case_id, group in groups:
+        c = components(group)
+        if not (c.processes >= 2 and _finite(c.sigma_p) and _finite(c.sigma_s)):
+            continue
+        mde = detectable_change(se_of(c.sigma_p, c.sigma_s, c.processes, c.steps_per_process),
+                                2.0 * c.processes - 2.0, level, power)
+        worst = max(worst, (mde, str(case_id)))
+    if not math.isfinite(worst[0]):
+        return "achieved: unknown (fewer than two processes per case)"
+    verdict = "met" if worst[0] <= detect else "not met"
+    return (f"achieved: a change of {worst[0]:.1%} is detectable against a like run in every "
+            f"case (worst {worst[1]}); target {detect:.0%} {verdict}")
+
+
+def _or(value: Any, default: float) -> float:
+    return float(value) if _finite(value) and float(value) > 0 else default

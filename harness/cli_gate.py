@@ -42,6 +42,18 @@ def add_parsers(sub: Any) -> None:
     add_gate_options(g)
 
 
+def change_fraction(text: str) -> float:
+    """``5%`` or ``0.05`` as a fraction in (0, 1) (an argparse type)."""
+    value = text.strip()
+    try:
+        number = float(value[:-1]) / 100.0 if value.endswith("%") else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a change; write e.g. 5%") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 % and 100 %; write e.g. 5%")
+    return number
+
+
 def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--floor", action="append", default=[],
                    help="smallest change that counts, per metric, e.g. step_time:5%% (defaults: time 5%%, energy 5%%, memory 2%%)")
@@ -49,6 +61,9 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
                    help="run-level false-alarm rate over all cases x metrics (Holm; default 0.05)")
     p.add_argument("--allow-missing", action="store_true",
                    help="do not fail when baseline cases are missing or nothing could be compared")
+    p.add_argument("--detect", type=change_fraction, metavar="CHANGE",
+                   help="the change the run must be able to detect (e.g. 5%%): bench chooses "
+                        "processes and steps from the device's calibration; both say what was achieved")
     p.add_argument("--calibration", type=Path, metavar="FILE",
                    help="the device's variance components (default <results>/calibration/<device>.json "
                         "when it exists; written by `harness calibrate`)")
@@ -202,6 +217,12 @@ def _publish(result: Any, out_dir: Path, args: argparse.Namespace) -> int:
     from harness.ci_outputs import detectable_sentence
 
     print(f"gate: {detectable_sentence(result)}", file=sys.stderr)
+    target = getattr(args, "detect", None)
+    if target:
+        for name, mde in result.detectable:
+            met = "met" if mde <= target else "NOT met"
+            print(f"gate: --detect {target:.0%}: {name} detectable from {mde:.1%}: {met}",
+                  file=sys.stderr)
     for v in result.verdicts:
         if v.verdict == "regression":
             print(f"  REGRESSION {v.case_id} {v.metric}: {v.reason}", file=sys.stderr)

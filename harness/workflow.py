@@ -8,6 +8,7 @@ exit code, never a lost run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class BenchRequest:
     slowdown_phase: str = "step"
     slowdown_into: tuple[str, ...] = ()  # the cases the slowdown goes into (empty: every case)
     aa_replicas: int = 0  # in-process A/A twins of each case
+    detect: float | None = None  # choose processes and steps from the calibration for this change
     onnx_inference: bool = False
     probe: bool = True
     argv: tuple[str, ...] = ("harness", "bench")
@@ -140,13 +142,34 @@ def run_bench(request: BenchRequest, finish: Finish = Finish(),
     chosen, profiles = selection_for(request)
     if on_notes and chosen.notes:
         on_notes(chosen.notes)
+    if request.detect:
+        request, chosen = _designed(request, chosen, on_notes)
     bench_plan = new_plan(profiles, schedule_for(request, chosen),
                           out=request.out, run_id=request.run_id, suite=chosen.suite, seed=chosen.seed,
                           argv=list(request.argv), probe=request.probe,
                           extra={"study": request.study} if request.study else None)
     result = execute(bench_plan, csv=finish.csv)
     outcome = BenchOutcome(result.run_dir, result.cases, result.failed, notes=chosen.notes)
+    if request.detect and on_notes:
+        from harness import store
+        from harness.calibration_store import achieved
+
+        on_notes([achieved(store.load_run(result.run_dir)[0], request.detect)])
     return _finish(outcome, bench_plan.manifest, finish)
+
+
+def _designed(request: BenchRequest, chosen: Selection,
+              on_notes: Callable[[Sequence[str]], None] | None) -> tuple[BenchRequest, Selection]:
+    """``--detect``: processes and steps per case from the device's calibration."""
+    from harness.calibration_store import design_for
+
+    design, sentence = design_for(request.out, request.devices[0],
+                                  [c.case_id for c in chosen.cases], float(request.detect or 0))
+    if on_notes:
+        on_notes([sentence])
+    cases = tuple(dataclasses.replace(c, steps=design.steps) for c in chosen.cases)
+    return (dataclasses.replace(request, processes=design.processes),
+            dataclasses.replace(chosen, cases=cases))
 
 
 def schedule_for(request: BenchRequest, chosen: Selection) -> list:

@@ -496,3 +496,56 @@ def test_the_gate_command_reads_pytest_benchmark_files(tmp_path: Path, capsys: p
     assert main(["gate", "--baseline", str(base), "--candidate", str(slow)]) == 1
     assert "REGRESSION tests/bench/test_nag.py::test_nag time" in capsys.readouterr().err
     assert (tmp_path / "junit.xml").is_file() and (tmp_path / "summary.md").is_file()
+
+
+# --- A/B pairing, calibration files, --detect ------------------------------------------------------
+
+def test_ab_pairs_processes_by_round_so_drift_between_rounds_cancels() -> None:
+    rng = np.random.default_rng(8)
+    rows = []
+    for r in range(6):
+        drift = rng.normal(0.0, 0.10)  # the host's load changes between rounds, not within one
+        for side, scale in (("a", 1.0), ("b", 1.06)):
+            for i, v in enumerate(1e7 * scale * np.exp(drift + rng.normal(0, 0.01, 30))):
+                rows.append({"side": side, "run_id": side, "case_id": "c", "repeat": r,
+                             "index": i, "warmup": False, "step_ns": v, "update_ns": 0})
+    frame = pd.DataFrame(rows)
+    a, b = frame[frame.side == "a"], frame[frame.side == "b"]
+    unpaired = gate(a, None, b, None, metrics=("step_time",)).verdicts[0]
+    paired = gate(a, None, b, None, metrics=("step_time",), paired_by_repeat=True).verdicts[0]
+    assert unpaired.verdict == "inconclusive"
+    assert paired.verdict == "regression" and paired.method == "paired-rounds"
+
+
+def test_detect_plans_from_the_calibration_file_and_states_what_a_run_achieved(
+        tmp_path: Path) -> None:
+    from harness.calibration_store import (
+        achieved,
+        calibration_path,
+        design_for,
+        priors_from,
+        read_calibration_file,
+        write_calibration_file,
+    )
+
+    path = write_calibration_file(
+        calibration_path(tmp_path, "local"), "local", "cal",
+        {"c": {"step_time": {"sigma_p": 0.03, "sigma_s": 0.015, "sigma_median": 0.031,
+                             "processes": 20, "steps_per_process": 60}}},
+        process_cost_s=6.0, step_cost_s=0.05)
+    assert path == tmp_path / "calibration" / "local.json"
+    design, sentence = design_for(tmp_path, "local", ["c"], 0.10)
+    assert design.detectable <= 0.10 and f"{design.processes} processes" in sentence
+    prior = priors_from(read_calibration_file(path))("local/c", "step_time")
+    assert (prior.sigma_log, prior.df) == (0.031, 19)
+    run = steps("c", design.steps, processes=design.processes, sigma_p=0.03, cv=0.015, seed=4)
+    assert "achieved: a change of" in achieved(run, 0.10)
+    with pytest.raises(ConfigError, match="harness calibrate"):
+        design_for(tmp_path, "pixel7", ["c"], 0.05)
+
+
+@pytest.mark.parametrize(("text", "value"), [("5%", 0.05), ("0.1", 0.1)])
+def test_detect_takes_a_percentage_or_a_fraction(text: str, value: float) -> None:
+    from harness.cli_gate import change_fraction
+
+    assert change_fraction(text) == pytest.approx(value)
