@@ -19,6 +19,8 @@ measures. Repeat numbers: block b, process i → ``b·P + i``. From the stored r
 - **slowdown trial** t: the same pair with ``slowdown`` injected *post hoc* into one case's
   recorded ``step_ns`` in the candidate (the case rotates over trials); *detected* when that
   case's ``step_time`` verdict is ``regression``;
+- both again **with the calibration prior**, as ``harness gate`` runs when the device file
+  exists: each trial's prior comes from the other blocks only (leave-trial-out);
 - **paired A/A** (cases that shared processes as replicas of one configuration): per block,
   the replicas' paired comparisons on ``update_ns`` and ``step_ns``, one Holm family per
   block; and ``paired_slowdown`` injected post hoc into one replica's ``update_ns``.
@@ -192,6 +194,7 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
     steps = pd.concat([s for s, _ in labelled], ignore_index=True)
     cases = pd.concat([c for _, c in labelled], ignore_index=True)
     aa, slow, per_case = _trials(labelled, settings)
+    aa_prior, slow_prior, _ = _trials(labelled, settings, with_prior=True)
     paired = paired_trials(labelled, settings)
     rows, cal_cases = [], {}
     for (device, case_id), group in measured_steps(steps).groupby(["device", "case_id"],
@@ -224,22 +227,55 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
                "slowdown": settings.slowdown, "slowdown_trials": len(slow),
                "detection_rate": _share(sum(slow), len(slow)),
                "slowdown_injection": "post hoc, into the recorded step_ns of one case",
+               "false_alarm_rate_with_prior": _share(sum(aa_prior), len(aa_prior)),
+               "detection_rate_with_prior": _share(sum(slow_prior), len(slow_prior)),
+               "prior": "each trial gated with the variance components of the other blocks "
+                        "(leave-trial-out), as a gate with the device's calibration file does",
                "metrics": list(DEFAULT_METRICS), "alpha": settings.alpha, **paired}
     device = str(cases["device"].iloc[0]) if len(cases) else "local"
     costs = _costs(steps, cases)
     return pd.DataFrame(rows), summary, {"device": device, "cases": cal_cases, **costs}
 
 
-def _trials(blocks: list[Block], settings: CalibrationSettings,
+def _priors_without(blocks: list[Block], skip: set[int]) -> Any:
+    """``priors(case_id, metric)`` from the variance components of the blocks not in ``skip``."""
+    from analysis.compare import Prior
+
+    kept = [s for b, (s, _) in enumerate(blocks) if b not in skip]
+    if len(kept) < 2:
+        return None
+    steps = measured_steps(pd.concat(kept, ignore_index=True))
+    by_case = {str(k): g for k, g in steps.groupby("case_id", observed=True)}
+    cache: dict[tuple[str, str], Prior | None] = {}
+
+    def prior(case_id: str, metric: str) -> Prior | None:
+        column = STEP_METRICS.get(metric)
+        if column is None or case_id not in by_case:
+            return None
+        if (case_id, metric) not in cache:
+            c = components(by_case[case_id], column)
+            found = Prior(c.sigma_median, c.df) if math.isfinite(c.sigma_median) else None
+            cache[(case_id, metric)] = found if found is not None and found.usable() else None
+        return cache[(case_id, metric)]
+
+    return prior
+
+
+def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: bool = False,
             ) -> tuple[list[bool], list[bool], dict[str, dict[str, int]]]:
-    """Run-level A/A alarms and slowdown detections over adjacent blocks, and per-case counts."""
+    """Run-level A/A alarms and slowdown detections over adjacent blocks, and per-case counts.
+
+    ``with_prior``: each trial is gated with the variance components of the other blocks, as
+    a gate that finds the device's calibration file does (leave-trial-out, not circular).
+    """
     aa: list[bool] = []
     slow: list[bool] = []
     per_case: dict[str, dict[str, int]] = {}
     for t in range(len(blocks) - 1):
         (b_steps, b_cases), (c_steps, c_cases) = blocks[t], blocks[t + 1]
+        priors = _priors_without(blocks, {t, t + 1}) if with_prior else None
         result = gate(b_steps, b_cases, c_steps, c_cases, alpha=settings.alpha,
-                      allow_missing=True)
+                      allow_missing=True, priors=priors)
         aa.append(any(v.verdict in ("regression", "improvement") for v in result.verdicts))
         for case_id in {v.case_id for v in result.verdicts}:
             counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
@@ -256,7 +292,7 @@ def _trials(blocks: list[Block], settings: CalibrationSettings,
         slowed["step_ns"] = slowed["step_ns"].astype(float)
         slowed.loc[hit, "step_ns"] *= 1.0 + settings.slowdown
         injected = gate(b_steps, b_cases, slowed, c_cases, alpha=settings.alpha,
-                        allow_missing=True)
+                        allow_missing=True, priors=priors)
         found = any(v.case_id == target and v.metric == "step_time"
                     and v.verdict == "regression" for v in injected.verdicts)
         slow.append(found)
@@ -365,6 +401,11 @@ def format_table(table: pd.DataFrame, summary: dict[str, Any] | None = None) -> 
             f"{summary['slowdown']:.0%} slowdown of one case's step (post hoc) detected in "
             f"{pct(summary['detection_rate']).strip()} of {summary['slowdown_trials']} "
             f"(target ≥ {TARGET_DETECTION:.0%})")
+        if summary.get("false_alarm_rate_with_prior") is not None:
+            lines.append(
+                f"with the calibration prior (leave-trial-out): false alarms "
+                f"{pct(summary['false_alarm_rate_with_prior']).strip()}, detection "
+                f"{pct(summary['detection_rate_with_prior']).strip()}")
         if summary.get("paired_trials"):
             lines.append(
                 f"paired in-process: {summary['paired_trials']} A/A trials, false alarms "

@@ -184,3 +184,42 @@ def test_the_report_and_the_gate_reach_the_same_verdict_on_the_same_data(
     base = two_level(rng, processes[0], 20, sigma_p=sigma_p)
     cand = two_level(rng, processes[1], 20, ratio=ratio, sigma_p=sigma_p, first_process=10)
     assert _gate_verdict(base, cand) == _report_verdict(base, cand)
+
+
+def test_a_step_difference_that_comes_from_forward_and_backward_is_process_noise() -> None:
+    """The variant's update is the same; its forward and backward are 20 % slower (placement,
+    caches): the report must not credit the step-time difference to the optimizer."""
+    from reports.aggregate import (
+        PROCESS_NOISE,
+        CallRule,
+        StepSamples,
+        case_summary,
+        compare_optimizers,
+    )
+    from reports.headline import optimizer_headlines
+
+    rng = np.random.default_rng(6)
+    rows = []
+    for optimizer, slow in (("nag", 1.0), ("adam", 1.2)):
+        for p in range(6):
+            a = rng.normal(0, 0.01)
+            for i in range(30):
+                fwd, bwd, upd = (v * math.exp(a + rng.normal(0, 0.01)) for v in (4e6 * slow,
+                                                                                   6e6 * slow,
+                                                                                   1e6))
+                rows.append({"run_id": "r", "device": "d", "case_id": f"w-{optimizer}",
+                             "workload": "w", "optimizer": optimizer, "kernel": "forloop",
+                             "threads": 1, "batch": 8, "dtype": "fp32",
+                             "process": f"{optimizer}{p}", "round": -1, "index": i,
+                             "warmup": False, "forward_ns": fwd, "backward_ns": bwd,
+                             "update_ns": upd, "step_ns": fwd + bwd + upd, "data_ns": 0,
+                             "frontend_ns": 0, "zero_grad_ns": 0, "loss": 0.0})
+    steps = pd.DataFrame(rows)
+    cases = steps.drop_duplicates("case_id")[["run_id", "device", "case_id", "workload",
+                                               "optimizer", "kernel", "threads", "batch",
+                                               "dtype"]].assign(status="ok", correct_ok=True)
+    samples = StepSamples(steps, n_boot=50)
+    table = compare_optimizers(case_summary(cases, samples, steps), samples, CallRule())
+    assert table["verdict"].tolist() == [PROCESS_NOISE]
+    (sentence,) = optimizer_headlines(table, table["device"])
+    assert "process noise" in sentence.text and "×" not in sentence.text

@@ -1,0 +1,75 @@
+"""Specification of `harness calibrate`'s analysis on synthetic blocks with known components."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.calibrate_run import CalibrationSettings, analyse, reanalyse, replica_pairs
+
+
+def block(rng: np.random.Generator, b: int, *, processes: int = 4, steps: int = 30,
+          sigma_p: float = 0.02, twins: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One block: cases w-a and w-b (and their -aa1 twins sharing the process) in
+    ``processes`` processes each."""
+    step_rows, case_rows = [], []
+    for p in range(processes):
+        repeat = b * processes + p
+        process = f"local:w:r{repeat}"
+        offset = rng.normal(0.0, sigma_p)
+        ids = ["w-a", "w-b"] + (["w-a-aa1"] if twins else [])
+        for case_id in ids:
+            kernel = "a" if case_id.startswith("w-a") else "b"
+            for r in range(steps):
+                v = 1e7 * math.exp(offset + rng.normal(0.0, 0.01))
+                step_rows.append({"run_id": "cal", "device": "local", "case_id": case_id,
+                                  "workload": "w", "optimizer": "nag", "kernel": kernel,
+                                  "threads": 1, "batch": 8, "dtype": "fp32", "repeat": repeat,
+                                  "process": process, "round": r, "index": r, "warmup": False,
+                                  "step_ns": v, "update_ns": v / 5})
+            case_rows.append({"run_id": "cal", "device": "local", "case_id": case_id,
+                              "workload": "w", "optimizer": "nag", "kernel": kernel,
+                              "threads": 1, "batch": 8, "dtype": "fp32", "repeat": repeat,
+                              "process": process, "group": "w", "paired": True, "status": "ok",
+                              "steps": steps, "warmup_steps": 2,
+                              "host_wall_ns": 6e9 + steps * 1e7})
+    return pd.DataFrame(step_rows), pd.DataFrame(case_rows)
+
+
+def test_analysis_gives_components_run_level_rates_and_paired_trials() -> None:
+    rng = np.random.default_rng(0)
+    blocks = [block(rng, b, twins=True) for b in range(5)]
+    table, summary, cal = analyse(blocks, CalibrationSettings(trials=4, repeats=4))
+    assert summary["trials"] == 4 and summary["slowdown_trials"] == 4
+    assert summary["detection_rate"] == 1.0  # a 10 % step slowdown against σ_p 2 %
+    assert 0.0 <= summary["false_alarm_rate"] <= 1.0
+    assert summary["paired_trials"] == 5 and summary["paired_detection_rate"] == 1.0
+    row = table.set_index("case_id").loc["w-a"]
+    assert row["processes"] == 20 and row["sigma_p"] == pytest.approx(0.02, abs=0.01)
+    assert cal["cases"]["w-a"]["step_time"]["processes"] == 20
+    assert cal["process_cost_s"] == pytest.approx(6.0, rel=0.05)
+
+
+def test_replicas_are_cases_of_one_configuration_in_one_group() -> None:
+    _, cases = block(np.random.default_rng(1), 0, twins=True)
+    assert replica_pairs(cases) == [("w-a", "w-a-aa1")]
+
+
+def test_stored_bench_runs_are_the_blocks_and_the_device_file_is_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    runs = []
+    for b in range(3):
+        steps, cases = block(rng, b)
+        run = tmp_path / "results" / f"aa{b}"
+        run.mkdir(parents=True)
+        steps.assign(run_id=f"aa{b}").to_parquet(run / "steps.parquet")
+        cases.assign(run_id=f"aa{b}").to_parquet(run / "cases.parquet")
+        runs.append(run)
+    result = reanalyse(runs)
+    assert result.summary["trials"] == 2
+    assert result.run_dir == tmp_path / "results" / "calibration" / "trials-aa0--aa2"
+    assert result.device_file == tmp_path / "results" / "calibration" / "local.json"
