@@ -35,6 +35,7 @@ from harness import store
 from harness.bench import BenchPlan, new_plan
 from harness.deploy import CACHE_DIR, Bundle, build_bundle
 from harness.errors import ConfigError, DeviceBusy, DeviceError
+from harness.limits import check_name
 from harness.manifest import REPO_DIR
 from harness.plan import Case, shuffled
 from harness.profiles import Profile
@@ -116,7 +117,8 @@ def run_ab(profile: Profile, a: Side, b: Side, *, rounds: int, pause_s: float, o
     timeline = [(s, dataclasses.replace(sides[s].cases[i], repeat=r))
                  for r, s, i in schedule(len(a.cases), rounds, seed)]
     pairs = [(x.case_id, y.case_id) for x, y in zip(a.cases, b.cases, strict=True)]
-    parent = out / (run_id or time.strftime("ab-%Y%m%dT%H%M%SZ", time.gmtime()))
+    parent = out / check_name(run_id or time.strftime("ab-%Y%m%dT%H%M%SZ", time.gmtime()),
+                              source="command line", key="--run-id")
     if parent.exists():
         raise ConfigError(f"{parent} exists already; pick another --run-id", key="--run-id")
     parent.mkdir(parents=True)

@@ -18,7 +18,7 @@ import pandas as pd
 from harness import store
 from harness.deploy import build_bundle
 from harness.errors import ConfigError, HarnessError
-from harness.manifest import new_manifest
+from harness.manifest import new_manifest, redact_manifest
 from harness.plan import Case
 from harness.profiles import Profile, load_profile
 from harness.progress import Progress
@@ -95,7 +95,7 @@ def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
         raise ConfigError(f"{run_dir} has no manifest.json; it is not a run directory", key="--resume")
     import json
 
-    manifest = json.loads(manifest_path.read_text())
+    manifest = redact_manifest(json.loads(manifest_path.read_text()))
     if "cases" not in manifest:
         raise ConfigError(f"{run_dir} was written by an older harness without its case list; "
                           "it cannot be resumed, start a new run", key="--resume")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DeviceBusy
+from harness.limits import check_name
 
 LOCK_DIR = Path(os.environ.get("HARNESS_LOCK_DIR", Path.home() / ".cache" / "odt-harness" / "locks"))
 
@@ -23,7 +24,7 @@ class DeviceLock:
     """``with DeviceLock("pixel7", run_id):`` holds the device for this process."""
 
     def __init__(self, device: str, run_id: str, lock_dir: Path | None = None) -> None:
-        self.device = device
+        self.device = check_name(device, source="profile", key="name")  # it names the lock file
         self.run_id = run_id
         self.path = (lock_dir or LOCK_DIR) / f"{device}.lock"
         self._fd: int | None = None

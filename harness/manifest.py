@@ -1,8 +1,17 @@
-"""The run manifest: what was measured, with what, where, and how to reproduce it."""
+"""The run manifest: what was measured, with what, where, and how to reproduce it.
+
+A profile's ``[agent].env`` may hold secrets (tokens, passwords for a meter's service), and
+the manifest travels: it is embedded in ``report.html``, the file people share. So the
+manifest keeps the variable *names* and one SHA-256 over all names and values (to see that
+the environment changed between runs), and values only of the names the profile lists in
+``[agent].record_env``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -53,6 +62,31 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def env_record(env: dict[str, str], record: Sequence[str]) -> dict[str, Any]:
+    """What a manifest keeps of an agent environment: names, a hash, the values marked safe."""
+    digest = hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+    return {"names": sorted(env), "sha256": digest, "values": {k: env[k] for k in record if k in env}}
+
+
+def public_profile(profile: Profile) -> dict[str, Any]:
+    """The profile as a manifest records it: ``[agent].env`` values replaced by :func:`env_record`."""
+    data = profile.to_dict()
+    data["agent"]["env"] = env_record(dict(profile.agent.env), profile.agent.record_env)
+    return data
+
+
+def redact_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A stored manifest with raw env tables (written before env_record) reduced to names and a hash."""
+    entries = [d.get("profile") for d in manifest.get("devices", [])] + [manifest.get("device", {}).get("profile")]
+    for prof in entries:
+        agent = prof.get("agent") if isinstance(prof, dict) else None
+        env = agent.get("env") if isinstance(agent, dict) else None
+        if isinstance(env, dict) and set(env) - {"names", "sha256", "values"}:
+            record = agent.get("record_env") or []
+            agent["env"] = env_record({str(k): str(v) for k, v in env.items()}, record)
+    return manifest
+
+
 def new_manifest(
     run_id: str, profiles: Sequence[Profile], *, suite: str, seed: int, order_seed: int,
     argv: Sequence[str], case_ids: Sequence[str],
@@ -63,9 +97,9 @@ def new_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git": git_state(),
         "host": host_info(),
-        "devices": [{"name": p.name, "model": p.model, "profile": p.to_dict(), "path": p.path}
+        "devices": [{"name": p.name, "model": p.model, "profile": public_profile(p), "path": p.path}
                     for p in profiles],
-        "device": {"name": profiles[0].name, "model": profiles[0].model, "profile": profiles[0].to_dict()},
+        "device": {"name": profiles[0].name, "model": profiles[0].model, "profile": public_profile(profiles[0])},
         "versions": versions(),
         "suite": suite,
         "seed": seed,

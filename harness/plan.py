@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import tomllib
 
 from harness.errors import ConfigError
+from harness.limits import SUITE_RANGES, check_number
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 DTYPES = ("fp32", "bf16")
@@ -186,7 +187,8 @@ def _require_known(name: str, known: Sequence[str], kind: str, source: str, key:
         )
 
 
-def _ints(value: Any, source: str, key: str, *, minimum: int) -> list[int]:
+def _ints(value: Any, source: str, key: str, *, field: str) -> list[int]:
+    """One integer or a list of them, each inside the field's range (harness/limits.py)."""
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if (
         not isinstance(items, list)
@@ -195,15 +197,24 @@ def _ints(value: Any, source: str, key: str, *, minimum: int) -> list[int]:
     ):
         raise ConfigError(f"expected an integer or a list of integers, got {value!r}", source=source, key=key)
     for v in items:
-        if v < minimum:
-            raise ConfigError(f"must be ≥ {minimum}, got {v}", source=source, key=key)
+        check_number(v, SUITE_RANGES[field], source=source, key=key)
     return items
 
 
-def _int(value: Any, source: str, key: str, *, minimum: int) -> int:
+def _int(value: Any, source: str, key: str, *, field: str) -> int:
     if isinstance(value, list):
         raise ConfigError(f"expected one integer, got {value!r}", source=source, key=key)
-    return _ints(value, source, key, minimum=minimum)[0]
+    return _ints(value, source, key, field=field)[0]
+
+
+def _check_filters(filters: Filters) -> None:
+    """The command line's numbers, in the same ranges as the suite's."""
+    for flag, value in (("steps", filters.steps), ("warmup", filters.warmup), ("seed", filters.seed)):
+        if value is not None:
+            check_number(value, SUITE_RANGES[flag], source="command line", key=f"--{flag}")
+    for flag, values in (("threads", filters.threads), ("batch", filters.batch)):
+        for value in values:
+            check_number(value, SUITE_RANGES[flag], source="command line", key=f"--{flag}")
 
 
 def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int = 1) -> list[Case]:
@@ -230,17 +241,16 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
     for name in filters.accel:
         _require_known(name, ACCELS, "accel", "command line", "--accel")
 
-    steps = filters.steps if filters.steps is not None else _int(data.get("steps", 20), src, "steps", minimum=1)
-    warmup = filters.warmup if filters.warmup is not None else _int(data.get("warmup", 3), src, "warmup", minimum=0)
-    seed = filters.seed if filters.seed is not None else _int(data.get("seed", 0), src, "seed", minimum=0)
-    check_steps = _int(data.get("check_steps", 10), src, "check_steps", minimum=0)
+    _check_filters(filters)
+    steps = filters.steps if filters.steps is not None else _int(data.get("steps", 20), src, "steps", field="steps")
+    warmup = filters.warmup if filters.warmup is not None else _int(data.get("warmup", 3), src, "warmup", field="warmup")
+    seed = filters.seed if filters.seed is not None else _int(data.get("seed", 0), src, "seed", field="seed")
+    check_steps = _int(data.get("check_steps", 10), src, "check_steps", field="check_steps")
     until_stable = data.get("warmup_until_stable", False)
     if not isinstance(until_stable, bool):
         raise ConfigError(f"expected true or false, got {until_stable!r}", source=src, key="warmup_until_stable")
-    warmup_max = _int(data.get("warmup_max", 50), src, "warmup_max", minimum=1)
-    timeout_s = data.get("timeout_s", 0.0)
-    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s < 0:
-        raise ConfigError(f"expected a number of seconds ≥ 0, got {timeout_s!r}", source=src, key="timeout_s")
+    warmup_max = _int(data.get("warmup_max", 50), src, "warmup_max", field="warmup_max")
+    timeout_s = check_number(data.get("timeout_s", 0.0), SUITE_RANGES["timeout_s"], source=src, key="timeout_s")
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise ConfigError("expected a table of workload -> options", source=src, key="options")
@@ -249,8 +259,10 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
         spec = WORKLOADS.get(wname)
         if not isinstance(wopts, dict):
             raise ConfigError("expected a table of option = value", source=src, key=f"options.{wname}")
-        for key in wopts:
+        for key, value in wopts.items():
             _require_known(key, sorted(spec.defaults), f"option of {wname}", src, f"options.{wname}.{key}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                check_number(value, SUITE_RANGES["options"], source=src, key=f"options.{wname}.{key}")
     hparams = data.get("hparams", {})
     if not isinstance(hparams, dict):
         raise ConfigError("expected a table of optimizer -> hyper-parameters", source=src, key="hparams")
@@ -260,8 +272,7 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
             raise ConfigError("expected a table of name = value", source=src, key=f"hparams.{oname}")
         for key, value in ohp.items():
             _require_known(key, sorted(OPTIMIZERS.get(oname).defaults), f"hyper-parameter of {oname}", src, f"hparams.{oname}.{key}")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"expected a number, got {value!r}", source=src, key=f"hparams.{oname}.{key}")
+            check_number(value, SUITE_RANGES["hparams"], source=src, key=f"hparams.{oname}.{key}")
 
     cases: dict[str, Case] = {}
     for i, block in enumerate(data["matrix"]):
@@ -269,8 +280,8 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
         wl = _names(block.get("workloads", "*"), workloads_known, "workload", src, f"{where}.workloads")
         op = _names(block.get("optimizers", "*"), optimizers_known, "optimizer", src, f"{where}.optimizers")
         kn = _names(block.get("kernels", "*"), kernels_known, "kernel", src, f"{where}.kernels")
-        th = list(filters.threads) or _ints(block.get("threads", data.get("threads", [default_threads])), src, f"{where}.threads", minimum=1)
-        bs = list(filters.batch) or _ints(block.get("batch", data.get("batch", [8])), src, f"{where}.batch", minimum=1)
+        th = list(filters.threads) or _ints(block.get("threads", data.get("threads", [default_threads])), src, f"{where}.threads", field="threads")
+        bs = list(filters.batch) or _ints(block.get("batch", data.get("batch", [8])), src, f"{where}.batch", field="batch")
         dt = list(filters.dtype) or _names(block.get("dtype", data.get("dtype", ["fp32"])), DTYPES, "dtype", src, f"{where}.dtype")
         md = list(filters.modes) or _names(block.get("modes", data.get("modes", ["eager"])), MODES, "mode", src, f"{where}.modes")
         ac = list(filters.accel) or _names(block.get("accel", data.get("accel", ["cpu"])), ACCELS, "accel", src, f"{where}.accel")
@@ -311,8 +322,9 @@ def shuffled(cases: Iterable[Case], seed: int) -> list[Case]:
 
 def repeated(cases: Sequence[Case], repeats: int, seed: int) -> list[Case]:
     """Each case ``repeats`` times, interleaved: round r runs every case once, in its own order."""
-    if repeats < 1:
-        raise ConfigError(f"must be ≥ 1, got {repeats}", key="--repeat")
+    from harness.limits import CLI_RANGES
+
+    check_number(repeats, CLI_RANGES["--repeat"], source="command line", key="--repeat")
     rounds = []
     for r in range(repeats):
         rounds += shuffled([replace(c, repeat=r) for c in cases], seed + r)

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import tomllib
 
 from harness.errors import ConfigError
+from harness.limits import PROFILE_RANGES, check_env, check_name, check_number, check_text
 
 DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
 
@@ -62,6 +63,7 @@ class AgentSection:
     python: tuple[str, ...] = ("python3",)
     workdir: str = "~/.cache/odt-harness"
     env: Mapping[str, str] = field(default_factory=dict)
+    record_env: tuple[str, ...] = ()  # env names whose values may be written to manifests/reports
     root: str = "none"  # none | su | adb-root: how meters and pinning get privileges
     case_timeout_s: float = 900.0
     retries: int = 2  # transient faults: attempts after the first
@@ -132,14 +134,6 @@ _CHOICES = {
     ("energy", "meter"): ENERGY_METERS,
     ("energy", "cpu_model"): ("", "default"),
 }
-_NON_NEGATIVE = {
-    "port", "connect_timeout_s", "keepalive_s", "case_timeout_s", "retries", "threads",
-    "idle_window_s", "cpu_idle_w", "cpu_max_w", "cooldown_c", "cooldown_timeout_s", "hot_c",
-    "refresh_s", "min_window_s", "max_extend_s",
-}
-_POSITIVE = {"sample_interval_s"}
-
-
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -155,7 +149,10 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{value!r} is too large", source=source, key=where) from None
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -213,15 +210,40 @@ def _build(cls: type, data: Mapping[str, Any], section: str, source: str) -> Any
                 source=source,
                 key=where,
             )
-        if key in _NON_NEGATIVE and converted < 0:
-            raise ConfigError(f"must be ≥ 0, got {converted!r}", source=source, key=where)
-        if key in _POSITIVE and converted <= 0:
-            raise ConfigError(f"must be > 0, got {converted!r}", source=source, key=where)
+        rng = PROFILE_RANGES.get(where)
+        if rng is not None and isinstance(converted, (int, float)):
+            check_number(converted, rng, source=source, key=where)
+        elif rng is not None and isinstance(converted, Mapping):  # cpu.clusters: name -> core ids
+            for name, ids in converted.items():
+                for i, core in enumerate(ids):
+                    check_number(core, rng, source=source, key=f"{where}.{name}[{i}]")
         values[key] = converted
     return cls(**values)
 
 
+def _check_texts(profile: Profile, source: str) -> None:
+    """Names that become paths, and text that reaches a shell line or a file of lines."""
+    check_name(profile.name, source=source, key="name")
+    conn, agent = profile.connection, profile.agent
+    for key, value in (("connection.host", conn.host), ("connection.user", conn.user),
+                       ("connection.identity_file", conn.identity_file),
+                       ("connection.known_hosts", conn.known_hosts), ("connection.serial", conn.serial),
+                       ("connection.adb_server", conn.adb_server), ("agent.workdir", agent.workdir),
+                       ("energy.root", profile.energy.root), ("thermal.root", profile.thermal.root),
+                       *((f"agent.python[{i}]", v) for i, v in enumerate(agent.python)),
+                       *((f"thermal.zones[{i}]", v) for i, v in enumerate(profile.thermal.zones))):
+        check_text(value, source=source, key=key)
+    if conn.host.startswith("-"):
+        raise ConfigError(f"host {conn.host!r} starts with '-' and would be read as an option",
+                          source=source, key="connection.host")
+    check_env(dict(agent.env), source=source, key="agent.env")
+    unknown = [n for n in agent.record_env if n not in agent.env]
+    if unknown:
+        raise ConfigError(f"names {unknown} that [agent].env does not set", source=source, key="agent.record_env")
+
+
 def _cross_check(profile: Profile, source: str) -> None:
+    _check_texts(profile, source)
     conn = profile.connection
     if conn.transport == "ssh" and not conn.host:
         raise ConfigError(
@@ -258,6 +280,8 @@ def parse_profile(text: str, *, source: str, default_name: str = "") -> Profile:
     data.setdefault("name", default_name)
     if not data["name"]:
         raise ConfigError("the profile needs a name", source=source, key="name")
+    if not isinstance(data["name"], str):
+        raise ConfigError(f"expected a string, got {data['name']!r}", source=source, key="name")
     profile = _build(Profile, data, "", source)
     profile = dataclasses.replace(profile, path=source)
     _cross_check(profile, source)

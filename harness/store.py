@@ -100,7 +100,10 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def make_run_dir(results_dir: Path, run_id: str) -> Path:
-    """Create ``results/<run-id>/`` readable by this user only."""
+    """Create ``results/<run-id>/`` readable by this user only (the id is checked to be a name)."""
+    from harness.limits import check_name
+
+    check_name(run_id, source="command line", key="--run-id")
     results_dir.mkdir(parents=True, exist_ok=True)
     run_dir = results_dir / run_id
     run_dir.mkdir(mode=0o700)
@@ -324,11 +327,7 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
         if col not in cases.columns:
             cases[col] = pd.Series(dtype="object")
     for col in cases.columns:  # JSON nulls leave numeric columns as objects; make them numbers
-        values = cases[col].dropna()
-        if cases[col].dtype == object and len(values) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-        ):
-            cases[col] = pd.to_numeric(cases[col])
+        cases[col] = _writable(cases[col])
     extra = [c for c in cases.columns if c not in CASE_COLUMNS]
     return steps, cases[list(CASE_COLUMNS) + extra]
 
@@ -359,6 +358,26 @@ def _share_checks(rows: list[dict[str, Any]]) -> None:
         if row["status"] == "ok" and src["correct_ok"] is False:
             row["status"], row["error_kind"] = "wrong", "correctness"
             row["error_message"] = src["error_message"]
+
+
+def _writable(column: pd.Series) -> pd.Series:
+    """A column parquet can store whatever the agent reported in it.
+
+    Numbers become a numeric column (non-finite floats as NaN); a column that mixes kinds
+    (numbers and text, or numbers beyond int64) becomes text, so a table is always writable.
+    """
+    if column.dtype != object:
+        return column
+    values = column.dropna()
+    if not len(values):
+        return column
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, float) or -2**63 <= v < 2**63 for v in values):
+            return pd.to_numeric(column).replace([float("inf"), float("-inf")], float("nan"))
+    elif all(isinstance(v, str) for v in values) or all(isinstance(v, bool) for v in values):
+        return column
+    return column.map(lambda v: v if v is None or (isinstance(v, float) and v != v) else
+                      v if isinstance(v, str) else json.dumps(v, default=str))
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:

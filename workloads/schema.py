@@ -178,16 +178,29 @@ def dump_line(record: Record) -> str:
     return json.dumps(_clean(record.to_dict()), separators=(",", ":"), allow_nan=False)
 
 
+_INT64 = 2**63
+
+
+def _non_finite(token: str) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON; read them as null (not measured),
+    as :func:`dump_line` writes them, so no non-finite number reaches a table."""
+    return None
+
+
+def _int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
+
+
 def _check_type(name: str, value: Any, annotation: str, line: str) -> Any:
     """Check one field against its annotation; ints are accepted where floats are expected."""
     base = annotation.replace(" ", "")
     ok: bool
     if base == "str":
         ok = isinstance(value, str)
-    elif base == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "int":  # a table column is int64: a larger number is a protocol error
+        ok = _int64(value)
     elif base == "float":
-        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        ok = value is None or _int64(value) or isinstance(value, float)
         if ok and value is not None:
             value = float(value)
         elif value is None:
@@ -195,9 +208,7 @@ def _check_type(name: str, value: Any, annotation: str, line: str) -> Any:
     elif base == "bool":
         ok = isinstance(value, bool)
     elif base.startswith("Mapping[str,int]"):
-        ok = isinstance(value, dict) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value.values()
-        )
+        ok = isinstance(value, dict) and all(_int64(v) for v in value.values())
     elif base.startswith("Mapping"):
         ok = isinstance(value, dict)
     else:  # pragma: no cover - guarded by test_every_field_annotation_is_checked
@@ -220,7 +231,7 @@ def parse_line(line: str, versions: tuple[int, ...] = (PROTOCOL_VERSION,)) -> Re
     if not text:
         raise ProtocolError("empty line from agent", line)
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_non_finite)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON ({exc.msg})", line) from None
     if not isinstance(data, dict):
