@@ -67,6 +67,7 @@ def new_plan(
     manifest = new_manifest(run_id, profiles, suite=suite, seed=seed, order_seed=seed,
                             argv=argv, case_ids=[c.case_id for c in cases])
     manifest["cases"] = [dataclasses.asdict(c) for c in cases]
+    manifest["probe"] = probe  # --resume keeps --no-probe
     # how the cases above (in order) fall into agent processes: [group, repeat, n cases, side]
     manifest["processes"] = [[u.group, u.repeat, len(u.cases), u.side] for u in units]
     manifest.update(extra or {})
@@ -125,7 +126,7 @@ def resume_plan(run_dir: Path, argv: Sequence[str]) -> BenchPlan:
          "cases": {d: [c.case_id for u in us for c in u.cases] for d, us in todo.items()}})
     store.write_json(manifest_path, manifest)
     return BenchPlan(run_dir, profiles, todo, manifest, first_attempt=first,
-                     probe=not (run_dir / "probe.json").exists())
+                     probe=bool(manifest.get("probe", True)) and not (run_dir / "probe.json").exists())
 
 
 def execute(plan: BenchPlan, *, csv: bool = False) -> BenchResult:
@@ -149,7 +150,7 @@ def execute(plan: BenchPlan, *, csv: bool = False) -> BenchResult:
     manifest = plan.manifest
     manifest["status"] = "finished"
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    manifest["device_outcomes"] = [vars(o) for o in outcomes]
+    manifest["device_outcomes"] = merged_outcomes(manifest, outcomes, cases_df)
     manifest["bundle"] = bundle.name
     store.write_json(plan.run_dir / "manifest.json", manifest)
     probes = [o.probe for o in outcomes if o.probe]
@@ -162,4 +163,32 @@ def execute(plan: BenchPlan, *, csv: bool = False) -> BenchResult:
     failed = any(o.status != "ok" for o in outcomes) or (
         not cases_df.empty and (cases_df["status"] != "ok").any()
     )
+    refused = [o for o in outcomes if o.status == "config-error"]
+    if refused:  # stored and finished; a configuration error still exits 2, not 1
+        raise ConfigError("; ".join(f"{o.device}: {o.message}" for o in refused))
     return BenchResult(plan.run_dir, outcomes, cases_df, failed)
+
+
+def merged_outcomes(manifest: dict[str, Any], outcomes: list[DeviceOutcome],
+                    cases_df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each device's outcome over every pass of the run (the first and each --resume).
+
+    The passes are kept in ``manifest["passes"]``; the merged counts come from the final
+    cases table, the status from the last pass, and pushed bytes add up.
+    """
+    passes = manifest.setdefault("passes", [])
+    passes.append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "device_outcomes": [vars(o) for o in outcomes]})
+    merged = []
+    for o in outcomes:
+        rows = cases_df[cases_df["device"] == o.device] if not cases_df.empty else cases_df
+        ok = int((rows["status"] == "ok").sum()) if len(rows) else 0
+        failed = len(rows) - ok
+        status = o.status
+        if status in ("ok", "some-failed"):
+            status = "ok" if failed == 0 else "some-failed"
+        pushed = sum(d.get("bytes_pushed", 0) for p in passes for d in p["device_outcomes"]
+                     if d.get("device") == o.device)
+        merged.append({**vars(o), "status": status, "cases_ok": ok, "cases_failed": failed,
+                       "bytes_pushed": pushed, "passes": len(passes)})
+    return merged

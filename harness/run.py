@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.deploy import Bundle, Deployment, deploy
-from harness.errors import DeviceBusy, DeviceError, HarnessError, TransientError
+from harness.errors import ConfigError, DeviceBusy, DeviceError, HarnessError, TransientError
+from harness.leftovers import AgentLedger
 from harness.locks import DeviceLock
 from harness.plan import Case
 from harness.profiles import Profile
@@ -47,7 +48,7 @@ class DeviceOutcome:
     """How one device's share of a run ended."""
 
     device: str
-    status: str = "ok"  # ok | some-failed | busy | unreachable | device-error | error
+    status: str = "ok"  # ok | some-failed | busy | unreachable | device-error | config-error | error
     message: str = ""
     cases_ok: int = 0
     cases_failed: int = 0
@@ -174,14 +175,19 @@ def unit_spec(unit: Unit, profile: Profile) -> dict[str, Any]:
 
 def run_unit(
     conn: Connection, deployment: Deployment, profile: Profile, unit: Unit, attempt: int,
-    raw: RawLog, progress: Progress, log_dir: Path,
+    raw: RawLog, progress: Progress, log_dir: Path, ledger: AgentLedger | None = None,
 ) -> dict[str, str]:
-    """Run one attempt of one agent process; returns each case's status. Transient faults propagate."""
+    """Run one attempt of one agent process; returns each case's status. Transient faults propagate.
+
+    With a ledger, the agent's process group is recorded before the agent gets its spec and
+    cleared when the command returns, so a crash of this process leaves it findable.
+    """
     spec = unit_spec(unit, profile)
     process = unit.process_id(profile.name, attempt)
     listener = _Listener(raw, profile.name, unit.key if not unit.group else "", attempt, progress.step,
                          unit.repeat, unit.group, process)
     timeout = sum(c.timeout_s or profile.agent.case_timeout_s for c in unit.cases)
+    started: list[int] = []
     start = time.monotonic_ns()
     result = conn.run(
         deployment.argv("run"),
@@ -190,7 +196,9 @@ def run_unit(
         on_stdout_line=listener,
         cwd=deployment.workdir,
         env=dict(profile.agent.env) or None,
+        on_start=_recorder(ledger, unit.key, attempt, started),
     )
+    _ended(ledger, started)
     host_wall_ns = time.monotonic_ns() - start
     if listener.store_error is not None:
         raise listener.store_error
@@ -216,15 +224,34 @@ def run_unit(
 
 def run_case(
     conn: Connection, deployment: Deployment, profile: Profile, case: Case, attempt: int,
-    raw: RawLog, progress: Progress, log_dir: Path,
+    raw: RawLog, progress: Progress, log_dir: Path, ledger: AgentLedger | None = None,
 ) -> str:
     """Run one attempt of one case alone; returns its status. Transient faults propagate."""
     unit = Unit("", (case,), case.repeat)
-    return run_unit(conn, deployment, profile, unit, attempt, raw, progress, log_dir)[case.case_id]
+    return run_unit(conn, deployment, profile, unit, attempt, raw, progress, log_dir, ledger)[case.case_id]
+
+
+def _recorder(ledger: AgentLedger | None, key: str, attempt: int,
+              started: list[int]) -> Callable[[int], None] | None:
+    """The transport's on_start hook: record the agent's process group in the ledger."""
+    if ledger is None:
+        return None
+
+    def record(pgid: int) -> None:
+        ledger.started(pgid, key, attempt)
+        started.append(pgid)
+
+    return record
+
+
+def _ended(ledger: AgentLedger | None, started: list[int]) -> None:
+    for pgid in started if ledger is not None else ():
+        ledger.ended(pgid)
 
 
 def run_probe(conn: Connection, deployment: Deployment, profile: Profile, threads: int,
-              raw: RawLog, accels: tuple[str, ...] = ("cpu",)) -> dict[str, Any] | None:
+              raw: RawLog, accels: tuple[str, ...] = ("cpu",),
+              ledger: AgentLedger | None = None) -> dict[str, Any] | None:
     """Measure the device's ceilings (bandwidth, matmul per dtype) once, for the CPU and each
     accelerator in ``accels``; None when the probe failed."""
     found: list[Probe] = []
@@ -239,8 +266,11 @@ def run_probe(conn: Connection, deployment: Deployment, profile: Profile, thread
             found.append(rec)
 
     request = {"threads": threads, "accels": list(accels)}
+    started: list[int] = []
     result = conn.run(deployment.argv("probe"), stdin=json.dumps(request).encode(),
-                      deadline_s=600, on_stdout_line=on_line, cwd=deployment.workdir)
+                      deadline_s=600, on_stdout_line=on_line, cwd=deployment.workdir,
+                      on_start=_recorder(ledger, "", 0, started))
+    _ended(ledger, started)
     if not found:
         log.warning("%s: the ceilings probe failed (exit %s): %s", profile.name,
                     result.exit_code, result.stderr.strip()[-300:])
@@ -276,8 +306,10 @@ def run_device(
     sinks = sinks or [Sink(bundle, raw, run_dir / "logs")]
     for sink in sinks:
         sink.log_dir.mkdir(exist_ok=True)
+    done = 0  # units finished (ok, failed, or given up as unreachable)
     try:
         with DeviceLock(profile.name, run_dir.name):
+            ledger = AgentLedger(profile.name, run_dir)
             conn: Connection | None = None
             deployments: list[Deployment] = []
             orphans: tuple[int, ...] = ()
@@ -294,14 +326,15 @@ def run_device(
                             conn = connect(profile)
                             deployments = [deploy(conn, profile, s.bundle) for s in sinks]
                             outcome.bytes_pushed += sum(d.bytes_pushed for d in deployments)
-                            orphans = _reap(conn, orphans)
+                            _report_reaped(raw, profile, ledger.reap(conn, orphans))
+                            orphans = ()
                         if probe and outcome.probe is None:
                             threads = max(c.threads for u in units for c in u.cases)
                             accels = tuple(sorted({c.accel for u in units for c in u.cases}))
                             outcome.probe = run_probe(conn, deployments[0], profile, threads, raw,
-                                                      accels) or {}
+                                                      accels, ledger) or {}
                         statuses = run_unit(conn, deployments[unit.side], profile, unit, attempt,
-                                            sink.raw, progress, sink.log_dir)
+                                            sink.raw, progress, sink.log_dir, ledger)
                         break
                     except TransientError as exc:
                         for case in unit.cases:
@@ -318,10 +351,12 @@ def run_device(
                         time.sleep(backoff_s * 2 ** (attempt - base))
                 else:
                     outcome.cases_failed += len(unit.cases)
+                    done += 1
                     progress.end_case("transient")
                     raise TransientError(f"{profile.name} stayed unreachable after "
                                       f"{profile.agent.retries + 1} attempts")
                 bad = [s for s in statuses.values() if s != "ok"]
+                done += 1
                 progress.end_case(bad[0] if bad else "ok")
                 outcome.cases_ok += len(statuses) - len(bad)
                 outcome.cases_failed += len(bad)
@@ -334,20 +369,38 @@ def run_device(
             outcome.status = "unreachable"
         elif isinstance(exc, DeviceError):
             outcome.status = "device-error"  # reachable but unable: no python, no space, ...
+        elif isinstance(exc, ConfigError):
+            outcome.status = "config-error"  # host key, authentication, name: exit 2, no retries
         else:
             outcome.status = "error"
         outcome.message = str(exc)
+        _not_run(profile, units[done:], sinks, outcome)
         return outcome
     outcome.status = "ok" if outcome.cases_failed == 0 else "some-failed"
     return outcome
 
 
-def _reap(conn: Connection, pgids: tuple[int, ...]) -> tuple[int, ...]:
-    """Kill process groups a dropped link left running on the device; () once done."""
-    for pgid in pgids:
-        result = conn.run(["kill", "-KILL", "--", f"-{pgid}"], deadline_s=30, on_stdout_line=lambda _: None)
-        log.info("killed process group %d left by the dropped link (exit %s)", pgid, result.exit_code)
-    return ()
+def _not_run(profile: Profile, units: list[Unit], sinks: list[Sink], outcome: DeviceOutcome) -> None:
+    """One row per case the device did not finish, saying why (busy, unreachable, refused ...).
+
+    Recorded as attempt 0, so a case that reached the agent before the device failed keeps
+    the row of that attempt. ``--resume`` runs all of them again (not ok or wrong).
+    """
+    try:
+        for unit in units:
+            for case in unit.cases:
+                sinks[unit.side].raw.event(
+                    profile.name, case.case_id, 0, "attempt_end", repeat=case.repeat, status="not-run",
+                    error_kind=outcome.status, error_message=outcome.message, spec=case_spec(case, profile),
+                    group=unit.group)
+    except HarnessError:  # the store itself failed: the outcome's message says why already
+        log.debug("could not record the cases %s did not run", profile.name, exc_info=True)
+
+
+def _report_reaped(raw: RawLog, profile: Profile, outcome: dict[int, str]) -> None:
+    """Say in raw.jsonl which leftover agents were killed (or found gone) before measuring."""
+    if outcome:
+        raw.event(profile.name, "", 0, "leftover_agents", groups={str(k): v for k, v in outcome.items()})
 
 
 def _close_quietly(conn: Connection) -> None:

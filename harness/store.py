@@ -260,15 +260,35 @@ def _chosen(attempts: dict[int, _Attempt]) -> tuple[int, _Attempt]:
     return n, attempts[n]
 
 
+def _planned_specs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """case id -> the case as the manifest planned it (for attempts that left no spec)."""
+    try:
+        cases = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("cases") or []
+    except (OSError, ValueError):
+        return {}
+    from harness.plan import Case
+
+    out: dict[str, dict[str, Any]] = {}
+    for fields in cases:
+        try:
+            case = Case(**fields)
+        except TypeError:  # written by another version: the spec stays unknown
+            continue
+        out[case.case_id] = case.spec()
+    return out
+
+
 def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rebuild the steps and cases tables from ``raw.jsonl``."""
     run_id = run_id or run_dir.name
     step_rows: list[dict[str, Any]] = []
     case_rows: list[dict[str, Any]] = []
+    planned = _planned_specs(run_dir)
     for (device, case_id, repeat), attempts in sorted(_collect(run_dir / "raw.jsonl").items()):
         n, a = _chosen(attempts)
         ev = a.event or {}
-        spec = dict(ev.get("spec") or (a.start.spec if a.start else {}))
+        # an interrupted attempt may lack both its attempt_end and a readable case_start
+        spec = dict(ev.get("spec") or (a.start.spec if a.start else {}) or planned.get(case_id, {}))
         keys = {k: spec.get(k) for k in CASE_KEYS}
         process = a.process or f"{device}:{case_id}:r{repeat}:a{n}"  # version 1: one per case
         for s in a.steps:
@@ -321,7 +341,10 @@ def build_tables(run_dir: Path, run_id: str | None = None) -> tuple[pd.DataFrame
             _to_group_scope(row)
         case_rows.append(row)
     _share_checks(case_rows)
-    steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS)).astype(STEP_DTYPES)
+    steps = pd.DataFrame(step_rows, columns=list(STEP_COLUMNS))
+    for col in ("threads", "batch"):  # unknown only when neither the run nor the manifest says
+        steps[col] = steps[col].fillna(0)
+    steps = steps.astype(STEP_DTYPES)
     cases = pd.DataFrame(case_rows)
     for col in CASE_COLUMNS:
         if col not in cases.columns:

@@ -29,7 +29,7 @@ from adbutils.errors import AdbError
 
 from harness.errors import ConfigError, DeviceError, HarnessError, TransientError
 from harness.profiles import Profile
-from harness.transports.base import LineSink, RunResult, quoted_words, tail
+from harness.transports.base import START_WAIT_S, LineSink, RunResult, StartHook, quoted_words, tail
 
 log = logging.getLogger(__name__)
 
@@ -223,22 +223,42 @@ class AdbConnection:
         on_stdout_line: LineSink,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        on_start: StartHook | None = None,
     ) -> RunResult:
         command = wrap_root(session_command(shell_line(argv, cwd=cwd, env=env)), self.root)
-        return self._run_shell(command, stdin, deadline_s, on_stdout_line)[0]
+        return self._run_shell(command, stdin, deadline_s, on_stdout_line, on_start)[0]
 
     def _run_shell(
-        self, command: str, stdin: bytes, deadline_s: float, sink: LineSink | None
+        self, command: str, stdin: bytes, deadline_s: float, sink: LineSink | None,
+        on_start: StartHook | None = None,
     ) -> tuple[RunResult, bytes]:
         """Run a quoted command line; stdout to ``sink``, or returned as bytes without one."""
         start = time.monotonic_ns()
         deadline_at = time.monotonic() + deadline_s
         conn = self._call(lambda: self._open_shell(command), "open a shell")
         stream = _ShellStream(conn.conn, sink)
-        threading.Thread(target=stream.send_stdin, args=(stdin,), daemon=True).start()
+        start_errors: list[BaseException] = []
+
+        def feed() -> None:
+            """Hand the process group to ``on_start`` before the command gets its stdin."""
+            if on_start is not None:
+                end = time.monotonic() + START_WAIT_S
+                while not stream.marker_done and stream.exit_code is None and time.monotonic() < end:
+                    time.sleep(0.005)
+                if stream.pgid is not None:
+                    try:
+                        on_start(stream.pgid)
+                    except BaseException as exc:  # the loop below kills the group and re-raises
+                        start_errors.append(exc)
+                        return
+            stream.send_stdin(stdin)
+
+        threading.Thread(target=feed, daemon=True).start()
         timed_out = killed = False
         try:
             while stream.exit_code is None or stream.buf:
+                if start_errors:
+                    raise start_errors[0]
                 now = time.monotonic()
                 timed_out = timed_out or now >= deadline_at
                 if timed_out and not killed and stream.pgid is not None:

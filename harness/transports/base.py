@@ -18,6 +18,8 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 from harness.errors import ConfigError
 
 LineSink = Callable[[str], None]
+StartHook = Callable[[int], None]  # gets the remote process-group id before stdin is sent
+START_WAIT_S = 30.0  # how long a transport waits for the process-group id before giving up
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,15 @@ class Connection(Protocol):
         on_stdout_line: LineSink,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        on_start: StartHook | None = None,
     ) -> RunResult:
         """Run argv, feed it stdin, call on_stdout_line for every stdout line as it arrives.
 
         stderr is kept (its tail is in the result). Past ``deadline_s`` the remote process
-        tree is killed and the result has ``timed_out=True``.
+        tree is killed and the result has ``timed_out=True``. ``on_start`` gets the command's
+        process-group id once it is known and *before* stdin is sent (the agent waits for its
+        case on stdin), so a caller can record it where a later run finds it; an exception
+        from ``on_start`` kills the command and is raised.
         """
         ...
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.errors import DeviceError
-from harness.transports.base import LineSink, RunResult, tail
+from harness.transports.base import LineSink, RunResult, StartHook, tail
 
 
 def _drain_lines(stream, sink: LineSink, errors: list[BaseException]) -> None:
@@ -46,6 +46,7 @@ def run_process(
     on_stdout_line: LineSink,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
+    on_start: StartHook | None = None,
 ) -> RunResult:
     """Run a local process in its own session; kill its whole process group at the deadline."""
     start = time.monotonic_ns()
@@ -70,6 +71,13 @@ def run_process(
     ]
     for t in readers:
         t.start()
+    if on_start is not None:
+        try:
+            on_start(proc.pid)  # its own session: the pid is the process-group id
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
     try:
         if stdin:
             proc.stdin.write(stdin)
@@ -125,9 +133,11 @@ class LocalConnection:
         on_stdout_line: LineSink,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        on_start: StartHook | None = None,
     ) -> RunResult:
         return run_process(
-            argv, stdin=stdin, deadline_s=deadline_s, on_stdout_line=on_stdout_line, cwd=cwd, env=env
+            argv, stdin=stdin, deadline_s=deadline_s, on_stdout_line=on_stdout_line, cwd=cwd, env=env,
+            on_start=on_start,
         )
 
     def push(self, local: Path, remote: str) -> int:

@@ -37,7 +37,15 @@ import paramiko
 
 from harness.errors import HarnessError, TransientError
 from harness.profiles import Profile
-from harness.transports.base import STDERR_TAIL_BYTES, LineSink, RunResult, quoted_words, tail
+from harness.transports.base import (
+    START_WAIT_S,
+    STDERR_TAIL_BYTES,
+    LineSink,
+    RunResult,
+    StartHook,
+    quoted_words,
+    tail,
+)
 from harness.transports.sshconfig import LinkOptions, open_route, with_retries
 from harness.transports.sshfiles import RemoteFiles, open_files
 from harness.transports.sshroute import resolve_route
@@ -59,8 +67,9 @@ class StreamPump:
     ``sink_error`` and sets ``failed`` so that ``run`` stops the command and re-raises it.
     """
 
-    def __init__(self, chan: paramiko.Channel, on_line: LineSink, stdin: bytes) -> None:
-        self.chan, self.on_line = chan, on_line
+    def __init__(self, chan: paramiko.Channel, on_line: LineSink, stdin: bytes,
+                 on_start: StartHook | None = None) -> None:
+        self.chan, self.on_line, self.on_start = chan, on_line, on_start
         self.pid: int | None = None
         self.sink_error: BaseException | None = None
         self.failed = threading.Event()
@@ -72,6 +81,15 @@ class StreamPump:
             thread.start()
 
     def _feed(self, data: bytes) -> None:
+        if self.on_start is not None:
+            pid = self.wait_pid(START_WAIT_S)
+            if pid is not None:
+                try:
+                    self.on_start(pid)
+                except BaseException as exc:  # run() kills the command and re-raises it
+                    self.sink_error = exc
+                    self.failed.set()
+                    return
         try:
             if data:
                 self.chan.sendall(data)
@@ -235,6 +253,7 @@ class SSHConnection:
         on_stdout_line: LineSink,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        on_start: StartHook | None = None,
     ) -> RunResult:
         """Run argv remotely (a leading ``~/`` in argv or cwd means the remote home)."""
         command = remote_command([self._expand(a) for a in argv],
@@ -243,7 +262,7 @@ class SSHConnection:
         with self._link(f"starting {argv[0]!r}"):
             chan = self._client.get_transport().open_session(timeout=self._timeout_s)
             chan.exec_command(command)
-        pump = StreamPump(chan, on_stdout_line, stdin)
+        pump = StreamPump(chan, on_stdout_line, stdin, on_start)
         timed_out = False
         try:
             end_s = time.monotonic() + deadline_s

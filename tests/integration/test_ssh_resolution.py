@@ -112,3 +112,34 @@ def test_a_host_that_could_be_read_as_an_option_is_refused(host: str) -> None:
 def test_proxy_command_tokens_are_expanded() -> None:
     assert expand_proxy_command("nc %h %p # %r %n %% %x", "10.0.0.2", 2222, "pi", "rpi") == \
         "nc 10.0.0.2 2222 # pi rpi % %x"
+
+
+def test_an_unknown_host_key_exits_2_at_once_and_leaves_a_not_run_row(sshd_server: SshdServer, tmp_path: Path) -> None:
+    import json
+    import os
+    import sys
+
+    import pandas as pd
+
+    (tmp_path / "empty_known_hosts").write_text("")
+    profile = tmp_path / "stranger.toml"
+    profile.write_text(
+        'name = "stranger"\n[connection]\ntransport = "ssh"\n'
+        f'host = "{sshd_server.host}"\nport = {sshd_server.port}\nuser = "{sshd_server.user}"\n'
+        f'identity_file = "{sshd_server.client_key}"\nknown_hosts = "{tmp_path / "empty_known_hosts"}"\n'
+        f'[agent]\npython = ["{sys.executable}"]\nworkdir = "{tmp_path / "w"}"\n')
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bench", "--device", str(profile), "--suite", "smoke", "--workload",
+         "bert_tiny", "--optimizer", "nag", "--kernel", "forloop", "--no-report", "--out", str(tmp_path / "r"),
+         "--run-id", "refused"], cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HARNESS_LOCK_DIR": str(tmp_path / "locks")})
+    assert proc.returncode == 2, proc.stderr
+    assert "not in" in proc.stderr and "trust_new_host_key" in proc.stderr
+    run_dir = tmp_path / "r" / "refused"
+    events = [json.loads(line) for line in (run_dir / "raw.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e.get("status") == "transient"]  # no retries
+    cases = pd.read_parquet(run_dir / "cases.parquet")
+    assert list(cases["status"]) == ["not-run"] and list(cases["error_kind"]) == ["config-error"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["device_outcomes"][0]["status"] == "config-error"
