@@ -74,12 +74,13 @@ SUITE_RANGES: dict[str, Range] = {
     "timeout_s": Range(0, WEEK_S, "seconds one case may run; 0: the profile's"),
     "threads": _i(1, 4096, "thread counts (--threads)"),
     "batch": _i(1, 65_536, "batch sizes (--batch)"),
+    "processes": _i(1, 10_000, "agent processes per case (--processes)"),
     "hparams": Range(-1e6, 1e6, "optimizer hyper-parameters (finite)"),
     "options": Range(-1e9, 1e9, "numeric workload options (finite)"),
 }
 
 CLI_RANGES: dict[str, Range] = {
-    "--repeat": _i(1, 10_000, "processes per case, interleaved"),
+    "--repeat": _i(1, 10_000, "rounds of every case (harness ab, calibrate)"),
 }
 
 

@@ -144,14 +144,12 @@ def schedule(cases: Sequence[Case], processes: int, seed: int, *, isolate: bool 
 def processes_for(suite_data: dict[str, Any], given: int | None, source: str, *,
                   default: int = DEFAULT_PROCESSES) -> int:
     """``--processes`` if given, else the suite's ``processes`` key, else ``default``."""
+    from harness.limits import SUITE_RANGES, check_number
+
     if given is not None:
-        if given < 1:
-            raise ConfigError(f"must be ≥ 1, got {given}", key="--processes")
-        return given
+        return int(check_number(given, SUITE_RANGES["processes"], source="command line", key="--processes"))
     value = suite_data.get("processes", default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"expected an integer ≥ 1, got {value!r}", source=source, key="processes")
-    return value
+    return int(check_number(value, SUITE_RANGES["processes"], source=source, key="processes"))
 
 
 def lone(cases: Iterable[Case]) -> list[Unit]:

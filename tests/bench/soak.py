@@ -62,7 +62,7 @@ class SoakFigures:
 
 def suite_text(n: int, workload: str) -> str:
     """A suite of ``n`` distinct tiny cases: one workload at batch sizes 1..n."""
-    return (f"steps = {STEPS}\nwarmup = 0\ncheck_steps = 0\n[[matrix]]\nworkloads = [\"{workload}\"]\n"
+    return (f"steps = {STEPS}\nwarmup = 0\ncheck_steps = 0\nprocesses = 1\n[[matrix]]\nworkloads = [\"{workload}\"]\n"
             f"optimizers = [\"nag\"]\nkernels = [\"foreach\"]\nthreads = [1]\n"
             f"batch = [{', '.join(str(b) for b in range(1, n + 1))}]\n")
 

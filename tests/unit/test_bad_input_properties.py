@@ -237,17 +237,17 @@ def test_every_suite_field_takes_a_hostile_value_or_names_the_file_and_key(key, 
 
 
 @SETTINGS
-@given(st.sampled_from(["--threads", "--batch", "--steps", "--warmup", "--seed", "--repeat"]),
+@given(st.sampled_from(["--threads", "--batch", "--steps", "--warmup", "--seed", "--processes"]),
        st.sampled_from(["0", "-1", "1", "100000000000000000000", "1e3", "nan", "inf", "4096", "65537"]))
 def test_every_numeric_cli_option_is_in_range_or_a_config_error(flag, text):
     from harness.cli_options import filters_from
-    from harness.plan import repeated
+    from harness.schedule import processes_for
 
     try:
         args = build_parser().parse_args(["bench", flag, text])
         cases = expand(Suite("smoke", "", {"matrix": [{"workloads": ["bert_tiny"], "optimizers": ["nag"],
                                                        "kernels": ["forloop"]}]}, "smoke.toml"), filters_from(args))
-        repeated(cases, args.repeat, 0)
+        processes_for({}, args.processes, "smoke.toml")
     except ConfigError as exc:
         assert flag in str(exc) or "argument" in str(exc)
         return
@@ -290,7 +290,7 @@ def test_a_hostile_profile_exits_2_writes_only_inside_the_run_and_resumes(tmp_pa
     monkeypatch.setattr(harness.run, "connect", refuse)
     before = _files(tmp)
     code = main(["bench", "--device", str(tmp / "h.toml"), "--suite", "smoke", "--workload", "bert_tiny",
-                 "--optimizer", "nag", "--kernel", "forloop", "--no-report", "--no-probe",
+                 "--optimizer", "nag", "--kernel", "forloop", "--no-report", "--no-probe", "--processes", "1",
                  "--out", str(tmp / "results"), "--run-id", "r1"])
     assert code == 2
     run_dir = tmp / "results" / "r1"

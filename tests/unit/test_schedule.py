@@ -81,7 +81,7 @@ def test_the_suite_or_the_option_sets_the_processes(tmp_path):
     assert schedule.processes_for({}, None, "s") == schedule.DEFAULT_PROCESSES
     assert schedule.processes_for({"processes": 5}, None, "s") == 5
     assert schedule.processes_for({"processes": 5}, 2, "s") == 2
-    with pytest.raises(ConfigError, match="s: processes: expected an integer ≥ 1"):
+    with pytest.raises(ConfigError, match="s: processes: must be in 1 … 10000"):
         schedule.processes_for({"processes": 0}, None, "s")
 
 
