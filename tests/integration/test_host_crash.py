@@ -75,7 +75,7 @@ def test_resume_after_a_host_kill_leaves_no_agent_of_the_first_run_alive(
     run_dir = tmp_path / "results" / "crash"
     first = subprocess.Popen(
         _bench_argv(tmp_path, "--device", str(profile), "--suite", "smoke", "--workload", "bert_tiny",
-                    "--optimizer", "nag", "--kernel", "forloop", "--no-probe", "--steps", "4",
+                    "--optimizer", "nag", "--kernel", "forloop", "--no-probe", "--steps", "4", "--processes", "1",
                     "--run-id", "crash"),
         cwd=REPO, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

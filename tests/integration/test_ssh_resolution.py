@@ -140,6 +140,7 @@ def test_an_unknown_host_key_exits_2_at_once_and_leaves_a_not_run_row(sshd_serve
     events = [json.loads(line) for line in (run_dir / "raw.jsonl").read_text().splitlines()]
     assert not [e for e in events if e.get("status") == "transient"]  # no retries
     cases = pd.read_parquet(run_dir / "cases.parquet")
-    assert list(cases["status"]) == ["not-run"] and list(cases["error_kind"]) == ["config-error"]
+    assert len(cases) >= 1  # one row per planned process of the case
+    assert set(cases["status"]) == {"not-run"} and set(cases["error_kind"]) == {"config-error"}
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["device_outcomes"][0]["status"] == "config-error"
