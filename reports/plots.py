@@ -20,6 +20,7 @@ from reports.build import Aggregates
 from reports.derived import THERMAL_SENSORS
 from reports.onnx import onnx_bars
 from reports.plots_study import performance_profile, study_curves
+from reports.plots_style import human, log_ticks, padded, styles
 
 MAX_POINTS = 120  # per loss curve
 PHASES: tuple[str, ...] = ("data", "frontend", "forward", "backward", "update", "zero_grad")
@@ -93,7 +94,7 @@ def phases(summary: pd.DataFrame) -> go.Figure:
         values = s[f"median_{phase}_ns"] / 1e6
         if values.fillna(0).eq(0).all():
             continue
-        fig.add_trace(go.Bar(y=labels, x=values, name=phase, orientation="h"))
+        fig.add_trace(go.Bar(y=labels, x=values, name=human(phase), orientation="h"))
     fig.update_layout(barmode="stack", title="Median time per phase", xaxis_title="ms",
                       height=_height(len(s)), yaxis={"autorange": "reversed", "automargin": True},
                       legend=_TOP_LEGEND)
@@ -130,7 +131,7 @@ def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
     for metric, frame in c.groupby("metric", sort=True):
         lab = label.loc[frame.index]
         fig.add_trace(go.Scatter(
-            x=frame["speedup"], y=lab, mode="markers", name=str(metric),
+            x=frame["speedup"], y=lab, mode="markers", name=human(str(metric)),
             error_x={"type": "data", "symmetric": False,
                      "array": frame["ci_hi"] - frame["speedup"],
                      "arrayminus": frame["speedup"] - frame["ci_lo"]},
@@ -138,7 +139,11 @@ def forest(comparisons: pd.DataFrame, title: str) -> go.Figure:
             hovertemplate="%{y}<br>speed-up %{x:.3f}× (CI %{customdata[0]:.3f}–"
                           "%{customdata[1]:.3f}×)<br>%{customdata[2]}<extra></extra>"))
     fig.add_vline(x=1.0, line_dash="dash", line_color="#888")
-    fig.update_layout(title=title, xaxis={"type": "log", "title": "speed-up (> 1 is faster)"},
+    span = padded([*c["ci_lo"], *c["ci_hi"], *c["speedup"], 1.0], 1.05)
+    axis = {**log_ticks(span, "×"), "title": "speed-up (> 1 is faster)"}
+    if span:
+        axis["range"] = [np.log10(span[0]), np.log10(span[1])]
+    fig.update_layout(title=title, xaxis=axis, legend=_TOP_LEGEND,
                       height=_height(label.nunique()),
                       yaxis={"autorange": "reversed", "automargin": True})
     return fig
@@ -171,34 +176,46 @@ def binned_loss(steps: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFra
 def loss_curves(steps: pd.DataFrame, energy_frame: pd.DataFrame) -> go.Figure:
     """Loss per case against step, seconds and (where the case has energy) joules.
 
-    Joules = steps finished × the case's energy per step, labelled with its source.
+    One row of panels per workload (their losses have different scales); within a row a colour
+    per optimizer and a dash per kernel, one legend entry per optimizer · kernel (a click hides
+    it in every panel). Joules = steps finished × the case's energy per step, with its source.
     """
     b = binned_loss(steps)
     per_step = energy_frame.astype({"run_id": str, "case_id": str}).set_index(
         ["run_id", "case_id"])[["energy_per_step_j", "energy_source"]] if len(energy_frame) \
         else pd.DataFrame(columns=["energy_per_step_j", "energy_source"])
     sources = sorted(set(per_step["energy_source"]))
-    panels = ["loss vs step", "loss vs seconds"]
-    if sources:
-        panels.append(f"loss vs joules ({', '.join(sources)})")
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels)
+    panels = ["step", "seconds"] + ([f"joules ({', '.join(sources)})"] if sources else [])
+    workloads = sorted(b["workload"].astype(str).unique()) if len(b) else [""]
+    fig = make_subplots(rows=len(workloads), cols=len(panels), shared_xaxes=False,
+                        vertical_spacing=min(0.08, 0.5 / max(len(workloads), 1)),
+                        subplot_titles=[f"{w}: loss vs {p}" if w else f"loss vs {p}"
+                                        for w in workloads for p in panels])
+    colours, dashes = styles(list(b["optimizer"].astype(str)), list(b["kernel"].astype(str)))
     several_runs = b["run_id"].nunique() > 1
+    shown: set[str] = set()
     for (run_id, case_id), frame in b.groupby(["run_id", "case_id"], observed=True, sort=True):
-        name = f"{case_id} ({run_id})" if several_runs else str(case_id)
+        optimizer, kernel = str(frame["optimizer"].iloc[0]), str(frame["kernel"].iloc[0])
+        name = f"{optimizer} · {kernel}" + (f" ({run_id})" if several_runs else "")
+        row = workloads.index(str(frame["workload"].iloc[0])) + 1
         xs = [frame["index"], frame["elapsed_s"]]
         key = (str(run_id), str(case_id))
         if sources and key in per_step.index:
             xs.append(frame["steps_done"] * float(per_step.loc[key, "energy_per_step_j"]))
         for col, x in enumerate(xs, start=1):
-            fig.add_trace(go.Scatter(x=x, y=frame["loss"], mode="lines", name=name,
-                                     legendgroup=name, showlegend=col == 1,
-                                     hovertemplate=f"{name}<br>%{{x:.4g}}<br>loss %{{y:.4f}}"
-                                                   "<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(title="step", row=1, col=1)
-    fig.update_xaxes(title="s", row=1, col=2)
-    if sources:
-        fig.update_xaxes(title="J", row=1, col=3)
-    fig.update_layout(title="Loss per case (binned medians)", yaxis_title="loss", height=480)
+            fig.add_trace(go.Scatter(
+                x=x, y=frame["loss"], mode="lines", name=name, legendgroup=name,
+                showlegend=name not in shown,
+                line={"color": colours[optimizer], "dash": dashes[kernel], "width": 2},
+                hovertemplate=f"{case_id}<br>%{{x:.4g}}<br>loss %{{y:.4f}}<extra></extra>"),
+                row=row, col=col)
+            shown.add(name)
+    for row in range(1, len(workloads) + 1):
+        fig.update_yaxes(title="loss", row=row, col=1)
+        for col, unit in enumerate(("step", "s", "J")[:len(panels)], start=1):
+            fig.update_xaxes(title=unit if row == len(workloads) else None, row=row, col=col)
+    fig.update_layout(title="Loss per case (binned medians; colour: optimizer, dash: kernel)",
+                      height=max(420, 300 * len(workloads)), legend={"title": "optimizer · kernel"})
     return fig
 
 
@@ -212,7 +229,7 @@ def roofline(ceilings: pd.DataFrame) -> go.Figure:
     for col, (field, ceiling, unit, colour) in enumerate((
             ("update_gbs", "bandwidth_gbs", "GB/s", "#2f5fb3"),
             ("step_gflops", "matmul_gflops", "GFLOP/s", "#d9822b")), start=1):
-        fig.add_trace(go.Scatter(x=c[field], y=labels, mode="markers", name=field,
+        fig.add_trace(go.Scatter(x=c[field], y=labels, mode="markers", name=human(field),
                                  marker={"color": colour, "size": 9},
                                  customdata=c[field] / c[ceiling],
                                  hovertemplate="%{y}<br>%{x:.3g} " + unit
@@ -221,8 +238,9 @@ def roofline(ceilings: pd.DataFrame) -> go.Figure:
         values = pd.concat([c[field], c[ceiling]]).replace([np.inf, -np.inf], np.nan).dropna()
         values = values[values > 0]
         if not values.empty:
-            fig.update_xaxes(type="log", row=1, col=col, title=unit, range=[
-                np.log10(values.min()) - 0.3, np.log10(values.max()) + 0.3])
+            span = padded(values, 2.0)
+            fig.update_xaxes(**log_ticks(span), row=1, col=col, title=unit,
+                             range=[np.log10(span[0]), np.log10(span[1])])
         for value in sorted(c[ceiling].dropna().unique()):
             fig.add_vline(x=float(value), line_dash="dash", line_color="#c0392b", row=1, col=col,
                           annotation_text=f"ceiling {value:.3g} {unit}",
@@ -256,7 +274,9 @@ def memory(memory_frame: pd.DataFrame) -> go.Figure:
         values = memory_frame[col] / 2**20
         if values.notna().any():
             fig.add_trace(go.Bar(x=values, y=labels, orientation="h", name=name))
-    fig.update_layout(title="Memory per case", xaxis={"title": "MiB", "type": "log"},
+    mib = [v for col in ("param_bytes", "state_bytes", "activation_bytes", "peak_rss_bytes")
+           for v in memory_frame[col].dropna() / 2**20]
+    fig.update_layout(title="Memory per case", xaxis={"title": "MiB", **log_ticks(padded(mib))},
                       barmode="group", height=_height(len(memory_frame), per_row=40),
                       yaxis={"autorange": "reversed", "automargin": True}, legend=_TOP_LEGEND)
     return fig

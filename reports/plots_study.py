@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from reports.plots_style import log_ticks
+
 PROFILE_TITLE = ("Performance profile (Dolan–Moré): share of workloads within τ× of the best")
 METRIC_TITLES: dict[str, str] = {"time": "time to target", "steps": "steps to target",
                                  "energy": "energy to target"}
@@ -51,7 +53,8 @@ def performance_profile(profile: pd.DataFrame) -> go.Figure:
                 hovertemplate=f"{name}<br>τ %{{x:.3g}}<br>ρ %{{y:.2f}}<extra></extra>"),
                 row=1, col=col)
             shown.add(name)
-        fig.update_xaxes(type="log", title="τ (ratio to the best)", row=1, col=col)
+        taus = part["tau"].replace([np.inf, -np.inf], np.nan).dropna()
+        fig.update_xaxes(**log_ticks(taus), title="τ (ratio to the best)", row=1, col=col)
         fig.update_yaxes(range=[0, 1.05], title="ρ" if col == 1 else None, row=1, col=col)
     fig.update_layout(title=PROFILE_TITLE, height=420, margin={"t": 90})
     return fig

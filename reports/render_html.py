@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import pandas as pd
 from markupsafe import Markup
 
 from reports import calibration as C
@@ -65,8 +66,7 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
         "memory": T.html_table(agg.memory, T.MEMORY_COLUMNS, "t-memory"),
         "ceilings": T.html_table(agg.ceilings, T.CEILING_COLUMNS, "t-ceilings"),
         "warnings": T.html_table(agg.warnings, T.WARNING_COLUMNS, "t-warnings"),
-        "thermal": T.html_table(agg.thermal, T.with_values(agg.thermal, T.THERMAL_COLUMNS,
-                                                            len(T.ID)), "t-thermal"),
+        "thermal": _thermal_table(agg),
         "correctness": T.html_table(agg.correctness, T.CORRECTNESS_COLUMNS, "t-correctness",
                                     T.status_class),
         "probes": T.html_table(probes, probe_cols, "t-probes"),
@@ -79,6 +79,27 @@ def _tables(agg: Aggregates) -> dict[str, Markup]:
         "calibration_verdicts": T.html_table(agg.calibration_verdicts, C.VERDICT_TABLE,
                                              "t-calibration-verdicts", C.verdict_class),
     }
+
+
+def _thermal_table(agg: Aggregates) -> Markup:
+    """The stability table, or one sentence when the devices gave a single reading or none.
+
+    A table with one value column beside the case's identity columns is a list of dashes and
+    one number per row; a sentence with its range says the same in one line.
+    """
+    columns = T.with_values(agg.thermal, T.THERMAL_COLUMNS, len(T.ID))
+    values = columns[len(T.ID):]
+    if len(values) > 1:
+        return T.html_table(agg.thermal, columns, "t-thermal")
+    missing = "no temperature, frequency, throttling or battery readings on these devices"
+    if not values:
+        return Markup(f'<p class="note" id="t-thermal-none">{escape(missing.capitalize())}.</p>')
+    col = values[0]
+    data = pd.to_numeric(agg.thermal[col.key], errors="coerce").dropna()
+    what = (f"median {col.fmt(float(data.median()))}, range {col.fmt(float(data.min()))}–"
+            f"{col.fmt(float(data.max()))} over {len(data)} cases" if len(data) else "set on some cases")
+    return Markup(f'<p class="note" id="t-thermal-one">Only <b>{escape(col.title)}</b> was recorded '
+                  f"({escape(what)}); {escape(missing)}.</p>")
 
 
 def _onnx_tables(agg: Aggregates) -> list[dict[str, Markup | str]]:

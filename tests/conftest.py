@@ -82,6 +82,7 @@ SLOW_MODULES = frozenset({
     "tests/integration/test_faults_local.py", "tests/integration/test_gate_e2e.py",
     "tests/integration/test_lab_commands.py", "tests/integration/test_several_devices.py",
     "tests/integration/test_study.py", "tests/integration/test_empty_run_browser.py",
+    "tests/integration/test_report_plots_browser.py",
     "tests/integration/test_disk_full.py", "tests/integration/test_link_faults.py",
     "tests/unit/test_learnable.py",
 })
