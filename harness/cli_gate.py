@@ -18,9 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from harness.cli_options import DEFAULT_RESULTS  # where run ids are looked up
 from harness.errors import ConfigError, HarnessError
 
 DEFAULT_BASELINES = Path(os.environ.get("HARNESS_BASELINES", "baselines"))
+
 
 
 def add_parsers(sub: Any) -> None:
@@ -83,7 +85,9 @@ def cmd_baseline(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.baseline import list_baselines, save_baseline
 
     if args.baseline_command == "save":
-        path = save_baseline(args.run, args.dir, args.name, overwrite=args.force)
+        from harness.workflow import run_dir_of
+
+        path = save_baseline(run_dir_of(args.run, DEFAULT_RESULTS), args.dir, args.name, overwrite=args.force)
         print(path)
         return 0
     if args.baseline_command == "list":
@@ -232,4 +236,8 @@ def _publish(result: Any, out_dir: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace, argv: list[str]) -> int:
-    return run_gate(args.baseline, args.candidate, args)
+    from harness.workflow import run_dir_of
+
+    candidate = args.candidate if str(args.candidate).endswith(".json") else run_dir_of(
+        args.candidate, DEFAULT_RESULTS)  # a run id works where a run path does
+    return run_gate(args.baseline, candidate, args)

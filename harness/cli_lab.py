@@ -16,6 +16,7 @@ from typing import Any
 from harness.cli_options import DEFAULT_RESULTS, Parser, add_filters, filters_from
 from harness.errors import ConfigError
 from harness.selection import Selection, select
+from harness.workflow import run_dir_of
 
 
 def add_parsers(sub: Any) -> None:
@@ -94,7 +95,7 @@ def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         paired_slowdown=args.paired_slowdown, aa_replicas=args.aa_replicas, isolate=args.isolate,
         alpha=args.alpha)
     if args.from_run:
-        result = reanalyse(args.from_run, settings)
+        result = reanalyse(run_dir_of(args.from_run, args.out), settings)
     else:
         profile = load_profile(args.device)
         chosen = _selection(args, profile)
@@ -137,7 +138,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_merge(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.merge import merge_runs
 
-    out = merge_runs(args.runs, args.out, renumber=args.renumber)
+    out = merge_runs([run_dir_of(r, DEFAULT_RESULTS) for r in args.runs], args.out, renumber=args.renumber)
     if not args.no_report:
         from reports import build_report
 

@@ -102,3 +102,13 @@ def test_a_report_of_two_runs_goes_to_its_own_directory_not_into_a_run(tmp_path,
     written = tmp_path / "combined-R1+R2" / "report.md"
     assert capsys.readouterr().out.strip() == str(written.resolve())
     assert written.is_file() and not (one / "report.md").exists() and not (two / "report.md").exists()
+
+
+def test_a_run_id_works_for_gate_and_baseline_save_too(tmp_path, capsys, monkeypatch):
+    import harness.cli_gate
+
+    monkeypatch.setattr(harness.cli_gate, "DEFAULT_RESULTS", tmp_path)
+    assert main(["gate", "--baseline", "b", "--candidate", "R9"]) == 2
+    assert f"{tmp_path / 'R9'}" in capsys.readouterr().err
+    assert main(["baseline", "save", "--run", "R9", "--dir", str(tmp_path / "b")]) == 2
+    assert f"{tmp_path / 'R9'}" in capsys.readouterr().err
