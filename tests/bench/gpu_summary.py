@@ -16,6 +16,21 @@ from typing import Any
 import pandas as pd
 
 
+def read_probe(run: Path) -> dict[str, Any]:
+    """probe.json, or the probe record in raw.jsonl when the run was cut short before it."""
+    path = run / "probe.json"
+    if path.exists():
+        probe = json.loads(path.read_text())
+        return (probe[0] if probe else {}) if isinstance(probe, list) else probe
+    if not (run / "raw.jsonl").exists():
+        return {}
+    for line in (run / "raw.jsonl").read_text().splitlines():
+        inner = json.loads(line).get("line", "")
+        if '"type":"probe"' in inner:
+            return json.loads(inner)
+    return {}
+
+
 def per_accel(probe: dict[str, Any]) -> dict[str, Any]:
     """The probe's ceilings per accelerator; an older probe's top-level figures are the CPU's."""
     if probe.get("ceilings"):
@@ -49,6 +64,9 @@ def case_rows(run: Path, probe: dict[str, Any]) -> pd.DataFrame:
     medians = measured.groupby("case_id", observed=True)[["step_ns", "update_ns", "zero_grad_ns"]].median()
     medians.columns = ["med_step_ns", "med_update_ns", "med_zero_grad_ns"]
     frame = cases.set_index("case_id").join(medians)
+    for col in ("flops_per_step", "update_bytes_per_step", "accel", "model_config"):
+        if col not in frame.columns:  # no case got far enough to report it
+            frame[col] = float("nan")
     ceilings = per_accel(probe)
 
     def ceiling(row: pd.Series, key: str) -> float:
@@ -70,10 +88,11 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     run = Path(argv[0])
-    probe_path = run / "probe.json"
-    probe = json.loads(probe_path.read_text()) if probe_path.exists() else {}
-    if isinstance(probe, list):
-        probe = probe[0] if probe else {}
+    probe = read_probe(run)
+    if not (run / "cases.parquet").exists() and (run / "raw.jsonl").exists():
+        from harness.store import write_tables  # a run cut short: the tables from raw.jsonl
+
+        write_tables(run)
     lines = ceilings_text(probe) if probe else ["ceilings: no probe.json in the run"]
     if not (run / "cases.parquet").exists():
         print("\n".join([*lines, f"no cases.parquet in {run}: the run stored no cases"]))
