@@ -56,7 +56,7 @@ def test_steps_hold_every_sample_with_per_phase_times(smoke_run):
     run_dir, _ = smoke_run
     steps = pd.read_parquet(run_dir / "steps.parquet")
     per_case = steps.groupby(["case_id", "process"]).agg(n=("index", "size"), warm=("warmup", "sum"))
-    assert len(per_case) == 54 and (per_case["n"] == 23).all() and (per_case["warm"] == 3).all()
+    assert len(per_case) == 54 and (per_case["n"] == 15).all() and (per_case["warm"] == 3).all()
     # in each process every round holds one step of each of its six variants, back to back
     per_round = steps.groupby(["process", "round"])["case_id"].agg(["size", "nunique"])
     assert (per_round["size"] == 6).all() and (per_round["nunique"] == 6).all()
