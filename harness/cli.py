@@ -27,7 +27,7 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument("--onnx-inference", action="store_true",
                        help="after each case's training, export the model to ONNX and time ONNX Runtime "
                             "inference at every graph optimization level beside torch eager")
-    bench.add_argument("--processes", "--repeat", dest="processes", type=int, metavar="N",
+    bench.add_argument("--repeat", "--processes", dest="processes", type=int, metavar="N",
                        help="agent processes per case, run in randomized blocks (default: the suite's "
                             "`processes`, else 3; a study 1; --repeat is the old name)")
     bench.add_argument("--isolate", action="store_true",

@@ -64,8 +64,9 @@ def fill(mount: Path, leave_bytes: int = 0) -> None:
 
 def bench(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HARNESS_LOCK_DIR": str(tmp_path / "locks")}
+    one = () if "--resume" in extra else ("--processes", "1", "--isolate")  # one process per case
     return subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--no-report", "--no-probe", "--out", str(out), *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "harness", "bench", *one, "--no-report", "--no-probe", "--out", str(out), *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def local_profile(tmp_path: Path, workdir: Path) -> Path:

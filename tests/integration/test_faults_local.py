@@ -39,7 +39,8 @@ def _suite(tmp_path: Path) -> Path:
 
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--no-report", "--no-probe",
+    one = () if "--resume" in args else ("--processes", "1", "--isolate")  # one process per case
+    return subprocess.run([sys.executable, "-m", "harness", "bench", *one, "--no-report", "--no-probe",
                            "--out", str(tmp_path / "results"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
