@@ -78,7 +78,7 @@ def test_the_seed_defaults_to_the_suites_and_the_filter_replaces_it():
     assert chosen.seed == 7 and {c.seed for c in chosen.cases} == {7}
 
 
-@pytest.mark.parametrize("flag", [["--kernel", "fused"], ["--repeat", "2"], ["--study", "optimizers"],
+@pytest.mark.parametrize("flag", [["--kernel", "fused"], ["--processes", "2"], ["--isolate"], ["--study", "optimizers"],
                                   ["--run-id", "x"]])
 def test_resume_refuses_an_option_that_changes_the_plan(flag, tmp_path, capsys):
     assert main(["bench", "--resume", str(tmp_path), *flag]) == 2

@@ -66,7 +66,7 @@ def test_suite_mistakes_name_the_file_and_key(tmp_path):
 
 
 def test_an_unknown_suite_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="known suites: full, quick, smoke"):
+    with pytest.raises(ConfigError, match="known suites: full, .*quick, smoke"):
         load_suite("smok")
 
 
