@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -212,6 +213,47 @@ def test_a_deadline_kills_the_remote_process_tree(conn: AdbConnection) -> None:
             "[ -n \"$s\" ] && [ \"$s\" != Z ] && echo alive $p; done; true"
     alive, _ = run_lines(conn, ["sh", "-c", probe, "probe", *lines])
     assert alive == []
+
+
+def test_the_process_group_reaches_on_start_before_the_command_reads_stdin(conn: AdbConnection,
+                                                                           tmp_path: Path) -> None:
+    from harness.leftovers import AgentLedger
+
+    (tmp_path / "run").mkdir()
+    ledger = AgentLedger("adbd-sandbox", tmp_path / "run", lock_dir=tmp_path / "locks")
+    seen: list[int] = []
+
+    def record(pgid: int) -> None:
+        ledger.started(pgid)
+        seen.append(pgid)
+        assert ledger.pending() == [pgid]  # on disk before the command gets its input
+
+    lines, result = run_lines(conn, ["sh", "-c", "read x; echo \"$x\"; cut -d' ' -f5 /proc/$$/stat"],
+                              stdin=b"hello\n", on_start=record)
+    assert result.ok and lines == ["hello", str(seen[0])]
+
+
+def test_a_leftover_agent_is_reaped_over_adb(conn: AdbConnection, tmp_path: Path) -> None:
+    from harness.leftovers import AgentLedger
+
+    (tmp_path / "run").mkdir()
+    ledger = AgentLedger("adbd-sandbox", tmp_path / "run", lock_dir=tmp_path / "locks")
+    # an "agent" in its own session that outlives the shell that started it, as after a host crash
+    lines, result = run_lines(conn, ["sh", "-c", f"setsid {sys.executable} -c 'import time; time.sleep(600)' "
+                                     "/w/agent-0123abcd.pyz </dev/null >/dev/null 2>&1 & echo $!"])
+    pgid = int(lines[0])
+    try:
+        ledger.started(pgid)
+        assert Path(f"/proc/{pgid}").exists()
+        assert ledger.reap(conn) == {pgid: "reaped"}
+        for _ in range(100):
+            if not Path(f"/proc/{pgid}").exists() or " Z " in Path(f"/proc/{pgid}/stat").read_text():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the leftover agent is still running")
+    finally:
+        subprocess.run(["kill", "-9", str(pgid)], capture_output=True)
 
 
 def test_adbd_dying_during_a_command_is_a_transient_error(tmp_path: Path) -> None:
