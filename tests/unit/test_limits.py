@@ -95,3 +95,19 @@ def test_an_old_manifest_with_env_values_is_redacted_on_resume() -> None:
     old = {"devices": [{"profile": {"agent": {"env": {"TOKEN": "s3cret"}, "record_env": []}}}],
            "device": {"profile": {"agent": {"env": {"TOKEN": "s3cret"}}}}}
     assert "s3cret" not in repr(redact_manifest(old))
+
+
+def test_device_outcomes_after_a_resume_cover_every_pass() -> None:
+    import pandas as pd
+
+    from harness.bench import merged_outcomes
+    from harness.run import DeviceOutcome
+
+    manifest: dict = {}
+    first = [DeviceOutcome("d", "some-failed", cases_ok=1, cases_failed=1, bytes_pushed=100)]
+    merged_outcomes(manifest, first, pd.DataFrame({"device": ["d", "d"], "status": ["ok", "failed"]}))
+    second = [DeviceOutcome("d", "ok", cases_ok=1, cases_failed=0, bytes_pushed=0)]
+    merged = merged_outcomes(manifest, second, pd.DataFrame({"device": ["d", "d"], "status": ["ok", "ok"]}))
+    assert merged == [{**vars(second[0]), "status": "ok", "cases_ok": 2, "cases_failed": 0,
+                       "bytes_pushed": 100, "passes": 2}]
+    assert [p["device_outcomes"][0]["status"] for p in manifest["passes"]] == ["some-failed", "ok"]
