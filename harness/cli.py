@@ -273,7 +273,7 @@ def combined_dir(runs: Sequence[Path], out: Path) -> Path:
 
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from harness.workflow import run_dir_of
-    from reports import build_report
+    from reports import aggregate_dirs, render_report
 
     runs = [run_dir_of(run, args.out) for run in args.runs]
     for run in runs:
@@ -281,7 +281,10 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(f"{run} is not a run directory (no raw.jsonl or cases.parquet)", key="RUN")
     default = {"html": "report.html", "md": "report.md", "csv": "report-tables"}[args.format]
     out = args.output or (combined_dir(runs, args.out) if len(runs) > 1 else runs[0]) / default
-    path = build_report(runs, out, fmt=args.format)
+    agg = aggregate_dirs(runs)
+    path = render_report(agg, out, fmt=args.format)
+    if agg.coverage is not None and agg.coverage.headline():
+        print(agg.coverage.headline(), file=sys.stderr)
     print(path.resolve())
     return EXIT_OK
 

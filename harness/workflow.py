@@ -220,11 +220,29 @@ def _finish(outcome: BenchOutcome, manifest: dict, finish: Finish) -> BenchOutco
         log.debug("report failed", exc_info=True)
         outcome.errors.append(f"the report could not be built ({type(exc).__name__}: {exc}); the "
                               f"results are stored, rebuild it with `harness report {run_dir}`")
+    if outcome.coverage is not None:
+        _record_coverage(run_dir, outcome.coverage)
     if outcome.nothing_measured:
         outcome.failed = True
     if finish.gate is not None:
         outcome.gate_code = finish.gate(run_dir)
     return outcome
+
+
+def _record_coverage(run_dir: Path, coverage: Any) -> None:
+    """Planned and measured counts in the manifest: a finished run that measured nothing says so."""
+    import json
+
+    from harness.store import write_json
+
+    path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    manifest["cases_planned"], manifest["cases_measured"] = coverage.planned, coverage.measured
+    manifest["nothing_measured"] = coverage.nothing_measured
+    write_json(path, manifest)
 
 
 def _plain(value: Any) -> Any:

@@ -37,6 +37,7 @@ def page_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(180_000)  # a loaded 2-core host takes its time with 4 MB of inline script
         page.goto(report.as_uri(), wait_until="load")
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length > 0")
         data = page.evaluate("""() => {
