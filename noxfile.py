@@ -53,7 +53,7 @@ def harness(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (real sshd, adbd and Chromium where installed)."""
+    """Unit and integration tests (real sshd, adbd and Chromium where installed); -- -m "not slow" for the fast subset."""
     _install(session, "test")
     session.run("pytest", "--ignore=tests/bench", *session.posargs)
 
