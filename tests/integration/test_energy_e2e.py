@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -50,10 +51,10 @@ def test_rapl_from_a_sysfs_tree_measures_the_known_power(tmp_path):
     staged = zone / ".energy_uj.new"
     stop = threading.Event()
 
-    def advance() -> None:  # WATTS joules per second, in 10 ms ticks
-        uj = 1000
-        while not stop.wait(0.01):
-            uj += int(WATTS * 1e6 * 0.01)
+    def advance() -> None:  # WATTS joules per second of real time, refreshed every ~10 ms
+        start = time.monotonic()  # (from the clock, not a tick count: a starved thread on a
+        while not stop.wait(0.01):  # loaded host must not slow the simulated power)
+            uj = 1000 + int(WATTS * 1e6 * (time.monotonic() - start))
             staged.write_text(f"{uj}\n")
             os.replace(staged, counter)  # sysfs reads are never torn; neither are these
 
