@@ -21,7 +21,8 @@
 #
 # Environment: BOARD_CACHE (download cache), BOARD_MIRROR (default: the host's Debian mirror
 # or http://deb.debian.org/debian), BOARD_REFRESH=1 (re-read the package lists even when the
-# cached ones are less than a day old). Needs root (ownership, chroot) and, for arm64's
+# cached ones are less than a day old), BOARD_NATIVE_ROOT (arm64 on x86-64: a board of this
+# machine's architecture that byte-compiles the foreign one; default DEST/../amd64). Needs root (ownership, chroot) and, for arm64's
 # ldconfig and byte-compiling, qemu-user-static with binfmt_misc, or it says what it skipped.
 set -euo pipefail
 
@@ -199,13 +200,36 @@ else
   say "ldconfig could not run in the tree (arm64 needs qemu-user-static + binfmt); the loader falls back to its default paths"
 fi
 # py3compile's job: byte-compile the modules once, so that every agent start (as a user who
-# cannot write __pycache__ under /usr) does not recompile torch. Under emulation this is the
-# slow step of the build (minutes), and it saves that much on every torch import after it.
-say "byte-compiling the Python modules"
-if in_tree /usr/bin/python3 -m compileall -q -j 0 /usr/lib/python3/dist-packages /usr/lib/python3.13 >"$CACHE/log/compileall.log" 2>&1; then
-  say "byte-compiled"
+# cannot write __pycache__ under /usr) does not recompile torch. Byte-code does not depend on
+# the architecture, only on the Python version, so a foreign board is compiled by a native
+# board's Python of the same version when there is one (BOARD_NATIVE_ROOT, default the amd64
+# board beside DEST): seconds, where compiling under emulation takes hours on a small host.
+compile_dirs=(usr/lib/python3/dist-packages usr/lib/python3.13)
+pyver() { awk -F= '$1 == "python3.13-minimal" {print $2}' "$1" 2>/dev/null; }
+native=""
+if [[ $ARCH == arm64 && $(uname -m) != aarch64 ]]; then
+  native=${BOARD_NATIVE_ROOT:-$(dirname "$DEST")/amd64}
+  if [[ ! -f $native/.odt-board-stamp || "$(pyver "$native/etc/odt-board-packages")" != "$(pyver "$CACHE/plan.txt")" ]]; then
+    say "no native board with python3.13-minimal $(pyver "$CACHE/plan.txt") at $native (build it first for a fast byte-compile); compiling under emulation"
+    native=""
+  fi
+fi
+compile_log=$CACHE/log/compileall.log
+if [[ -n $native ]]; then
+  say "byte-compiling the Python modules with the native board's Python ($native)"
+  # the tree appears at /run/odt-target inside the native board; -s/-p record its own paths
+  mkdir -p "$native/run/odt-target"
+  unshare --mount --propagation private -- bash -c 'mount --bind "$1" "$2/run/odt-target" && shift 2 && exec "$@"' \
+    compile "$NEW" "$native" "$HERE/board-chroot.sh" "$native" /usr/bin/python3 -m compileall -q -j 0 -s /run/odt-target -p / \
+    "${compile_dirs[@]/#//run/odt-target/}" >"$compile_log" 2>&1 && compiled=1 || compiled=0
 else
-  say "byte-compiling failed or could not run (see $CACHE/log/compileall.log); imports will compile in memory each time"
+  say "byte-compiling the Python modules"
+  in_tree /usr/bin/python3 -m compileall -q -j 0 "${compile_dirs[@]/#//}" >"$compile_log" 2>&1 && compiled=1 || compiled=0
+fi
+if [[ $compiled == 1 ]]; then
+  say "byte-compiled $(find "${compile_dirs[@]/#/$NEW/}" -name '*.pyc' | wc -l) modules"
+else
+  say "byte-compiling failed or could not run (see $compile_log); imports will compile in memory each time"
 fi
 
 # -- swap in and check -----------------------------------------------------------------------
