@@ -134,10 +134,20 @@ if [[ -e $DEST && ! -f $STAMP ]] && [[ -n $(ls -A "$DEST" 2>/dev/null) ]]; then
   exit 1
 fi
 
-say "downloading what is not cached of $npkg packages"
+deb_of() {  # the cached .deb of NAME=VERSION, or nothing
+  local name=${1%%=*} version=${1#*=}
+  compgen -G "$CACHE/archives/${name}_${version//:/%3a}_*.deb" | head -n 1 || true
+}
 mapfile -t pinned <"$CACHE/plan.txt"  # NAME=VERSION: exactly the planned versions
-apt_ install -y --download-only "${pinned[@]}" >"$CACHE/log/download.log" 2>&1 \
-  || { tail -n 30 "$CACHE/log/download.log" >&2; exit 1; }
+uncached=0
+for pkg in "${pinned[@]}"; do [[ -n $(deb_of "$pkg") ]] || uncached=$((uncached + 1)); done
+if [[ $uncached -gt 0 ]]; then
+  say "downloading $uncached of $npkg packages (the others are cached)"
+  apt_ install -y --download-only "${pinned[@]}" >"$CACHE/log/download.log" 2>&1 \
+    || { tail -n 30 "$CACHE/log/download.log" >&2; exit 1; }
+else
+  say "all $npkg packages are cached"
+fi
 
 # -- extract into a fresh tree, then swap it into place ------------------------------------
 if mountpoint -q "$DEST/proc" 2>/dev/null || mountpoint -q "$DEST/sys" 2>/dev/null; then
@@ -151,13 +161,11 @@ ln -s usr/bin "$NEW/bin"; ln -s usr/sbin "$NEW/sbin"; ln -s usr/lib "$NEW/lib"
 if [[ $ARCH == amd64 ]]; then mkdir -p "$NEW/usr/lib64"; ln -s usr/lib64 "$NEW/lib64"; fi
 
 say "extracting $npkg packages"
-while IFS='=' read -r name version; do
-  deb=$CACHE/archives/${name}_${version//:/%3a}_*.deb
-  # shellcheck disable=SC2086
-  set -- $deb
-  [[ -f $1 ]] || { echo "build-board.sh: ${name} ${version} was not downloaded (looked for $deb)" >&2; exit 1; }
-  dpkg-deb -x "$1" "$NEW"
-done <"$CACHE/plan.txt"
+for pkg in "${pinned[@]}"; do
+  deb=$(deb_of "$pkg")
+  [[ -n $deb ]] || { echo "build-board.sh: $pkg was not downloaded (nothing in $CACHE/archives)" >&2; exit 1; }
+  dpkg-deb -x "$deb" "$NEW"
+done
 
 # -- what the maintainer scripts would have done ---------------------------------------------
 cp "$NEW/usr/share/base-passwd/passwd.master" "$NEW/etc/passwd"
