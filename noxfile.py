@@ -104,7 +104,8 @@ def board_arm64(session: nox.Session) -> None:
     Builds the board (.ci/build-board.sh arm64), times one torch import in it with and without
     the byte-compiled modules, then runs tests/integration/test_board.py against it; the wall
     times go to results/board-arm64/times.json (docs/board.md). Needs qemu-aarch64 registered
-    in binfmt_misc with the F flag (Debian: apt-get install qemu-user-static binfmt-support).
+    in binfmt_misc with the F flag, from qemu-user-static 8 or later (bookworm's 7.2 lacks execveat, so
+    Dropbear's connections die; bookworm-backports has 10.0) and binfmt-support.
     ``--no-venv`` runs it with the harness and pytest already on PATH (no install).
     """
     if session.venv_backend != "none":

@@ -46,7 +46,8 @@ BOARD_USER, BOARD_UID = "odt", 1000
 BOARD_PYTHON = "/usr/bin/python3"
 MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # Debian architecture -> uname -m
 BINFMT = {"arm64": Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")}
-START_TIMEOUT_S = 60.0  # Dropbear under emulation starts in seconds; natively at once
+START_TIMEOUT_S = 120.0  # Dropbear under emulation answers in seconds; natively at once
+CONNECT_TIMEOUT_S = 60.0  # SSH connect and key exchange, generous for emulation
 BUILD_TIMEOUT_S = 3600.0
 # Under emulation one torch import takes minutes: nox -s board_arm64 raises these.
 CASE_TIMEOUT_S = float(os.environ.get("HARNESS_BOARD_CASE_TIMEOUT_S", "600"))
@@ -79,7 +80,7 @@ class BoardServer:
             "[connection]\n"
             f'transport = "ssh"\nhost = "{self.host}"\nport = {self.port}\nuser = "{self.user}"\n'
             f'identity_file = "{self.client_key}"\nknown_hosts = "{self.known_hosts}"\n'
-            "connect_timeout_s = 10\n"
+            f"connect_timeout_s = {CONNECT_TIMEOUT_S:g}\n"
             "[agent]\n"
             f'python = ["{BOARD_PYTHON}"]\nworkdir = "{workdir}"\n'
             f"case_timeout_s = {CASE_TIMEOUT_S:g}\n"
@@ -155,17 +156,23 @@ def add_user(root: Path, public_key_line: str) -> Path:
 
 
 def wait_for_banner(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait for Dropbear's banner, patiently: it re-executes itself for every connection, which
+    under emulation takes seconds, and a client that gives up early only starts more of them."""
     end = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"dropbear exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+                sock.settimeout(max(1.0, end - time.monotonic()))
                 if sock.recv(64).startswith(b"SSH-2.0-dropbear"):
                     return
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"dropbear did not answer on port {port} within {START_TIMEOUT_S} s")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"dropbear did not answer on port {port} within {START_TIMEOUT_S} s (under emulation: "
+                       "qemu-user-static 7.2 lacks execveat, which Dropbear's per-connection re-exec needs; "
+                       f"use 8 or later, e.g. from bookworm-backports): {log_path.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

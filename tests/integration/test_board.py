@@ -22,7 +22,13 @@ import pytest
 
 pytest.register_assert_rewrite("tests.integration.dropbear")
 from harness.transports.ssh import SSHConnection  # noqa: E402
-from tests.integration.dropbear import BOARD_PYTHON, BOARD_UID, MACHINES, BoardServer  # noqa: E402
+from tests.integration.dropbear import (  # noqa: E402
+    BOARD_PYTHON,
+    BOARD_UID,
+    CONNECT_TIMEOUT_S,
+    MACHINES,
+    BoardServer,
+)
 
 pytest_plugins = ["tests.integration.dropbear"]
 pytestmark = pytest.mark.integration
@@ -77,7 +83,7 @@ def test_the_board_is_dropbear_without_sftp_and_a_non_root_login(dropbear_board:
     conn = SSHConnection(
         dropbear_board.host, port=dropbear_board.port, user=dropbear_board.user,
         identity_file=str(dropbear_board.client_key), known_hosts=str(dropbear_board.known_hosts),
-        allow_agent=False, look_for_keys=False, connect_attempts=1, connect_timeout_s=10.0)
+        allow_agent=False, look_for_keys=False, connect_attempts=1, connect_timeout_s=CONNECT_TIMEOUT_S)
     try:
         lines: list[str] = []
         result = conn.run(["id", "-u"], deadline_s=30, on_stdout_line=lines.append)
