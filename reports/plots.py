@@ -155,8 +155,8 @@ def binned_loss(steps: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFra
     Also carries ``elapsed_s`` (cumulative step time at the end of the bin, warm-up included)
     and ``steps_done`` (steps finished by then), so loss can be drawn against time or energy.
     """
-    cols = ["run_id", "case_id", "workload", "optimizer", "kernel", "index", "step_ns", "loss"]
-    keys = ["run_id", "case_id"]
+    keys = ["run_id", "device", "case_id"] if "device" in steps.columns else ["run_id", "case_id"]
+    cols = keys + ["workload", "optimizer", "kernel", "index", "step_ns", "loss"]
     s = steps[cols].sort_values(keys + ["index"])
     s = s.assign(elapsed_s=s.groupby(keys, observed=True)["step_ns"].cumsum() * 1e-9,
                  steps_done=s.groupby(keys, observed=True).cumcount() + 1)
@@ -181,9 +181,11 @@ def loss_curves(steps: pd.DataFrame, energy_frame: pd.DataFrame) -> go.Figure:
     it in every panel). Joules = steps finished × the case's energy per step, with its source.
     """
     b = binned_loss(steps)
-    per_step = energy_frame.astype({"run_id": str, "case_id": str}).set_index(
-        ["run_id", "case_id"])[["energy_per_step_j", "energy_source"]] if len(energy_frame) \
-        else pd.DataFrame(columns=["energy_per_step_j", "energy_source"])
+    keys = ["run_id", "device", "case_id"] if "device" in b.columns else ["run_id", "case_id"]
+    energy_keys = [k for k in keys if k in energy_frame.columns]
+    per_step = energy_frame.astype({k: str for k in energy_keys}).groupby(energy_keys).agg(
+        energy_per_step_j=("energy_per_step_j", "median"), energy_source=("energy_source", "first")
+    ) if len(energy_frame) else pd.DataFrame(columns=["energy_per_step_j", "energy_source"])
     sources = sorted(set(per_step["energy_source"]))
     panels = ["step", "seconds"] + ([f"joules ({', '.join(sources)})"] if sources else [])
     workloads = sorted(b["workload"].astype(str).unique()) if len(b) else [""]
@@ -193,14 +195,18 @@ def loss_curves(steps: pd.DataFrame, energy_frame: pd.DataFrame) -> go.Figure:
                                         for w in workloads for p in panels])
     colours, dashes = styles(list(b["optimizer"].astype(str)), list(b["kernel"].astype(str)))
     several_runs = b["run_id"].nunique() > 1
+    several_devices = "device" in b.columns and b["device"].nunique() > 1
     shown: set[str] = set()
-    for (run_id, case_id), frame in b.groupby(["run_id", "case_id"], observed=True, sort=True):
+    for _, frame in b.groupby(keys, observed=True, sort=True):
+        run_id, case_id = str(frame["run_id"].iloc[0]), str(frame["case_id"].iloc[0])
         optimizer, kernel = str(frame["optimizer"].iloc[0]), str(frame["kernel"].iloc[0])
-        name = f"{optimizer} · {kernel}" + (f" ({run_id})" if several_runs else "")
+        where = [run_id] if several_runs else []
+        where += [str(frame["device"].iloc[0])] if several_devices else []
+        name = f"{optimizer} · {kernel}" + (f" ({', '.join(where)})" if where else "")
         row = workloads.index(str(frame["workload"].iloc[0])) + 1
         xs = [frame["index"], frame["elapsed_s"]]
-        key = (str(run_id), str(case_id))
-        if sources and key in per_step.index:
+        key = tuple(str(frame[k].iloc[0]) for k in energy_keys)
+        if sources and len(energy_keys) and key in per_step.index:
             xs.append(frame["steps_done"] * float(per_step.loc[key, "energy_per_step_j"]))
         for col, x in enumerate(xs, start=1):
             fig.add_trace(go.Scatter(
