@@ -95,7 +95,7 @@ def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
         paired_slowdown=args.paired_slowdown, aa_replicas=args.aa_replicas, isolate=args.isolate,
         alpha=args.alpha)
     if args.from_run:
-        result = reanalyse(run_dir_of(args.from_run, args.out), settings)
+        result = reanalyse([run_dir_of(run, args.out) for run in args.from_run], settings)
     else:
         profile = load_profile(args.device)
         chosen = _selection(args, profile)
