@@ -49,6 +49,10 @@ processes = 1   # both variants share one agent process (workloads/paired.py): o
 workloads = ["bert_tiny"]
 optimizers = ["nag"]
 kernels = ["forloop", "ort"]
+
+[options.bert_tiny]   # a small vocabulary and sequence: the case tests the board, not the model
+vocab_size = 256
+seq_len = 16
 """
 
 
