@@ -23,7 +23,10 @@ class ScriptedConn:
         self.lines_for = lines_for
         self.specs: list[dict] = []
 
-    def run(self, argv, *, stdin=None, deadline_s=0, on_stdout_line=None, cwd=None, env=None) -> RunResult:
+    def run(self, argv, *, stdin=None, deadline_s=0, on_stdout_line=None, cwd=None, env=None,
+            on_start=None) -> RunResult:
+        if on_start is not None:  # as the real transports do: the group id before the case
+            on_start(4242)
         spec = json.loads(stdin)
         self.specs.append(spec)
         for line in self.lines_for(spec):
