@@ -45,4 +45,10 @@ def test_a_busy_device_is_reported_and_the_other_still_runs(tmp_path):
     assert proc.returncode == 1
     assert "board-a: busy" in proc.stderr and "run someone-else" in proc.stderr
     cases = pd.read_parquet(tmp_path / "r" / "r" / "cases.parquet")
-    assert list(cases["device"]) == ["board-b"] and list(cases["status"]) == ["ok"]
+    by_device = cases.set_index("device")
+    assert sorted(by_device.index) == ["board-a", "board-b"]
+    assert by_device.loc["board-b", "status"] == "ok"
+    # the busy device's planned case is a row that says why it was not measured
+    assert by_device.loc["board-a", "status"] == "not-run"
+    assert by_device.loc["board-a", "error_kind"] == "busy"
+    assert "someone-else" in by_device.loc["board-a", "error_message"]
