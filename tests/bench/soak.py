@@ -150,6 +150,7 @@ def _harness(argv: list[str], env: dict[str, str], kill_after_s: float | None, m
 def soak(n_cases: int, out: Path, *, rate: float, seed: int, workload: str, timeout_s: float,
          host_kills: int = 0, kill_window_s: tuple[float, float] = (5.0, 60.0)) -> SoakFigures:
     """Run the soak: a first pass, ``host_kills`` SIGKILLs of the harness, resumes until done."""
+    out = out.resolve()  # the agent runs in its workdir: every path it is given must be absolute
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HARNESS_LOCK_DIR": os.environ.get("HARNESS_LOCK_DIR", str(out / "locks"))}
     rng = random.Random(seed)
