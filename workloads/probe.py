@@ -116,6 +116,28 @@ def inplace_add_gbs(array_bytes: int, repeats: int = 5, device: Any = "cpu",
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+MATMUL_START_N = 128
+MATMUL_MAX_RUN_S = 0.1  # one multiply at most this long: a dtype without a fast path stays cheap
+
+
+def matmul_size(n_max: int, dtype: str = "fp32", device: Any = "cpu",
+                sync: Callable[[], None] = _no_sync) -> int:
+    """The matmul size to time: the largest power-of-two multiple of 128 up to ``n_max`` whose
+    one multiply is predicted (cubic in n, from the size below) to take at most
+    ``MATMUL_MAX_RUN_S``. Where ``dtype`` has a fast path this is ``n_max``; where it is
+    emulated (bf16 on a CPU without bf16 instructions: about 1 GFLOP/s) a 1024³ multiply
+    takes seconds, its rate is the same at a smaller n, and the probe stays short."""
+    kind = MATMUL_DTYPES[dtype]
+    n = min(MATMUL_START_N, n_max)
+    while 2 * n <= n_max:
+        x = torch.randn(n, n, device=device).to(kind)
+        torch.mm(x, x)  # first call: allocation and kernel selection
+        if 8 * _best_ns(lambda x=x: torch.mm(x, x), 1, sync) > MATMUL_MAX_RUN_S * 1e9:
+            break
+        n *= 2
+    return n
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "fp32", device: Any = "cpu",
                   sync: Callable[[], None] = _no_sync) -> float:
     """Best GFLOP/s of an n×n by n×n matmul (2·n³ FLOPs) in ``dtype`` (fp32, bf16)."""
@@ -124,6 +146,13 @@ def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: str = "fp32", device: 
     out = torch.empty(n, n, dtype=kind, device=device)
     torch.mm(x, y, out=out)
     return 2 * n**3 / _best_ns(lambda: torch.mm(x, y, out=out), repeats, sync)
+
+
+def matmul_ceilings(n_max: int, repeats: int, device: Any = "cpu",
+                    sync: Callable[[], None] = _no_sync) -> tuple[dict[str, float], dict[str, int]]:
+    """GFLOP/s per dtype, each at the size :func:`matmul_size` chose (also returned)."""
+    sizes = {d: matmul_size(n_max, d, device, sync) for d in MATMUL_DTYPES}
+    return {d: matmul_gflops(n, repeats, d, device, sync) for d, n in sizes.items()}, sizes
 
 
 def _bandwidth(stream: dict[str, float], inplace: float) -> tuple[str, float]:
@@ -146,7 +175,7 @@ def cpu_ceilings(threads: int, repeats: int, array_bytes: int | None, matmul_n: 
     try:
         stream = stream_gbs(size, repeats)
         inplace = inplace_add_gbs(size, repeats)
-        gflops = {d: matmul_gflops(matmul_n, repeats, d) for d in MATMUL_DTYPES}
+        gflops, sizes = matmul_ceilings(matmul_n, repeats)
     finally:
         torch.set_num_threads(saved)
     kernel, gbs = _bandwidth(stream, inplace)
@@ -155,7 +184,7 @@ def cpu_ceilings(threads: int, repeats: int, array_bytes: int | None, matmul_n: 
         "matmul_gflops": gflops, "stream_gbs": stream,
         "stream_gbs_with_write_allocate": {k: v * WRITE_ALLOCATE_FACTOR[k] for k, v in stream.items()},
         "inplace_add_gbs": inplace, "array_bytes": size, "llc_bytes": llc, "repeats": repeats,
-        "matmul_n": matmul_n,
+        "matmul_n": matmul_n, "matmul_n_by_dtype": sizes,
     }
 
 

@@ -273,3 +273,19 @@ def test_the_gpu_check_summary_places_cases_against_the_ceilings(tmp_path, capsy
     assert "ceilings (probe):" in out and "cpu (cpu): bandwidth 20.0 GB/s" in out
     assert "% of bandwidth" in out and "% of float32 matmul" in out  # the synthetic dtype
     assert "correctness (checked on the timed accelerator" in out
+
+
+def test_the_matmul_grows_to_its_cap_while_a_multiply_stays_short(monkeypatch):
+    from workloads import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "MATMUL_MAX_RUN_S", 1e9)
+    assert probe_module.matmul_size(512) == 512
+    monkeypatch.setattr(probe_module, "MATMUL_MAX_RUN_S", 0.0)  # no multiply is short enough
+    assert probe_module.matmul_size(512) == probe_module.MATMUL_START_N
+    assert probe_module.matmul_size(64) == 64  # a cap below the start size is the size
+
+
+def test_the_probe_records_the_matmul_size_it_used_per_dtype():
+    probe = run_probe(1, repeats=1, array_bytes=MIB, matmul_n=256)
+    sizes = probe.ceilings["cpu"]["matmul_n_by_dtype"]
+    assert set(sizes) == {"fp32", "bf16"} and all(128 <= n <= 256 for n in sizes.values())
