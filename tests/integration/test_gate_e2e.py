@@ -60,7 +60,7 @@ def test_a_candidate_missing_every_case_fails_the_gate(baseline):
 
 def test_an_injected_slowdown_is_a_regression_with_summary_and_junit(baseline):
     tmp, base = baseline
-    proc = harness(tmp, "bench", "--processes", "1", "--isolate", *FILTERS, "--inject-slowdown", "1.0", "--out", str(tmp / "results"),
+    proc = harness(tmp, "bench", "--processes", "1", "--isolate", *FILTERS, "--inject-slowdown", "3.0", "--out", str(tmp / "results"),
                    "--run-id", "slow", "--gate-against", str(base), "--rerun-budget", "0")
     assert proc.returncode == 1, proc.stderr
     assert "REGRESSION bert_tiny-nag-foreach-t1-b8-fp32 step_time" in proc.stderr
