@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "workloads"
 CACHE_DIR = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "odt-harness"))
-_MAIN = b"from workloads.agent import main\nraise SystemExit(main())\n"
+_MAIN = b"from workloads.agent import leave, main\nleave(main())\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

@@ -1,5 +1,5 @@
 """Entry point of the agent bundle (``python agent-<hash>.pyz run``) and of ``python -m workloads``."""
 
-from workloads.agent import main
+from workloads.agent import leave, main
 
-raise SystemExit(main())
+leave(main())

@@ -372,7 +372,7 @@ def test_a_device_without_shell_v2_is_refused() -> None:
 # ---- end to end: the whole harness over adb, compared with the local transport ------------
 
 BENCH_ARGS = ["--suite", "smoke", "--workload", "ds_cnn", "--optimizer", "nag", "--kernel", "forloop,fused",
-              "--steps", "3", "--warmup", "1", "--no-report"]
+              "--steps", "3", "--warmup", "1", "--no-report", "--no-probe"]
 
 
 def bench(profile_toml: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:

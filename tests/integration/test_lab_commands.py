@@ -136,7 +136,7 @@ def _second_local_profile(tmp: Path) -> Path:
 def test_merge_of_two_devices_runs_is_one_run_that_gate_and_report_read(tmp_path):
     results = tmp_path / "results"
     for device, run_id in (("local", "one"), (str(_second_local_profile(tmp_path)), "two")):
-        proc = harness(tmp_path, "bench", "--processes", "1", "--isolate", *TINY, "--kernel", "foreach", "--device", device, "--out",
+        proc = harness(tmp_path, "bench", "--processes", "1", "--isolate", *TINY, "--no-probe", "--kernel", "foreach", "--device", device, "--out",
                        str(results), "--run-id", run_id, "--no-report", "--no-probe")
         assert proc.returncode == 0, proc.stderr
     merged = results / "merged"

@@ -131,7 +131,7 @@ def test_an_unknown_host_key_exits_2_at_once_and_leaves_a_not_run_row(sshd_serve
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "bench", "--device", str(profile), "--suite", "smoke", "--workload",
-         "bert_tiny", "--optimizer", "nag", "--kernel", "forloop", "--no-report", "--out", str(tmp_path / "r"),
+         "bert_tiny", "--optimizer", "nag", "--kernel", "forloop", "--no-report", "--no-probe", "--out", str(tmp_path / "r"),
          "--run-id", "refused"], cwd=repo, capture_output=True, text=True, timeout=300,
         env={**os.environ, "HARNESS_LOCK_DIR": str(tmp_path / "locks")})
     assert proc.returncode == 2, proc.stderr
