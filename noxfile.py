@@ -55,7 +55,10 @@ def harness(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (real sshd, adbd and Chromium where installed); -- -m "not slow" for the fast subset."""
     _install(session, "test")
-    session.run("pytest", "--ignore=tests/bench", *session.posargs)
+    # one pytest-xdist worker per core (at most 4), a test module per worker at a time: most
+    # tests wait on an agent, a server or a browser, and module fixtures run once
+    workers = str(min(4, max(2, os.cpu_count() or 2)))
+    session.run("pytest", "-n", workers, "--dist", "loadfile", "--ignore=tests/bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -78,7 +78,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # Tests that run the agent end to end, train real models or compile: `-m "not slow"` skips them.
 SLOW_MODULES = frozenset({
-    "tests/integration/test_bench_local.py", "tests/integration/test_energy_e2e.py",
+    "tests/integration/test_bench_local.py", "tests/integration/test_bench_groups.py",
+    "tests/integration/test_energy_e2e.py",
     "tests/integration/test_faults_local.py", "tests/integration/test_gate_e2e.py",
     "tests/integration/test_lab_commands.py", "tests/integration/test_several_devices.py",
     "tests/integration/test_study.py", "tests/integration/test_empty_run_browser.py",

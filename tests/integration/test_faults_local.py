@@ -54,21 +54,38 @@ def _raw_step_indices(run_dir: Path, case_id: str) -> list[int]:
             if e.get("case_id") == case_id and '"type":"step"' in e.get("line", "")]
 
 
-@pytest.mark.parametrize(
-    "action, kind, detail",
-    [("kill", "crash", "signal 9"), ("segv", "crash", "signal 11"), ("exit", "crash", "exit code 3"),
-     ("raise", "InjectedFault", "injected fault at step=4")],
-)
-def test_an_agent_fault_fails_that_case_and_the_run_goes_on(tmp_path, action, kind, detail):
-    profile = _profile(tmp_path, {"ODT_FAULT": f"step=4:{action}:bert_tiny"})
-    proc = bench(tmp_path, "--device", str(profile), "--suite", str(_suite(tmp_path)), "--run-id", "r")
+FAULTS = [("kill", "crash", "signal 9"), ("segv", "crash", "signal 11"), ("exit", "crash", "exit code 3"),
+          ("raise", "InjectedFault", "injected fault at step=4")]
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory) -> Path:
+    """One run: lstm_text fault-free, and bert_tiny at batches 1-4, each with its own fault at
+    step 4 (ODT_FAULT_PLAN), every case in its own agent process."""
+    tmp = tmp_path_factory.mktemp("faults")
+    plan = tmp / "plan.json"
+    plan.write_text(json.dumps({f"bert_tiny-nag-foreach-t1-b{i}-fp32": {"where": "step=4", "action": action}
+                                for i, (action, _, _) in enumerate(FAULTS, start=1)}))
+    suite = tmp / "faults.toml"
+    suite.write_text('steps = 6\nwarmup = 1\ncheck_steps = 0\n[[matrix]]\nworkloads = ["lstm_text"]\n'
+                     'optimizers = ["nag"]\nkernels = ["foreach"]\nbatch = [4]\n[[matrix]]\n'
+                     'workloads = ["bert_tiny"]\noptimizers = ["nag"]\nkernels = ["foreach"]\nbatch = [1, 2, 3, 4]\n')
+    proc = bench(tmp, "--device", str(_profile(tmp, {"ODT_FAULT_PLAN": str(plan)})), "--suite", str(suite),
+                 "--run-id", "r")
     assert proc.returncode == 1, proc.stderr
-    steps, cases = _tables(tmp_path / "results" / "r")
-    assert cases.loc[CASES[0], "status"] == "ok"
-    assert cases.loc[CASES[1], "status"] == "failed"
-    assert cases.loc[CASES[1], "error_kind"] == kind and detail in cases.loc[CASES[1], "error_message"]
+    return tmp / "results" / "r"
+
+
+@pytest.mark.parametrize(("batch", "fault"), enumerate(FAULTS, start=1), ids=[f[0] for f in FAULTS])
+def test_an_agent_fault_fails_that_case_and_the_run_goes_on(faulty_run, batch, fault):
+    _, kind, detail = fault
+    case_id = f"bert_tiny-nag-foreach-t1-b{batch}-fp32"
+    steps, cases = _tables(faulty_run)
+    assert cases.loc["lstm_text-nag-foreach-t1-b4-fp32", "status"] == "ok"
+    assert cases.loc[case_id, "status"] == "failed"
+    assert cases.loc[case_id, "error_kind"] == kind and detail in cases.loc[case_id, "error_message"]
     # the four steps measured before the fault are stored, once each
-    assert sorted(steps[steps["case_id"] == CASES[1]]["index"]) == [0, 1, 2, 3]
+    assert sorted(steps[steps["case_id"] == case_id]["index"]) == [0, 1, 2, 3]
 
 
 def test_a_hung_case_is_killed_at_its_deadline_with_no_orphan(tmp_path):
