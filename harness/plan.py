@@ -219,9 +219,7 @@ def _check_filters(filters: Filters) -> None:
 
 def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int = 1) -> list[Case]:
     """Expand a suite into cases (unshuffled, in matrix order), applying the CLI filters."""
-    import workloads.models  # noqa: F401  (fills the workload registry)
-    from workloads.optim import OPTIMIZERS, all_kernels
-    from workloads.workload import WORKLOADS
+    from workloads.catalog import OPTIMIZERS, WORKLOADS, all_kernels  # no torch on the host
 
     src = suite.source
     data = suite.data

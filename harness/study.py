@@ -143,7 +143,7 @@ def study_cases(study: StudyDef, filters: Filters | None = None, *,
 
 def case_settings(manifest: Mapping[str, Any]) -> pd.DataFrame:
     """Per device × planned case (the manifest's lists): its lr, seed, target and warm-up."""
-    from workloads.optim import OPTIMIZERS
+    from workloads.catalog import OPTIMIZERS
 
     devices = [d["name"] for d in manifest.get("devices", [])] or [""]
     rows = []
