@@ -221,17 +221,29 @@ def _build(cls: type, data: Mapping[str, Any], section: str, source: str) -> Any
     return cls(**values)
 
 
+def _texts(profile: Profile) -> list[tuple[str, str]]:
+    """Every text field of every section as (``section.key[i]``, value); ``agent.env`` apart
+    (its values are checked by :func:`check_env`)."""
+    out: list[tuple[str, str]] = []
+    for section in dataclasses.fields(profile):
+        part = getattr(profile, section.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for member in dataclasses.fields(part):
+            value = getattr(part, member.name)
+            key = f"{section.name}.{member.name}"
+            if isinstance(value, str):
+                out.append((key, value))
+            elif isinstance(value, (tuple, list)):
+                out += [(f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+    return out
+
+
 def _check_texts(profile: Profile, source: str) -> None:
     """Names that become paths, and text that reaches a shell line or a file of lines."""
     check_name(profile.name, source=source, key="name")
     conn, agent = profile.connection, profile.agent
-    for key, value in (("connection.host", conn.host), ("connection.user", conn.user),
-                       ("connection.identity_file", conn.identity_file),
-                       ("connection.known_hosts", conn.known_hosts), ("connection.serial", conn.serial),
-                       ("connection.adb_server", conn.adb_server), ("agent.workdir", agent.workdir),
-                       ("energy.root", profile.energy.root), ("thermal.root", profile.thermal.root),
-                       *((f"agent.python[{i}]", v) for i, v in enumerate(agent.python)),
-                       *((f"thermal.zones[{i}]", v) for i, v in enumerate(profile.thermal.zones))):
+    for key, value in _texts(profile):
         check_text(value, source=source, key=key)
     if conn.host.startswith("-"):
         raise ConfigError(f"host {conn.host!r} starts with '-' and would be read as an option",
