@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach",
-           "--steps", "30", "--warmup", "2", "--no-probe", "--no-report", "--repeat", "3")
+           "--steps", "12", "--warmup", "2", "--no-probe", "--no-report", "--repeat", "3")
 
 
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

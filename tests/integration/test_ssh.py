@@ -126,9 +126,14 @@ def test_ctrl_c_kills_the_remote_process_tree(ssh_conn: SSHConnection) -> None:
         if line == "started":
             signal.pthread_kill(main, signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        ssh_conn.run(["sh", "-c", 'sleep "$1" & sleep "$1" & echo started; wait', "sh", marker],
-                     deadline_s=60, on_stdout_line=interrupt_when_started)
+    # Python's own Ctrl-C handler, as in a user's terminal (pytest-xdist workers ignore SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ssh_conn.run(["sh", "-c", 'sleep "$1" & sleep "$1" & echo started; wait', "sh", marker],
+                         deadline_s=60, on_stdout_line=interrupt_when_started)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert remote_processes_matching(marker) == []
 
 
