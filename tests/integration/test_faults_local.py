@@ -89,7 +89,7 @@ def test_an_agent_fault_fails_that_case_and_the_run_goes_on(faulty_run, batch, f
 
 
 def test_a_hung_case_is_killed_at_its_deadline_with_no_orphan(tmp_path):
-    profile = _profile(tmp_path, {"ODT_FAULT": "step=2:hang:bert_tiny"}, timeout_s=12)
+    profile = _profile(tmp_path, {"ODT_FAULT": "step=2:hang:bert_tiny"}, timeout_s=20)
     proc = bench(tmp_path, "--device", str(profile), "--suite", str(_suite(tmp_path)), "--run-id", "r")
     assert proc.returncode == 1
     _, cases = _tables(tmp_path / "results" / "r")
