@@ -90,7 +90,20 @@ SLOW_MODULES = frozenset({
 SLOW_WORDS = ("compiled",)  # torch.compile: tens of seconds per test
 
 
+# The longest modules first (measured with --durations), so that with pytest-xdist (one module
+# per worker at a time) no long module starts last while the other workers sit idle.
+LONGEST_FIRST = (
+    "tests/integration/test_bench_local.py", "tests/integration/test_lab_commands.py",
+    "tests/integration/test_link_faults.py", "tests/integration/test_study.py",
+    "tests/integration/test_faults_local.py", "tests/integration/test_gate_e2e.py",
+    "tests/integration/test_bench_groups.py", "tests/integration/test_adb.py",
+    "tests/integration/test_ssh.py", "tests/integration/test_disk_full.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
     for item in items:
         module = item.nodeid.split("::")[0]
         if module.startswith("tests/integration/"):

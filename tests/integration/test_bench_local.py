@@ -23,7 +23,10 @@ def harness(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("results")
-    proc = harness("bench", "--suite", "smoke", "--out", str(out), "--run-id", "smoke")
+    # the README's main job at its defaults (3 processes, the check, the probe, the report),
+    # with 4 measured steps and 1 warm-up per process instead of the suite's 12 and 3
+    proc = harness("bench", "--suite", "smoke", "--steps", "4", "--warmup", "1", "--out", str(out),
+                   "--run-id", "smoke")
     return out / "smoke", proc
 
 
@@ -56,7 +59,7 @@ def test_steps_hold_every_sample_with_per_phase_times(smoke_run):
     run_dir, _ = smoke_run
     steps = pd.read_parquet(run_dir / "steps.parquet")
     per_case = steps.groupby(["case_id", "process"]).agg(n=("index", "size"), warm=("warmup", "sum"))
-    assert len(per_case) == 54 and (per_case["n"] == 15).all() and (per_case["warm"] == 3).all()
+    assert len(per_case) == 54 and (per_case["n"] == 5).all() and (per_case["warm"] == 1).all()
     # in each process every round holds one step of each of its six variants, back to back
     per_round = steps.groupby(["process", "round"])["case_id"].agg(["size", "nunique"])
     assert (per_round["size"] == 6).all() and (per_round["nunique"] == 6).all()
