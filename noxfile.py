@@ -53,10 +53,10 @@ def harness(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (real sshd, adbd and Chromium where installed); -- -m "not slow" for the fast subset."""
+    """Unit and integration tests (real sshd, adbd and Chromium where installed); -- -m "not slow" for the fast subset, -- -n 0 to run them in one process."""
     _install(session, "test")
-    # one pytest-xdist worker per core (at most 4), a test module per worker at a time: most
-    # tests wait on an agent, a server or a browser, and module fixtures run once
+    # one pytest-xdist worker per core (2 to 4): the agents the tests start are single-threaded;
+    # a test module per worker at a time, so a module's fixtures run once
     workers = str(min(4, max(2, os.cpu_count() or 2)))
     session.run("pytest", "-n", workers, "--dist", "loadfile", "--ignore=tests/bench", *session.posargs)
 
