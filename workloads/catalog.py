@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from workloads.registry import Registry
+from workloads.registry import Registry, kernel_names
 
 PATH = Path(__file__).with_name("catalog.json")
 
@@ -81,8 +81,7 @@ def __getattr__(name: str) -> Any:  # WORKLOADS and OPTIMIZERS, read on first us
 
 def all_kernels() -> list[str]:
     """Every kernel variant name any optimizer offers."""
-    optimizers = _load()[1]
-    return sorted({k for name in optimizers for k in optimizers.get(name).kernels})
+    return kernel_names(_load()[1])
 
 
 def main(argv: list[str]) -> int:

@@ -65,6 +65,11 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
+def kernel_names(optimizers: Registry[Any]) -> list[str]:
+    """Every kernel variant name any optimizer in ``optimizers`` offers (entries with ``kernels``)."""
+    return sorted({k for name in optimizers for k in optimizers.get(name).kernels})
+
+
 def merge_options(kind: str, name: str, what: str, defaults: Mapping[str, Any],
                   overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """``defaults`` updated by ``overrides``; a key the defaults lack is refused, listing them."""

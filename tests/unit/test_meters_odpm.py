@@ -17,7 +17,6 @@ from workloads.meters import open_meter
 from workloads.meters.base import EnergyMeter
 from workloads.meters.odpm import OdpmMeter, parse_enabled_rails, parse_energy_value
 
-# --- shared pieces ------------------------------------------------------------------------
 # --- ODPM ---------------------------------------------------------------------------------
 
 
@@ -128,5 +127,3 @@ def test_odpm_window_comes_from_the_files_timestamps(tmp_path: Path) -> None:
     meter = open_meter({"meter": "odpm", "root": str(tmp_path)})
     reading = measure(meter, between=lambda: pixel7_odpm(tmp_path, 1480, {}))
     assert reading.details["odpm_window_ms"] == {"iio:device0": 480, "iio:device1": 480}
-
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from workloads.registry import Registry, merge_options
+from workloads.registry import Registry, kernel_names, merge_options
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def state_bytes(updater: Any) -> int:
 
 def all_kernels() -> list[str]:
     """Every kernel variant name any optimizer offers."""
-    return sorted({k for name in OPTIMIZERS for k in OPTIMIZERS.get(name).kernels})
+    return kernel_names(OPTIMIZERS)
 
 
 from workloads.optim import extra, torch_optims  # noqa: E402,F401  (fill the registry)
