@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from analysis.compare import Comparison
+from analysis.stats import t_quantile
 
 RULES = ("not-negligible", "point", "strict")
 DEFAULT_RULE = "not-negligible"
@@ -140,8 +140,7 @@ def detectable_change(se_log: float, df: float, alpha: float = DEFAULT_ALPHA,
     """
     if not (math.isfinite(se_log) and se_log >= 0) or not (df > 0):
         return math.nan
-    quantile = scipy_stats.t.ppf if math.isfinite(df) else (lambda q, _df: scipy_stats.norm.ppf(q))
-    z = float(quantile(1.0 - alpha / 2.0, df)) + float(quantile(power, df))
+    z = t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)
     return math.exp(z * se_log) - 1.0
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from analysis.processes import measured, process_key
+from analysis.stats import t_quantile
 
 MEDIAN_EFFICIENCY_K = 1.57  # Var(median) ≈ k · σ² / n for normal samples (π/2)
 _MAD_TO_SIGMA = 1.4826
@@ -133,9 +133,9 @@ def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float
     for processes in range(min_processes, max_processes + 1):
         se = se_of(sigma_p, sigma_s, processes, steps, k)
         df = 2.0 * processes - 2.0
-        z = float(scipy_stats.t.ppf(1 - level / 2, df) + scipy_stats.t.ppf(power, df))
+        z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
         if z * se <= target:
             return Design(processes, steps, math.expm1(z * se), se, False)
     df = 2.0 * max_processes - 2.0
-    z = float(scipy_stats.t.ppf(1 - level / 2, df) + scipy_stats.t.ppf(power, df))
+    z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
     return Design(max_processes, steps, math.expm1(z * se), se, True)

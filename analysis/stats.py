@@ -8,6 +8,10 @@ because steps of one process are not independent samples.
 Bootstrap distributions of the median are drawn exactly without building resamples
 (:func:`bootstrap_medians`), so a million-step report costs seconds. Every random draw
 comes from a seeded ``numpy.random.Generator``: the same inputs give the same numbers.
+
+The t and normal quantiles come from ``scipy.special`` (:func:`t_quantile`,
+:func:`t_two_sided_p`): importing ``scipy.stats`` costs about 2 s of CPU (it parses the
+docstrings of every distribution), which every ``harness`` command that compares would pay.
 """
 
 from __future__ import annotations
@@ -17,14 +21,30 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as _scipy_stats
-from scipy.special import gammaln
+from scipy.special import bdtrc, gammaln, ndtri, stdtr, stdtrit
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 _CHUNK_CELLS = 4_000_000  # resample indices per chunk: caps memory at ~16 MB
 _MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (normal when infinite)."""
+    return float(ndtri(q)) if math.isinf(df) else float(stdtrit(df, q))
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """Two-sided p-value of a t statistic: ``2 · P(T > |t|)``."""
+    return float(2.0 * stdtr(df, -abs(t)))
+
+
+def trim_mean(values: npt.ArrayLike, proportion: float) -> float:
+    """Mean after cutting ``int(proportion · n)`` values from each end (as ``scipy.stats``)."""
+    data = np.sort(np.asarray(values, dtype=float))
+    cut = int(proportion * data.size)
+    return float(data[cut:data.size - cut].mean()) if data.size > 2 * cut else math.nan
 
 
 def clean(values: npt.ArrayLike) -> np.ndarray:
@@ -92,7 +112,7 @@ def bootstrap_medians(values: npt.ArrayLike, n_boot: int = DEFAULT_RESAMPLES,
     rng = rng if rng is not None else np.random.default_rng(0)
     k = n // 2 if n % 2 == 0 else (n + 1) // 2  # 1-based rank of the (lower) median
     j = np.arange(1, n + 1, dtype=np.float64)
-    cdf = _scipy_stats.binom.sf(k - 1, n, j / n)  # P(L <= j)
+    cdf = bdtrc(k - 1, n, j / n)  # P(Binomial(n, j/n) ≥ k) = P(L <= j)
     cdf[-1] = 1.0
     lower = np.minimum(np.searchsorted(cdf, rng.random(n_boot), side="left"), n - 1)
     if n % 2 == 1:

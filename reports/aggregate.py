@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from analysis.compare import Comparison, compare_steps
 from analysis.decide import DEFAULT_ALPHA, DEFAULT_FLOOR, decide_family, report_word
 from analysis.processes import process_medians
 from analysis.schema import PHASE_COLUMNS
-from analysis.stats import DEFAULT_RESAMPLES, bootstrap_medians, percentile_interval
+from analysis.stats import DEFAULT_RESAMPLES, bootstrap_medians, percentile_interval, t_quantile
 
 DEFAULT_BOOT = DEFAULT_RESAMPLES
 CASE_KEY: tuple[str, str] = ("run_id", "case_id")
@@ -97,7 +96,7 @@ class StepSamples:
             low, high = percentile_interval(self.boot(key, metric))
             return 1, float(medians[0]), float(medians[0]), low, high
         logs = np.log(medians)
-        half = float(scipy_stats.t.ppf(0.975, logs.size - 1)) * logs.std(ddof=1) / math.sqrt(
+        half = t_quantile(0.975, logs.size - 1) * logs.std(ddof=1) / math.sqrt(
             logs.size)
         return (int(medians.size), float(medians.min()), float(medians.max()),
                 math.exp(logs.mean() - half), math.exp(logs.mean() + half))

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from analysis.compare import Prior, compare_paired, compare_units
-from analysis.stats import bootstrap_medians, percentile_interval, summarize
+from analysis.stats import (
+    bootstrap_medians,
+    percentile_interval,
+    summarize,
+    t_quantile,
+    t_two_sided_p,
+    trim_mean,
+)
 
 
 def lognormal(n: int, seed: int, scale: float = 1.0, cv: float = 0.07) -> np.ndarray:
@@ -66,6 +73,28 @@ def test_bootstrap_rejects_zero_resamples() -> None:
 def test_percentile_interval_rejects_a_confidence_outside_zero_one() -> None:
     with pytest.raises(ValueError, match="confidence=95"):
         percentile_interval(np.ones(3), confidence=95)
+
+
+# --- the distributions, from scipy.special (scipy.stats costs 2 s to import) ----------------
+
+@pytest.mark.parametrize("df", [1.0, 2.5, 7.0, 60.0, math.inf])
+def test_t_quantiles_and_p_values_match_scipy_stats(df: float) -> None:
+    from scipy import stats
+
+    for q in (0.5, 0.9, 0.975, 0.99875):
+        expected = stats.norm.ppf(q) if math.isinf(df) else stats.t.ppf(q, df)
+        assert t_quantile(q, df) == pytest.approx(expected, rel=1e-9)
+    for t in (0.0, -0.7, 2.1, 9.0):
+        expected = 2 * (stats.norm.sf(abs(t)) if math.isinf(df) else stats.t.sf(abs(t), df))
+        assert t_two_sided_p(t, df) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 11, 20])
+def test_trimmed_mean_matches_scipy_stats(n: int) -> None:
+    from scipy import stats
+
+    values = np.random.default_rng(n).standard_t(3, n)
+    assert trim_mean(values, 0.2) == pytest.approx(stats.trim_mean(values, 0.2))
 
 
 # --- unpaired comparisons of per-process summaries ---------------------------------------------
