@@ -24,7 +24,7 @@ OPTIMIZER_ALIASES = {
 }
 # The filters whose values name things (checked against the registries by the plan).
 FILTER_DESTS = ("workload", "optimizer", "kernel", "threads", "batch", "dtype", "mode", "accel",
-                "steps", "warmup", "seed")
+                "steps", "warmup", "check_steps", "seed")
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,6 +52,9 @@ def add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", action="append", default=[], help="cpu or cuda (replace the suite's)")
     p.add_argument("--steps", type=int, help="measured steps per case")
     p.add_argument("--warmup", type=int, help="warm-up steps per case (recorded, not summarised)")
+    p.add_argument("--check-steps", type=int, metavar="N",
+                   help="steps of each variant's correctness check against its reference, in the "
+                        "first process (default: the suite's, 10 in smoke; 0 skips the check)")
     p.add_argument("--seed", type=int, help="seed for data, weights and case order")
 
 
@@ -79,7 +82,8 @@ def optimizer_names(values: list[str]) -> tuple[str, ...]:
 
 def filters_from(args: argparse.Namespace) -> Filters:
     """The typed filters of a parsed command line (the options :func:`add_filters` defines)."""
-    for flag, value, minimum in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0), ("--seed", args.seed, 0)):
+    for flag, value, minimum in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                                 ("--check-steps", args.check_steps, 0), ("--seed", args.seed, 0)):
         if value is not None and value < minimum:
             raise ConfigError(f"must be ≥ {minimum}, got {value}", key=flag)
     return Filters(
@@ -93,6 +97,7 @@ def filters_from(args: argparse.Namespace) -> Filters:
         accel=csv_values(args.accel),
         steps=args.steps,
         warmup=args.warmup,
+        check_steps=args.check_steps,
         seed=args.seed,
     )
 

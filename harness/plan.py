@@ -120,6 +120,7 @@ class Filters:
     accel: tuple[str, ...] = ()
     steps: int | None = None
     warmup: int | None = None
+    check_steps: int | None = None
     seed: int | None = None
 
 
@@ -209,9 +210,11 @@ def _int(value: Any, source: str, key: str, *, field: str) -> int:
 
 def _check_filters(filters: Filters) -> None:
     """The command line's numbers, in the same ranges as the suite's."""
-    for flag, value in (("steps", filters.steps), ("warmup", filters.warmup), ("seed", filters.seed)):
+    for flag, value in (("steps", filters.steps), ("warmup", filters.warmup),
+                        ("check_steps", filters.check_steps), ("seed", filters.seed)):
         if value is not None:
-            check_number(value, SUITE_RANGES[flag], source="command line", key=f"--{flag}")
+            check_number(value, SUITE_RANGES[flag], source="command line",
+                         key=f"--{flag.replace('_', '-')}")
     for flag, values in (("threads", filters.threads), ("batch", filters.batch)):
         for value in values:
             check_number(value, SUITE_RANGES[flag], source="command line", key=f"--{flag}")
@@ -243,7 +246,8 @@ def expand(suite: Suite, filters: Filters = Filters(), *, default_threads: int =
     steps = filters.steps if filters.steps is not None else _int(data.get("steps", 20), src, "steps", field="steps")
     warmup = filters.warmup if filters.warmup is not None else _int(data.get("warmup", 3), src, "warmup", field="warmup")
     seed = filters.seed if filters.seed is not None else _int(data.get("seed", 0), src, "seed", field="seed")
-    check_steps = _int(data.get("check_steps", 10), src, "check_steps", field="check_steps")
+    check_steps = filters.check_steps if filters.check_steps is not None else _int(
+        data.get("check_steps", 10), src, "check_steps", field="check_steps")
     until_stable = data.get("warmup_until_stable", False)
     if not isinstance(until_stable, bool):
         raise ConfigError(f"expected true or false, got {until_stable!r}", source=src, key="warmup_until_stable")

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Options that change what a run measures: a resumed run keeps its own plan, so they conflict.
 PLAN_OPTIONS = ("--device", "--workload", "--optimizer", "--kernel", "--threads", "--batch", "--dtype",
-                "--mode", "--accel", "--study", "--steps", "--warmup", "--seed", "--run-id", "--repeat",
+                "--mode", "--accel", "--study", "--steps", "--warmup", "--check-steps", "--seed", "--run-id", "--repeat",
                 "--inject-slowdown", "--suite", "--onnx-inference", "--processes", "--isolate",
                 "--inject-phase", "--inject-into", "--aa-replicas")
 

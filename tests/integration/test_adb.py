@@ -372,13 +372,13 @@ def test_a_device_without_shell_v2_is_refused() -> None:
 # ---- end to end: the whole harness over adb, compared with the local transport ------------
 
 BENCH_ARGS = ["--suite", "smoke", "--workload", "ds_cnn", "--optimizer", "nag", "--kernel", "forloop,fused",
-              "--steps", "3", "--warmup", "1", "--no-report", "--no-probe"]
+              "--steps", "3", "--warmup", "1", "--check-steps", "2", "--no-report", "--no-probe"]
 
 
 def bench(profile_toml: Path, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, set[str]]:
     """Run ``python -m harness bench`` on one profile; return its cases, steps and file names."""
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", str(profile_toml), "--out", str(out), *BENCH_ARGS],
+        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--device", str(profile_toml), "--out", str(out), *BENCH_ARGS],
         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -392,7 +392,7 @@ def test_bench_over_adb_gives_results_shaped_like_the_local_transport(
     adb_sandbox: AdbSandbox, tmp_path: Path  # noqa: F811
 ) -> None:
     # The "device" is this host behind adbd, so its Python is this Python; the smoke suite is
-    # cut to one workload and two of its NAG kernels (two agent processes per transport).
+    # cut to one workload and two of its NAG kernels, sharing one agent process per transport.
     adb_toml, local_toml = tmp_path / "adb.toml", tmp_path / "local.toml"
     adb_toml.write_text(
         f'name = "adbd-sandbox-e2e"\n[connection]\ntransport = "adb"\nserial = "{adb_sandbox.serial}"\n'

@@ -46,8 +46,8 @@ def test_a_run_gated_against_its_own_baseline_passes(baseline):
 
 def test_a_candidate_missing_every_case_fails_the_gate(baseline):
     tmp, base = baseline
-    other = harness(tmp, "bench", "--suite", "smoke", "--workload", "bert_tiny", "--optimizer",
-                    "nag", "--kernel", "forloop", "--steps", "5", "--warmup", "1", "--no-probe",
+    other = harness(tmp, "bench", "--processes", "1", "--suite", "smoke", "--workload", "bert_tiny",
+                    "--optimizer", "nag", "--kernel", "forloop", "--check-steps", "0", "--steps", "5", "--warmup", "1", "--no-probe",
                     "--no-report", "--out", str(tmp / "results"), "--run-id", "other")
     assert other.returncode == 0, other.stderr
     proc = harness(tmp, "gate", "--baseline", str(base), "--candidate", str(tmp / "results" / "other"),

@@ -84,7 +84,8 @@ flag_values = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_s
 
 @SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["--workload", "--optimizer", "--kernel", "--threads", "--batch",
-                                           "--dtype", "--mode", "--accel", "--steps", "--warmup", "--seed"]),
+                                           "--dtype", "--mode", "--accel", "--steps", "--warmup",
+                                           "--check-steps", "--seed"]),
                           flag_values), max_size=5))
 def test_any_cli_filter_gives_a_plan_or_a_config_error(pairs):
     argv = ["bench"] + [x for pair in pairs for x in pair]
@@ -237,7 +238,8 @@ def test_every_suite_field_takes_a_hostile_value_or_names_the_file_and_key(key, 
 
 
 @SETTINGS
-@given(st.sampled_from(["--threads", "--batch", "--steps", "--warmup", "--seed", "--processes"]),
+@given(st.sampled_from(["--threads", "--batch", "--steps", "--warmup", "--check-steps", "--seed",
+                        "--processes"]),
        st.sampled_from(["0", "-1", "1", "100000000000000000000", "1e3", "nan", "inf", "4096", "65537"]))
 def test_every_numeric_cli_option_is_in_range_or_a_config_error(flag, text):
     from harness.cli_options import filters_from
@@ -251,7 +253,8 @@ def test_every_numeric_cli_option_is_in_range_or_a_config_error(flag, text):
     except ConfigError as exc:
         assert flag in str(exc) or "argument" in str(exc)
         return
-    assert all(1 <= c.threads <= 4096 and 1 <= c.batch <= 65536 and 1 <= c.steps <= 10**6 for c in cases)
+    assert all(1 <= c.threads <= 4096 and 1 <= c.batch <= 65536 and 1 <= c.steps <= 10**6
+               and 0 <= c.check_steps <= 10_000 for c in cases)
 
 
 # -- end to end through the CLI: exit 2, nothing outside the run, and the run resumes ------------

@@ -31,6 +31,19 @@ def test_overrides_replace_threads_batch_and_steps():
     assert {(c.batch, c.steps, c.warmup) for c in cases} == {(4, 7, 0)}
 
 
+def test_the_smoke_suite_runs_every_case_in_three_processes_by_default():
+    from harness.schedule import processes_for
+
+    assert processes_for(load_suite("smoke").data, None, "smoke.toml") == 3
+
+
+def test_check_steps_from_the_command_line_replace_the_suites():
+    assert {c.check_steps for c in expand(load_suite("smoke"))} == {10}
+    assert {c.check_steps for c in expand(load_suite("smoke"), Filters(check_steps=0))} == {0}
+    with pytest.raises(ConfigError, match="--check-steps"):
+        expand(load_suite("smoke"), Filters(check_steps=-1))
+
+
 def test_case_ids_are_stable_and_readable():
     case = expand(load_suite("smoke"), Filters(workloads=("ds_cnn",), optimizers=("nag",), kernels=("foreach",)))[0]
     assert case.case_id == "ds_cnn-nag-foreach-t1-b8-fp32"
