@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analysis.processes import measured, process_key, process_medians
+from analysis.processes import group_values, measured, process_key
 from analysis.stats import DEFAULT_CONFIDENCE, clean, t_quantile, t_two_sided_p, trim_mean
 
 METHODS = ("welch", "student", "prior", "paired", "within-process", "none")
@@ -188,6 +188,66 @@ def compare_paired(per_process: npt.ArrayLike, *, pairs: npt.ArrayLike = (),
                       high, p, confidence, method, df, se, *spread, *steps, note=note)
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """One case's measured steps as arrays: process label, round (−1: alone), value."""
+
+    units: np.ndarray
+    rounds: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, column: str) -> _Steps:
+        rows = measured(frame)
+        n = len(rows)
+        units = process_key(rows).to_numpy(dtype=object).astype(str) if n else np.empty(0, str)
+        rounds = (pd.to_numeric(rows["round"], errors="coerce").fillna(-1).to_numpy(np.int64)
+                  if "round" in rows.columns else np.full(n, -1, np.int64))
+        values = (pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
+                  if column in rows.columns else np.full(n, np.nan))
+        return cls(units, rounds, values)
+
+    def usable(self) -> np.ndarray:
+        """Rows whose value can enter a log: finite and positive."""
+        return np.isfinite(self.values) & (self.values > 0)
+
+    def shared_units(self) -> set[str]:
+        """Processes in which this case alternated with others (rounds ≥ 0)."""
+        return set(self.units[self.rounds >= 0].tolist())
+
+
+def _process_medians(steps: _Steps) -> tuple[np.ndarray, int]:
+    """Per-process medians (sorted by process) and the number of steps behind them."""
+    ok = steps.usable()
+    _, groups = group_values(steps.units[ok], steps.values[ok])
+    return np.array([np.median(g) for g in groups], dtype=float), int(ok.sum())
+
+
+def _matched(baseline: _Steps, candidate: _Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit, round, log-ratio) of steps matched by process and round (rounds ≥ 0, values
+    usable; the first step of a (process, round) counts), sorted by process and round."""
+    def keep(side: _Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ok = side.usable() & (side.rounds >= 0)
+        return side.units[ok], side.rounds[ok], side.values[ok]
+
+    bu, br, bv = keep(baseline)
+    cu, cr, cv = keep(candidate)
+    if bu.size == 0 or cu.size == 0:
+        return np.empty(0, str), np.empty(0, np.int64), np.empty(0)
+    labels = np.unique(np.concatenate([bu, cu]))
+    span = int(max(br.max(), cr.max())) + 1
+
+    def first(units: np.ndarray, rounds: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.searchsorted(labels, units).astype(np.int64) * span + rounds
+        unique_keys, index = np.unique(keys, return_index=True)
+        return unique_keys, values[index]
+
+    kb, vb = first(bu, br, bv)
+    kc, vc = first(cu, cr, cv)
+    common, ib, ic = np.intersect1d(kb, kc, assume_unique=True, return_indices=True)
+    return labels[common // span], common % span, np.log(vc[ic]) - np.log(vb[ib])
+
+
 def matched_log_ratios(baseline: pd.DataFrame, candidate: pd.DataFrame,
                        column: str) -> pd.DataFrame:
     """Steps of two cases matched by (process, round): one row per pair with its log-ratio.
@@ -195,31 +255,16 @@ def matched_log_ratios(baseline: pd.DataFrame, candidate: pd.DataFrame,
     Only rounds ≥ 0 (steps that ran in a shared process) and positive finite values count.
     Columns: unit (the process), round, log_ratio (log candidate − log baseline).
     """
-    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
-        rows = measured(frame)
-        if "round" not in rows.columns or column not in rows.columns:
-            return pd.DataFrame({"unit": [], "round": [], "v": []})
-        out = pd.DataFrame({"unit": process_key(rows).to_numpy(),
-                            "round": pd.to_numeric(rows["round"]).to_numpy(),
-                            "v": pd.to_numeric(rows[column], errors="coerce").to_numpy(float)})
-        out = out.loc[(out["round"] >= 0) & np.isfinite(out["v"]) & (out["v"] > 0)]
-        return out.drop_duplicates(["unit", "round"])
-
-    merged = keyed(baseline).merge(keyed(candidate), on=["unit", "round"], suffixes=("_b", "_c"))
-    merged["log_ratio"] = np.log(merged["v_c"]) - np.log(merged["v_b"])
-    return merged[["unit", "round", "log_ratio"]]
+    units, rounds, ratios = _matched(_Steps.of(baseline, column), _Steps.of(candidate, column))
+    return pd.DataFrame({"unit": units, "round": rounds, "log_ratio": ratios})
 
 
 def shares_processes(baseline: pd.DataFrame, candidate: pd.DataFrame) -> bool:
     """Whether two cases' steps came from the same processes with matched rounds."""
     if "round" not in baseline.columns or "round" not in candidate.columns:
         return False
-    b = measured(baseline)
-    c = measured(candidate)
-    b, c = b.loc[pd.to_numeric(b["round"]) >= 0], c.loc[pd.to_numeric(c["round"]) >= 0]
-    if b.empty or c.empty:
-        return False
-    return bool(set(process_key(b)) & set(process_key(c)))
+    return bool(_Steps.of(baseline, "round").shared_units()
+                & _Steps.of(candidate, "round").shared_units())
 
 
 def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, *,
@@ -230,16 +275,17 @@ def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, 
     Paired when the two cases shared processes (``round`` ≥ 0 in common processes) and
     ``pair`` is true; otherwise unpaired on the per-process medians.
     """
-    pb, pc = process_medians(baseline, column), process_medians(candidate, column)
-    steps = (int(pb["n_steps"].sum()), int(pc["n_steps"].sum()))
-    b, c = pb["median"].to_numpy(float), pc["median"].to_numpy(float)
-    if pair and shares_processes(baseline, candidate):
-        matched = matched_log_ratios(baseline, candidate, column)
-        per_process = matched.groupby("unit")["log_ratio"].agg(
-            lambda x: trim_mean(x, PAIR_TRIM)).to_numpy(float)
+    sb, sc = _Steps.of(baseline, column), _Steps.of(candidate, column)
+    b, nb = _process_medians(sb)
+    c, nc = _process_medians(sc)
+    steps = (nb, nc)
+    if pair and sb.shared_units() & sc.shared_units():
+        units, _, ratios = _matched(sb, sc)
+        _, groups = group_values(units, ratios)
+        per_process = np.array([trim_mean(g, PAIR_TRIM) for g in groups], dtype=float)
         gb = float(np.exp(np.log(b).mean())) if b.size else math.nan
         gc = float(np.exp(np.log(c).mean())) if c.size else math.nan
-        return compare_paired(per_process, pairs=matched["log_ratio"].to_numpy(float),
-                              baseline_median=gb, candidate_median=gc, confidence=confidence,
-                              steps=steps, spread=(*_spread(b), *_spread(c)))
+        return compare_paired(per_process, pairs=ratios, baseline_median=gb,
+                              candidate_median=gc, confidence=confidence, steps=steps,
+                              spread=(*_spread(b), *_spread(c)))
     return compare_units(b, c, confidence=confidence, prior=prior, steps=steps)

@@ -47,12 +47,29 @@ def process_medians(steps: pd.DataFrame, column: str) -> pd.DataFrame:
     rows = measured(steps)
     if rows.empty or column not in rows.columns:
         return _no_processes()
-    values = pd.to_numeric(rows[column], errors="coerce").astype(float)
-    frame = pd.DataFrame({"unit": process_key(rows).to_numpy(), "value": values.to_numpy()})
-    frame = frame.loc[np.isfinite(frame["value"]) & (frame["value"] > 0)]
-    grouped = frame.groupby("unit", sort=True)["value"]
-    out = pd.DataFrame({"n_steps": grouped.size(), "median": grouped.median()}).reset_index()
-    return out[list(PROCESS_SUMMARY_COLUMNS)]
+    values = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
+    units = process_key(rows).to_numpy(dtype=object).astype(str)
+    ok = np.isfinite(values) & (values > 0)
+    if not ok.any():
+        return _no_processes()
+    labels, groups = group_values(units[ok], values[ok])
+    return pd.DataFrame({"unit": labels.astype(object),
+                         "n_steps": np.array([g.size for g in groups], dtype=np.int64),
+                         "median": np.array([np.median(g) for g in groups], dtype=float)})
+
+
+def group_values(labels: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sorted distinct labels and the values of each, in their original order.
+
+    numpy rather than a pandas groupby: a report compares hundreds of small cases, and a
+    groupby's fixed cost (milliseconds) was most of a report's time.
+    """
+    if labels.size == 0:
+        return labels, []
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=uniq.size))[:-1]
+    return uniq, np.split(values[order], bounds)
 
 
 def process_values(cases: pd.DataFrame, column: str) -> pd.DataFrame:
