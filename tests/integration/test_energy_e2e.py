@@ -18,14 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 WATTS = 20.0
 
 
-def _bench(tmp_path: Path, energy_toml: str) -> pd.DataFrame:
+def _bench(tmp_path: Path, energy_toml: str, *, report: bool = False) -> pd.DataFrame:
     profile = tmp_path / "metered.toml"
     profile.write_text(f'name = "metered"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
                        f"[energy]\n{energy_toml}\n")
     env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", str(profile), "--suite", "smoke",
                            "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach", "--steps", "8",
-                           "--warmup", "1", "--no-probe", "--out", str(tmp_path / "r"), "--run-id", "r"],
+                           "--warmup", "1", "--check-steps", "0", "--no-probe", "--out", str(tmp_path / "r"),
+                           "--run-id", "r", *(() if report else ("--no-report",))],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return pd.read_parquet(tmp_path / "r" / "r" / "cases.parquet")
@@ -33,7 +34,7 @@ def _bench(tmp_path: Path, energy_toml: str) -> pd.DataFrame:
 
 def test_the_estimated_cpu_model_is_labelled_estimated(tmp_path):
     cases = _bench(tmp_path, 'meter = "cpu-model"\ncpu_idle_w = 2.0\ncpu_max_w = 12.0\n'
-                             'cpu_model_source = "test values"\nidle_window_s = 0.2')
+                             'cpu_model_source = "test values"\nidle_window_s = 0.2', report=True)
     row = cases.iloc[0]
     assert row["energy_source"] == "estimated:cpu-model"
     assert row["energy_j"] > 0 and row["energy_per_step_j"] > 0

@@ -1,6 +1,8 @@
 """The regression gate end to end: a real run against its own baseline passes; a run with an
 injected slowdown is a regression (exit 1) with its Markdown summary and JUnit XML written.
-Each case runs in three agent processes: the gate's unit of replication."""
+Each case runs in three agent processes a side: the gate's unit of replication is the process,
+and with two a side (Welch, about one degree of freedom) even this 4x slowdown stays
+inconclusive."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach",
-           "--steps", "12", "--warmup", "2", "--no-probe", "--no-report", "--repeat", "3")
+           "--steps", "8", "--warmup", "2", "--check-steps", "0", "--no-probe", "--no-report",
+           "--repeat", "3")
 
 
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
