@@ -93,11 +93,16 @@ SLOW_WORDS = ("compiled",)  # torch.compile: tens of seconds per test
 # The longest modules first (measured with --durations), so that with pytest-xdist (one module
 # per worker at a time) no long module starts last while the other workers sit idle.
 LONGEST_FIRST = (
-    "tests/integration/test_bench_local.py", "tests/integration/test_lab_commands.py",
-    "tests/integration/test_link_faults.py", "tests/integration/test_study.py",
-    "tests/integration/test_faults_local.py", "tests/integration/test_gate_e2e.py",
-    "tests/integration/test_bench_groups.py", "tests/integration/test_adb.py",
+    "tests/integration/test_link_faults.py", "tests/integration/test_lab_commands.py",
+    "tests/integration/test_bench_local.py", "tests/integration/test_faults_local.py",
+    "tests/integration/test_gate_e2e.py", "tests/integration/test_bench_groups.py",
     "tests/integration/test_ssh.py", "tests/integration/test_disk_full.py",
+    "tests/unit/test_reports.py", "tests/unit/test_variants_on_workloads.py",
+    "tests/integration/test_adb.py", "tests/unit/test_learnable.py",
+    "tests/integration/test_energy_e2e.py", "tests/integration/test_study.py",
+    "tests/unit/test_models.py", "tests/unit/test_reports_extras.py",
+    "tests/integration/test_host_crash.py", "tests/integration/test_ssh_without_sftp.py",
+    "tests/integration/test_several_devices.py",
 )
 
 

@@ -397,11 +397,11 @@ def test_bench_over_adb_gives_results_shaped_like_the_local_transport(
     adb_toml.write_text(
         f'name = "adbd-sandbox-e2e"\n[connection]\ntransport = "adb"\nserial = "{adb_sandbox.serial}"\n'
         f'adb_server = "{adb_sandbox.adb_server}"\n[agent]\npython = ["{sys.executable}"]\n'
-        f'workdir = "{tmp_path}/adb-work"\n'
+        f'workdir = "{tmp_path}/adb-work"\n[energy]\nidle_window_s = 0\n'
     )
     local_toml.write_text(
         f'name = "local-ref-adb-e2e"\n[connection]\ntransport = "local"\n[agent]\n'
-        f'python = ["{sys.executable}"]\nworkdir = "{tmp_path}/local-work"\n'
+        f'python = ["{sys.executable}"]\nworkdir = "{tmp_path}/local-work"\n[energy]\nidle_window_s = 0\n'
     )
     adb_cases, adb_steps, adb_files = bench(adb_toml, tmp_path / "adb-out")
     local_cases, local_steps, local_files = bench(local_toml, tmp_path / "local-out")

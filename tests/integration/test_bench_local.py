@@ -23,10 +23,11 @@ def harness(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("results")
-    # the README's main job (the check, the probe, the report, variants sharing processes in
-    # shuffled blocks) made smaller: 2 processes instead of the suite's 3 (tests/unit/test_plan.py
-    # holds that default), 4 measured steps, 1 warm-up and 2 check steps instead of 12, 3 and 10
-    proc = harness("bench", "--suite", "smoke", "--processes", "2", "--steps", "4", "--warmup", "1",
+    # the README's main job (the check, the probe, the report, a workload's variants sharing its
+    # process) made smaller: 1 process per workload instead of the suite's 3 (tests/unit/test_plan.py
+    # holds that default; test_bench_groups.py and test_gate_e2e.py run several processes), 4
+    # measured steps, 1 warm-up and 2 check steps instead of 12, 3 and 10
+    proc = harness("bench", "--suite", "smoke", "--processes", "1", "--steps", "4", "--warmup", "1",
                    "--check-steps", "2", "--out", str(out), "--run-id", "smoke")
     return out / "smoke", proc
 
@@ -37,16 +38,15 @@ def test_the_smoke_run_succeeds_and_prints_the_report_path(smoke_run):
     assert f"report: {(run_dir / 'report.html').resolve()}" in proc.stdout
 
 
-def test_every_case_finished_in_each_process_with_its_variant_checked_once(smoke_run):
+def test_every_case_finished_with_its_variant_checked(smoke_run):
     run_dir, _ = smoke_run
     cases = pd.read_parquet(run_dir / "cases.parquet")
-    assert len(cases) == 18 * 2 and set(cases["repeat"]) == {0, 1}
+    assert len(cases) == 18 and set(cases["repeat"]) == {0}
     assert set(cases["status"]) == {"ok"}
     assert cases["correct_checked"].all() and cases["correct_ok"].all()
-    assert set(cases["correct_from_repeat"]) == {0}  # checked in the first process only
     assert set(cases["domain"]) == {"image", "nlp", "speech"}
-    # the six variants of a workload share each of its processes: 3 workloads x 2 processes
-    assert cases["paired"].all() and cases["process"].nunique() == 6
+    # the six variants of a workload share its process: 3 workloads, 3 processes
+    assert cases["paired"].all() and cases["process"].nunique() == 3
     assert cases.groupby("process")["workload"].nunique().eq(1).all()
     assert cases.groupby("process")["case_id"].nunique().eq(6).all()
     assert (cases["group_peak_rss_bytes"] > 50e6).all()  # torch alone is resident past 50 MB
@@ -60,7 +60,7 @@ def test_steps_hold_every_sample_with_per_phase_times(smoke_run):
     run_dir, _ = smoke_run
     steps = pd.read_parquet(run_dir / "steps.parquet")
     per_case = steps.groupby(["case_id", "process"]).agg(n=("index", "size"), warm=("warmup", "sum"))
-    assert len(per_case) == 36 and (per_case["n"] == 5).all() and (per_case["warm"] == 1).all()
+    assert len(per_case) == 18 and (per_case["n"] == 5).all() and (per_case["warm"] == 1).all()
     # in each process every round holds one step of each of its six variants, back to back
     per_round = steps.groupby(["process", "round"])["case_id"].agg(["size", "nunique"])
     assert (per_round["size"] == 6).all() and (per_round["nunique"] == 6).all()
@@ -91,7 +91,7 @@ def test_the_manifest_says_how_to_reproduce_the_run(smoke_run):
     assert manifest["versions"]["torch"].startswith("2.")
     assert manifest["device"]["profile"]["connection"]["transport"] == "local"
     assert sorted(manifest["case_order"]) != manifest["case_order"]  # shuffled
-    assert [p[1] for p in manifest["processes"]] == [0, 0, 0, 1, 1, 1]  # in blocks
+    assert [p[1] for p in manifest["processes"]] == [0, 0, 0]  # one block
 
 
 def test_the_report_is_one_self_contained_file(smoke_run):

@@ -71,7 +71,8 @@ def bench(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
 
 def local_profile(tmp_path: Path, workdir: Path) -> Path:
     path = tmp_path / "disk-full-local.toml"
-    path.write_text(f'name = "disk-full-local"\n[agent]\npython = ["{sys.executable}"]\nworkdir = "{workdir}"\n')
+    path.write_text(f'name = "disk-full-local"\n[agent]\npython = ["{sys.executable}"]\nworkdir = "{workdir}"\n'
+                    '[energy]\nidle_window_s = 0\n')
     return path
 
 

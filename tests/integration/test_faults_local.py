@@ -26,7 +26,7 @@ def _profile(tmp_path: Path, env: dict[str, str], timeout_s: float = 300) -> Pat
     path = tmp_path / "faulty.toml"
     env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
     path.write_text(f'name = "faulty"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
-                    f"case_timeout_s = {timeout_s}\nenv = {{ {env_toml} }}\n")
+                    f"case_timeout_s = {timeout_s}\nenv = {{ {env_toml} }}\n[energy]\nidle_window_s = 0\n")
     return path
 
 
@@ -60,15 +60,15 @@ FAULTS = [("kill", "crash", "signal 9"), ("segv", "crash", "signal 11"), ("exit"
 
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory) -> Path:
-    """One run: lstm_text fault-free, and bert_tiny at batches 1-4, each with its own fault at
-    step 4 (ODT_FAULT_PLAN), every case in its own agent process."""
+    """One run: bert_tiny at batches 1-4, each with its own fault at step 4 (ODT_FAULT_PLAN),
+    every case in its own agent process (a fault-free case beside a fault: the hung and resume
+    tests below)."""
     tmp = tmp_path_factory.mktemp("faults")
     plan = tmp / "plan.json"
     plan.write_text(json.dumps({f"bert_tiny-nag-foreach-t1-b{i}-fp32": {"where": "step=4", "action": action}
                                 for i, (action, _, _) in enumerate(FAULTS, start=1)}))
     suite = tmp / "faults.toml"
-    suite.write_text('steps = 6\nwarmup = 1\ncheck_steps = 0\n[[matrix]]\nworkloads = ["lstm_text"]\n'
-                     'optimizers = ["nag"]\nkernels = ["foreach"]\nbatch = [4]\n[[matrix]]\n'
+    suite.write_text('steps = 6\nwarmup = 1\ncheck_steps = 0\n[[matrix]]\n'
                      'workloads = ["bert_tiny"]\noptimizers = ["nag"]\nkernels = ["foreach"]\nbatch = [1, 2, 3, 4]\n')
     proc = bench(tmp, "--device", str(_profile(tmp, {"ODT_FAULT_PLAN": str(plan)})), "--suite", str(suite),
                  "--run-id", "r")
@@ -81,7 +81,7 @@ def test_an_agent_fault_fails_that_case_and_the_run_goes_on(faulty_run, batch, f
     _, kind, detail = fault
     case_id = f"bert_tiny-nag-foreach-t1-b{batch}-fp32"
     steps, cases = _tables(faulty_run)
-    assert cases.loc["lstm_text-nag-foreach-t1-b4-fp32", "status"] == "ok"
+    assert len(cases) == len(FAULTS)  # every case ran, whichever fault came before it
     assert cases.loc[case_id, "status"] == "failed"
     assert cases.loc[case_id, "error_kind"] == kind and detail in cases.loc[case_id, "error_message"]
     # the four steps measured before the fault are stored, once each

@@ -44,7 +44,8 @@ def _profile(tmp_path: Path, transport: str, server: SshdServer | None) -> Path:
                   f'identity_file = "{server.client_key}"', f'known_hosts = "{server.known_hosts}"']
     lines += ["[agent]", f'python = ["{sys.executable}"]', f'workdir = "{tmp_path}/work"',
               "case_timeout_s = 900",
-              f'env = {{ ODT_FAULT = "step=1:hang", ODT_FAULT_ONCE = "{marker}" }}']
+              f'env = {{ ODT_FAULT = "step=1:hang", ODT_FAULT_ONCE = "{marker}" }}',
+              "[energy]", "idle_window_s = 0"]
     path = tmp_path / "crashy.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

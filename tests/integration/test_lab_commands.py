@@ -30,16 +30,16 @@ def harness(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("calibrate")
-    proc = harness(tmp, "calibrate", *TINY, "--kernel", "foreach", "--trials", "2", "--processes",
+    proc = harness(tmp, "calibrate", *TINY, "--kernel", "foreach", "--trials", "1", "--processes",
                    "1", "--aa-replicas", "1", "--out", str(tmp / "results"), "--run-id", "cal")
     assert proc.returncode == 0, proc.stderr
-    assert "bert_tiny-nag-foreach-t1-b8-fp32" in proc.stdout and "run level: 2 A/A trials" in proc.stdout
+    assert "bert_tiny-nag-foreach-t1-b8-fp32" in proc.stdout and "run level: 1 A/A trials" in proc.stdout
     return tmp / "results" / "cal"
 
 
 def test_calibrate_runs_trials_plus_one_blocks_of_processes_with_twins(calibration):
     cases = pd.read_parquet(calibration / "cases.parquet")
-    assert sorted(set(cases["repeat"])) == list(range(3))  # 3 blocks × 1 process
+    assert sorted(set(cases["repeat"])) == [0, 1]  # 2 blocks × 1 process
     assert set(cases["case_id"]) == {"bert_tiny-nag-foreach-t1-b8-fp32",
                                      "bert_tiny-nag-foreach-t1-b8-fp32-aa1"}
     assert cases.groupby("repeat")["process"].nunique().eq(1).all()  # twins share a process
@@ -49,7 +49,7 @@ def test_calibrate_stores_variance_components_and_rates_per_case(calibration):
     table = pd.read_parquet(calibration / "calibration.parquet")
     assert len(table) == 2
     row = table.iloc[0]
-    assert (row["aa_trials"], row["processes"], row["steps_per_repeat"]) == (2, 3, 6)
+    assert (row["aa_trials"], row["processes"], row["steps_per_repeat"]) == (1, 2, 6)
     for column in ("sigma_p", "sigma_s", "update_sigma_p", "false_alarm_rate", "detection_rate",
                    "wall_s"):
         assert column in table.columns
@@ -60,10 +60,10 @@ def test_calibration_json_holds_the_run_level_rates_and_the_device_file_the_comp
         calibration):
     data = json.loads((calibration / "calibration.json").read_text())
     level = data["run_level"]
-    assert level["trials"] == 2 and level["slowdown"] == 0.10 and level["paired_trials"] == 3
+    assert level["trials"] == 1 and level["slowdown"] == 0.10 and level["paired_trials"] == 2
     assert 0.0 <= level["false_alarm_rate"] <= 1.0 and len(data["load_avg_before"]) == 3
     device = json.loads((calibration.parent / "calibration" / "local.json").read_text())
-    assert device["cases"]["bert_tiny-nag-foreach-t1-b8-fp32"]["step_time"]["processes"] == 3
+    assert device["cases"]["bert_tiny-nag-foreach-t1-b8-fp32"]["step_time"]["processes"] == 2
     assert device["process_cost_s"] > 0 and device["step_cost_s"] > 0
 
 

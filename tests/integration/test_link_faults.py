@@ -51,7 +51,7 @@ def write_profile(path: Path, connection: str, workdir: Path, env: dict[str, str
     env_toml = ", ".join(f'{k} = "{v}"' for k, v in (env or {}).items())
     path.write_text(f'name = "{path.stem}"\n[connection]\n{connection}[agent]\n'
                     f'python = ["{sys.executable}"]\nworkdir = "{workdir}"\ncase_timeout_s = 120\n'
-                    f"env = {{ {env_toml} }}\n")
+                    f"env = {{ {env_toml} }}\n[energy]\nidle_window_s = 0\n")
     return path
 
 

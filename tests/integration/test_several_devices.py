@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _profile(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/{name}"\n')
+    path.write_text(f'name = "{name}"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/{name}"\n'
+                    '[energy]\nidle_window_s = 0\n')
     return path
 
 

@@ -369,7 +369,7 @@ def write_loopback_profile(path: Path, server: SshdServer, workdir: Path) -> Pat
         "[agent]\n"
         f'python = ["{sys.executable}"]\nworkdir = "{workdir}"\n'
         "[energy]\n"
-        'meter = "auto"\nidle_window_s = 0.5\n'
+        'meter = "auto"\nidle_window_s = 0\n'
     )
     return path
 
