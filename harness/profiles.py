@@ -221,12 +221,19 @@ def _build(cls: type, data: Mapping[str, Any], section: str, source: str) -> Any
     return cls(**values)
 
 
+#: Top-level fields whose text is free (a person's description) or checked apart (the name, a
+#: path the loader set).
+_FREE_TOP_LEVEL = ("name", "description", "path")
+
+
 def _texts(profile: Profile) -> list[tuple[str, str]]:
-    """Every text field of every section as (``section.key[i]``, value); ``agent.env`` apart
-    (its values are checked by :func:`check_env`)."""
+    """Every text field, top level (``model``) and of every section, as (``section.key[i]``,
+    value); ``agent.env`` apart (its values are checked by :func:`check_env`)."""
     out: list[tuple[str, str]] = []
     for section in dataclasses.fields(profile):
         part = getattr(profile, section.name)
+        if isinstance(part, str) and section.name not in _FREE_TOP_LEVEL:
+            out.append((section.name, part))
         if not dataclasses.is_dataclass(part):
             continue
         for member in dataclasses.fields(part):
