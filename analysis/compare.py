@@ -14,8 +14,8 @@ are independent draws with variance ``σ_p² + k σ_s² / S``. Hence:
 - **paired** (:func:`compare_paired`): when two cases alternated inside the same processes,
   each matched pair of steps (same ``round``) gives a log-ratio; ``a[p]`` cancels. The unit
   is still the process: a 20 % trimmed mean of the pairs' log-ratios per process
-  (:data:`PAIR_TRIM`), then a one-sample t over the processes (df = P − 1). With one process the interval comes from the pairs of that one
-  process and says so (``method="within-process"``): it cannot show process-to-process
+  (:data:`PAIR_TRIM`), then a one-sample t over the processes (df = P − 1). With one process
+  the interval comes from the pairs of that one process and says so (``method="within-process"``): it cannot show process-to-process
   variation of the ratio.
 
 ``ratio > 1`` means the candidate (variant) is larger — slower for a time.
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analysis.processes import group_values, measured, process_key
+from analysis.processes import group_values, measured, process_labels, unit_medians, usable
 from analysis.stats import DEFAULT_CONFIDENCE, clean, t_quantile, t_two_sided_p, trim_mean
 
 METHODS = ("welch", "student", "prior", "paired", "within-process", "none")
@@ -200,34 +200,23 @@ class _Steps:
     def of(cls, frame: pd.DataFrame, column: str) -> _Steps:
         rows = measured(frame)
         n = len(rows)
-        units = process_key(rows).to_numpy(dtype=object).astype(str) if n else np.empty(0, str)
+        units = process_labels(rows)
         rounds = (pd.to_numeric(rows["round"], errors="coerce").fillna(-1).to_numpy(np.int64)
                   if "round" in rows.columns else np.full(n, -1, np.int64))
         values = (pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
                   if column in rows.columns else np.full(n, np.nan))
         return cls(units, rounds, values)
 
-    def usable(self) -> np.ndarray:
-        """Rows whose value can enter a log: finite and positive."""
-        return np.isfinite(self.values) & (self.values > 0)
-
     def shared_units(self) -> set[str]:
         """Processes in which this case alternated with others (rounds ≥ 0)."""
         return set(self.units[self.rounds >= 0].tolist())
-
-
-def _process_medians(steps: _Steps) -> tuple[np.ndarray, int]:
-    """Per-process medians (sorted by process) and the number of steps behind them."""
-    ok = steps.usable()
-    _, groups = group_values(steps.units[ok], steps.values[ok])
-    return np.array([np.median(g) for g in groups], dtype=float), int(ok.sum())
 
 
 def _matched(baseline: _Steps, candidate: _Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unit, round, log-ratio) of steps matched by process and round (rounds ≥ 0, values
     usable; the first step of a (process, round) counts), sorted by process and round."""
     def keep(side: _Steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ok = side.usable() & (side.rounds >= 0)
+        ok = usable(side.values) & (side.rounds >= 0)
         return side.units[ok], side.rounds[ok], side.values[ok]
 
     bu, br, bv = keep(baseline)
@@ -248,25 +237,6 @@ def _matched(baseline: _Steps, candidate: _Steps) -> tuple[np.ndarray, np.ndarra
     return labels[common // span], common % span, np.log(vc[ic]) - np.log(vb[ib])
 
 
-def matched_log_ratios(baseline: pd.DataFrame, candidate: pd.DataFrame,
-                       column: str) -> pd.DataFrame:
-    """Steps of two cases matched by (process, round): one row per pair with its log-ratio.
-
-    Only rounds ≥ 0 (steps that ran in a shared process) and positive finite values count.
-    Columns: unit (the process), round, log_ratio (log candidate − log baseline).
-    """
-    units, rounds, ratios = _matched(_Steps.of(baseline, column), _Steps.of(candidate, column))
-    return pd.DataFrame({"unit": units, "round": rounds, "log_ratio": ratios})
-
-
-def shares_processes(baseline: pd.DataFrame, candidate: pd.DataFrame) -> bool:
-    """Whether two cases' steps came from the same processes with matched rounds."""
-    if "round" not in baseline.columns or "round" not in candidate.columns:
-        return False
-    return bool(_Steps.of(baseline, "round").shared_units()
-                & _Steps.of(candidate, "round").shared_units())
-
-
 def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, *,
                   confidence: float = DEFAULT_CONFIDENCE, prior: Prior | None = None,
                   pair: bool = True) -> Comparison:
@@ -276,9 +246,9 @@ def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, 
     ``pair`` is true; otherwise unpaired on the per-process medians.
     """
     sb, sc = _Steps.of(baseline, column), _Steps.of(candidate, column)
-    b, nb = _process_medians(sb)
-    c, nc = _process_medians(sc)
-    steps = (nb, nc)
+    _, nb, b = unit_medians(sb.units, sb.values)
+    _, nc, c = unit_medians(sc.units, sc.values)
+    steps = (int(nb.sum()), int(nc.sum()))
     if pair and sb.shared_units() & sc.shared_units():
         units, _, ratios = _matched(sb, sc)
         _, groups = group_values(units, ratios)

@@ -47,15 +47,29 @@ def process_medians(steps: pd.DataFrame, column: str) -> pd.DataFrame:
     rows = measured(steps)
     if rows.empty or column not in rows.columns:
         return _no_processes()
-    values = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
-    units = process_key(rows).to_numpy(dtype=object).astype(str)
-    ok = np.isfinite(values) & (values > 0)
-    if not ok.any():
+    labels, counts, medians = unit_medians(
+        process_labels(rows), pd.to_numeric(rows[column], errors="coerce").to_numpy(float))
+    if not labels.size:
         return _no_processes()
+    return pd.DataFrame({"unit": labels.astype(object), "n_steps": counts, "median": medians})
+
+
+def process_labels(rows: pd.DataFrame) -> np.ndarray:
+    """:func:`process_key` as an array of str (what :func:`group_values` sorts on)."""
+    return process_key(rows).to_numpy(dtype=object).astype(str) if len(rows) else np.empty(0, str)
+
+
+def usable(values: np.ndarray) -> np.ndarray:
+    """Values that can enter a log: finite and positive (a phase recorded as 0 is absent)."""
+    return np.isfinite(values) & (values > 0)
+
+
+def unit_medians(units: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted process labels, usable values of each, their medians) over the usable values."""
+    ok = usable(values)
     labels, groups = group_values(units[ok], values[ok])
-    return pd.DataFrame({"unit": labels.astype(object),
-                         "n_steps": np.array([g.size for g in groups], dtype=np.int64),
-                         "median": np.array([np.median(g) for g in groups], dtype=float)})
+    return (labels, np.array([g.size for g in groups], dtype=np.int64),
+            np.array([np.median(g) for g in groups], dtype=float))
 
 
 def group_values(labels: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
