@@ -85,7 +85,7 @@ class Comparison:
     note: str = ""
 
 
-def _interval(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+def t_interval(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
     """(p, low, high) of a t statistic on the log scale, exponentiated bounds."""
     if se == 0:
         return (1.0 if diff == 0 else 0.0), math.exp(diff), math.exp(diff)
@@ -148,7 +148,7 @@ def compare_units(baseline: npt.ArrayLike, candidate: npt.ArrayLike, *,
     else:
         denominator = (wb ** 2 / db if wb else 0.0) + (wc ** 2 / dc if wc else 0.0)
         df = (wb + wc) ** 2 / denominator if denominator > 0 else db + dc
-    p, low, high = _interval(diff, se, df, confidence)
+    p, low, high = t_interval(diff, se, df, confidence)
     return Comparison(nb, nc, gb, gc, math.exp(diff), low, high, p, confidence, method, df, se,
                       *spread, *steps, note=note)
 
@@ -183,7 +183,7 @@ def compare_paired(per_process: npt.ArrayLike, *, pairs: npt.ArrayLike = (),
         method = "within-process"
         note = ("paired inside one process only: the interval cannot show how the ratio moves "
                 "between processes")
-    p, low, high = _interval(diff, se, df, confidence)
+    p, low, high = t_interval(diff, se, df, confidence)
     return Comparison(p_count, p_count, baseline_median, candidate_median, math.exp(diff), low,
                       high, p, confidence, method, df, se, *spread, *steps, note=note)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import bdtrc, gammaln, ndtri, stdtr, stdtrit
+from scipy.special import bdtrc, digamma, gammaln, ndtri, polygamma, stdtr, stdtrit
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -45,6 +45,42 @@ def trim_mean(values: npt.ArrayLike, proportion: float) -> float:
     data = np.sort(np.asarray(values, dtype=float))
     cut = int(proportion * data.size)
     return float(data[cut:data.size - cut].mean()) if data.size > 2 * cut else math.nan
+
+
+def _trigamma_inverse(x: float) -> float:
+    """The y with ``trigamma(y) = x`` (Newton's method as in Smyth 2004, limma)."""
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = float(polygamma(1, y))
+        step = tri * (1.0 - tri / x) / float(polygamma(2, y))
+        y += step
+        if -step / y < 1e-8:
+            break
+    return y
+
+
+def variance_prior(variances: npt.ArrayLike, dfs: npt.ArrayLike) -> tuple[float, float]:
+    """(s0², d0): a scaled-χ² prior fitted to several tests' sample variances (Smyth 2004).
+
+    The empirical-Bayes step of limma's moderated t (Smyth, "Linear models and empirical
+    Bayes methods for assessing differential expression", Stat. Appl. Genet. Mol. Biol.
+    2004): the log variances' mean and excess spread give the prior's scale and degrees of
+    freedom; each test then uses ``(d0 s0² + d s²) / (d0 + d)`` on ``d0 + d`` df. ``d0`` is
+    infinite when the variances spread no more than sampling alone makes them (they share one
+    value), and small when they truly differ. Needs at least two positive variances.
+    """
+    s2, d = np.asarray(variances, dtype=float), np.asarray(dfs, dtype=float)
+    keep = np.isfinite(s2) & (s2 > 0) & np.isfinite(d) & (d > 0)
+    s2, d = s2[keep], d[keep]
+    if s2.size < 2:
+        return math.nan, math.nan
+    e = np.log(s2) - digamma(d / 2.0) + np.log(d / 2.0)
+    mean = float(e.mean())
+    excess = float(np.var(e, ddof=1) - np.mean(polygamma(1, d / 2.0)))
+    if excess <= 0:
+        return math.exp(mean), math.inf
+    d0 = 2.0 * _trigamma_inverse(excess)
+    return math.exp(mean + float(digamma(d0 / 2.0)) - math.log(d0 / 2.0)), d0
 
 
 def clean(values: npt.ArrayLike) -> np.ndarray:

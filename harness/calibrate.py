@@ -217,6 +217,39 @@ def synthetic_run(n_cases: int, n_steps: int, rng: np.random.Generator, *,
     })
 
 
+def synthetic_group_run(n_cases: int, processes: int, n_steps: int, rng: np.random.Generator, *,
+                        sigma_p: float = 0.09, sigma_cp: float | Sequence[float] = 0.01,
+                        cv: float = 0.05,
+                        median_ns: float = 2e7, slowdown: dict[int, float] | None = None,
+                        run_id: str = "r", group: str = "g") -> pd.DataFrame:
+    """A steps frame of ``n_cases`` variants sharing ``processes`` agent processes.
+
+    Case i, process p, step s: ``median_ns · f_i · exp(a[p] + b[i, p] + e[i, p, s])``;
+    ``sd(a) = sigma_p`` is the offset every case of a process shares, ``sd(b) = sigma_cp``
+    (one value, or one per case) what moves one case against its mates between processes,
+    ``sd(e) = cv`` the step noise;
+    ``f_i`` spreads the variants' speeds over 0.5–2×. ``slowdown`` multiplies case i's steps
+    by ``1 + slowdown[i]``. Process labels are the bench's (``device:group:r<p>:a1``).
+    """
+    levels = np.exp(np.linspace(np.log(0.5), np.log(2.0), n_cases))
+    shared = rng.normal(0.0, sigma_p, size=(1, processes, 1))
+    own = rng.normal(0.0, 1.0, size=(n_cases, processes, 1)) * np.broadcast_to(
+        np.asarray(sigma_cp, dtype=float), (n_cases,))[:, None, None]
+    noise = rng.normal(0.0, cv, size=(n_cases, processes, n_steps))
+    factor = np.array([1.0 + (slowdown or {}).get(i, 0.0) for i in range(n_cases)])
+    step_ns = median_ns * (levels * factor)[:, None, None] * np.exp(shared + own + noise)
+    labels = np.array([f"local:{group}:r{p}:a1" for p in range(processes)])
+    return pd.DataFrame({
+        "run_id": run_id,
+        "case_id": np.repeat([f"{group}-case{i:02d}" for i in range(n_cases)], processes * n_steps),
+        "repeat": np.tile(np.repeat(np.arange(processes), n_steps), n_cases),
+        "process": np.tile(np.repeat(labels, n_steps), n_cases),
+        "index": np.tile(np.arange(n_steps), n_cases * processes),
+        "round": np.tile(np.arange(n_steps), n_cases * processes), "warmup": False,
+        "step_ns": step_ns.ravel(),
+    })
+
+
 def simulate(n_steps_list: Sequence[int], *, n_cases: int = 200,
              effects: Sequence[float] = (0.0, 0.05), seed: int = 0, run_drift: float = 0.0,
              **noise: float) -> pd.DataFrame:

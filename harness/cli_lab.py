@@ -27,7 +27,8 @@ def add_parsers(sub: Any) -> None:
     cal.add_argument("--trials", type=int, default=20,
                      help="A/A trials: the cases run in trials + 1 blocks, adjacent blocks gated (default 20)")
     cal.add_argument("--processes", "--repeats", dest="repeats", type=int, default=None, metavar="N",
-                     help="agent processes per case in each block (default: the bench's, 3)")
+                     help="agent processes per case in each block (default: the suite's "
+                          "processes, as bench; 3 when the suite sets none)")
     cal.add_argument("--slowdown", type=float, default=0.10,
                      help="slowdown injected post hoc into one case's step per trial (default 0.10)")
     cal.add_argument("--paired-slowdown", type=float, default=0.03,
@@ -87,11 +88,14 @@ def _selection(args: argparse.Namespace, profile: Any, extra: str = "") -> Selec
 
 def cmd_calibrate(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.calibrate_run import CalibrationSettings, format_table, reanalyse, run_calibration
+    from harness.plan import load_suite
     from harness.profiles import load_profile
-    from harness.schedule import DEFAULT_PROCESSES
+    from harness.schedule import DEFAULT_PROCESSES, processes_for
 
+    repeats = args.repeats if args.from_run else processes_for(
+        dict(load_suite(args.suite).data), args.repeats, args.suite)
     settings = CalibrationSettings(
-        trials=args.trials, repeats=args.repeats or DEFAULT_PROCESSES, slowdown=args.slowdown,
+        trials=args.trials, repeats=repeats or DEFAULT_PROCESSES, slowdown=args.slowdown,
         paired_slowdown=args.paired_slowdown, aa_replicas=args.aa_replicas, isolate=args.isolate,
         alpha=args.alpha)
     if args.from_run:

@@ -41,7 +41,15 @@ from analysis.decide import (
     family_size,
 )
 from analysis.decide import decide as _decide
-from analysis.processes import measured, process_values
+from analysis.processes import measured, process_labels, process_values, usable
+from analysis.relative import (
+    Group,
+    combined_prior,
+    compare_common,
+    compare_specific,
+    groups,
+    round_table,
+)
 from analysis.schema import upgrade
 from harness.baseline import (
     load_pytest_benchmark,  # noqa: F401  (part of the gate API)
@@ -97,6 +105,15 @@ class MetricVerdict:
     reason: str
     comparison: Comparison | None = None
     mde: float = math.nan  # smallest change this comparison could detect (power 0.9, α/m)
+    members: tuple[str, ...] = ()  # a process group's common row: the cases it stands for
+
+    @property
+    def scope(self) -> str:
+        """What the row's change is of: ``"case"``, ``"variant"`` (relative to its
+        process-mates) or ``"group"`` (common to a process group)."""
+        if self.members:
+            return "group"
+        return "variant" if self.method == "relative" else "case"
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,7 @@ class GateResult:
     floors: tuple[tuple[str, float], ...]
     allow_missing: bool = False
     tests: int = 0  # the size of the Holm family (tests that decided together)
-    detectable: tuple[tuple[str, float], ...] = ()  # per metric: the worst case's MDE
+    detectable: tuple[tuple[str, float], ...] = ()  # per metric (and scope): the worst MDE
     power: float = DEFAULT_POWER
 
     def count(self, verdict: str) -> int:
@@ -225,8 +242,10 @@ def decide(comparison: Comparison, floor: float, alpha: float = DEFAULT_ALPHA, *
 
 
 def inconclusive_cases(result: GateResult) -> list[str]:
-    """Case ids with at least one inconclusive metric, sorted: the cases to re-run."""
-    return sorted({v.case_id for v in result.verdicts if v.verdict == "inconclusive"})
+    """Case ids with at least one inconclusive metric, sorted: the cases to re-run (a process
+    group's common row stands for every case of the group)."""
+    return sorted({c for v in result.verdicts if v.verdict == "inconclusive"
+                   for c in (v.members or (v.case_id,))})
 
 
 def _devices(*frames: pd.DataFrame | None) -> set[str]:
@@ -257,6 +276,38 @@ class _Side:
         self.ids = set(self.steps) | set(self.cases)
         frames = [f for f in (steps, cases) if f is not None and "device" in f.columns]
         self.devices = {str(d) for f in frames for d in f["device"].dropna().unique()}
+        self._all_steps = steps
+        self._medians: dict[str, dict[str, dict[str, float]]] = {}
+        self._rounds: dict[str, pd.DataFrame] = {}
+
+    def medians(self, column: str) -> dict[str, dict[str, float]]:
+        """Per case: process label -> median of ``column`` there (usable values only)."""
+        if column not in self._medians:
+            out: dict[str, dict[str, float]] = {}
+            frame = self._all_steps
+            if column in frame.columns and len(frame):
+                values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+                ok = usable(values)
+                keys = pd.DataFrame({"case": frame["case_id"].astype(str).to_numpy()[ok],
+                                     "unit": process_labels(frame)[ok], "value": values[ok]})
+                table = keys.groupby(["case", "unit"], sort=True)["value"].median()
+                for (case, unit), median in table.items():
+                    out.setdefault(str(case), {})[str(unit)] = float(median)
+            self._medians[column] = out
+        return self._medians[column]
+
+    def rounds(self, column: str) -> pd.DataFrame | None:
+        """Log values of steps in shared processes by (process, round), one column per case
+        (:func:`analysis.relative.round_table`); None without rounds."""
+        frame = self._all_steps
+        if "round" not in frame.columns or column not in frame.columns or not len(frame):
+            return None
+        if column not in self._rounds:
+            self._rounds[column] = round_table(
+                frame["case_id"].astype(str).to_numpy(), process_labels(frame),
+                pd.to_numeric(frame["round"], errors="coerce").fillna(-1).to_numpy(np.int64),
+                pd.to_numeric(frame[column], errors="coerce").to_numpy(float))
+        return self._rounds[column]
 
     def failure(self, case_id: str) -> str:
         """Why the case has no usable result ("" when at least one process is ok)."""
@@ -338,9 +389,13 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
                         f"{sorted(cand.devices)}")
     fixed = Prior(run_drift, PRIOR_DF_OF_RUN_DRIFT) if run_drift > 0 else None
     notes: dict[str, int] = {}
-    rows: list[MetricVerdict | tuple[str, Metric, Comparison, bool]] = []
-    for case_id in sorted(base.ids | cand.ids):
-        whole_case = _whole_case_verdict(case_id, base, cand)
+    rows: list[MetricVerdict | _Row] = []
+    whole = {c: _whole_case_verdict(c, base, cand) for c in sorted(base.ids | cand.ids)}
+    compared = [c for c, v in whole.items() if v is None]
+    split = {} if paired_by_repeat else {
+        m.name: _split(m, base, cand, compared, confidence) for m in chosen
+        if m.table == "steps" and m.unit == "process"}
+    for case_id, whole_case in whole.items():
         if whole_case is not None:
             rows.append(whole_case)
             continue
@@ -348,14 +403,22 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
             prior = fixed or (priors(case_id, metric.name) if priors else None)
             outcome = _compare(case_id, metric, base, cand, gate_estimated=gate_estimated,
                                confidence=confidence, min_samples=min_samples, prior=prior,
-                               paired_by_repeat=paired_by_repeat)
+                               paired_by_repeat=paired_by_repeat,
+                               specific=split.get(metric.name, ({}, []))[0].get(case_id))
             if isinstance(outcome, str):
                 notes[outcome] = notes.get(outcome, 0) + 1
             elif isinstance(outcome, MetricVerdict):
                 outcome = replace(outcome, floor=floor_map[metric.name])
                 rows.append(outcome)
             elif outcome is not None:
-                rows.append((case_id, metric, *outcome))
+                rows.append(_Row(case_id, metric, *outcome))
+    for metric in chosen:
+        for group in split.get(metric.name, ({}, []))[1]:
+            prior = fixed or combined_prior(
+                priors(c, metric.name) if priors else None for c in group.reference)
+            comparison = compare_common(base.medians(metric.column), cand.medians(metric.column),
+                                        group, confidence=confidence, prior=prior)
+            rows.append(_Row(group.label, metric, comparison, False, group.cases))
     verdicts, tests, detectable = _decide_all(rows, floor_map, alpha, rule, power)
     failed = sum(cand.failed_processes(c) for c in cand.ids)
     if failed:
@@ -368,6 +431,36 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         allow_missing=allow_missing, tests=tests, detectable=tuple(detectable), power=power)
 
 
+@dataclass(frozen=True)
+class _Row:
+    """A compared (case, metric) before the family is decided."""
+
+    case_id: str
+    metric: Metric
+    comparison: Comparison
+    floor_only: bool
+    members: tuple[str, ...] = ()
+
+
+def _split(metric: Metric, base: _Side, cand: _Side, cases: Sequence[str], confidence: float,
+           ) -> tuple[dict[str, Comparison], list[Group]]:
+    """Cases whose change splits into a common and a specific part (:mod:`analysis.relative`):
+    each one's specific comparison, and the groups whose common part gets a row."""
+    if not (metric.column in base.step_columns and metric.column in cand.step_columns):
+        return {}, []
+    mb, mc = base.medians(metric.column), cand.medians(metric.column)
+    specific: dict[str, Comparison] = {}
+    split_groups = []
+    for group in groups(mb, mc, cases):
+        rb, rc = base.rounds(metric.column), cand.rounds(metric.column)
+        found = compare_specific(mb, mc, group, confidence=confidence,
+                                 rounds=(rb, rc) if rb is not None and rc is not None else None)
+        if found:
+            specific.update(found)
+            split_groups.append(group)
+    return specific, split_groups
+
+
 def _decide_all(rows: list[Any], floor_map: Mapping[str, float], alpha: float, rule: str,
                 power: float) -> tuple[list[MetricVerdict], int, list[tuple[str, float]]]:
     """Decide every compared (case, metric) in one Holm family; keep the others' order.
@@ -375,30 +468,37 @@ def _decide_all(rows: list[Any], floor_map: Mapping[str, float], alpha: float, r
     Also the smallest change each comparison could detect at the family's first Holm level
     (α/m, power ``power``), and per metric the worst of them over the cases.
     """
-    positions = [i for i, r in enumerate(rows) if isinstance(r, tuple)]
-    compared = [rows[i] for i in positions]
-    only = [r[3] for r in compared]
-    floors = [floor_map[r[1].name] for r in compared]
+    positions = [i for i, r in enumerate(rows) if isinstance(r, _Row)]
+    compared: list[_Row] = [rows[i] for i in positions]
+    only = [r.floor_only for r in compared]
+    floors = [floor_map[r.metric.name] for r in compared]
     try:
-        decided = decide_family([r[2] for r in compared], floors, alpha, rule=rule,
+        decided = decide_family([r.comparison for r in compared], floors, alpha, rule=rule,
                                 floor_only=only)
     except RuleError as exc:
         raise ConfigError(str(exc), key="alpha") from None
-    tests = family_size([r[2] for r in compared], only)
+    tests = family_size([r.comparison for r in compared], only)
     level = alpha / max(tests, 1)
     worst: dict[str, float] = {}
     out = list(rows)
-    for i, (case_id, metric, _, floor_only), (comparison, verdict, reason), floor in zip(
+    for i, row, (comparison, verdict, reason), floor in zip(
             positions, compared, decided, floors, strict=True):
-        mde = math.nan
-        if not floor_only and comparison is not None:
+        method = "floor-only" if row.floor_only else (comparison.method if comparison else "")
+        verdict_row = MetricVerdict(row.case_id, row.metric.name, verdict, floor, method, reason,
+                                    comparison, members=row.members)
+        if not row.floor_only and comparison is not None:
             mde = comparison_mde(comparison, level, power)
-            worst[metric.name] = max(worst.get(metric.name, -math.inf),
-                                     mde if math.isfinite(mde) else math.inf)
-        method = "floor-only" if floor_only else (comparison.method if comparison else "")
-        out[i] = MetricVerdict(case_id, metric.name, verdict, floor, method, reason,
-                               comparison, mde)
+            verdict_row = replace(verdict_row, mde=mde)
+            name = _detectable_name(row.metric.name, verdict_row.scope)
+            worst[name] = max(worst.get(name, -math.inf), mde if math.isfinite(mde) else math.inf)
+        out[i] = verdict_row
     return out, tests, sorted((k, v if math.isfinite(v) else math.nan) for k, v in worst.items())
+
+
+def _detectable_name(metric: str, scope: str) -> str:
+    """How the summary names a metric's detectable change for one scope of rows."""
+    return {"variant": f"{metric} of one variant", "group": f"{metric} of a whole group"}.get(
+        scope, metric)
 
 
 def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict | None:
@@ -444,9 +544,12 @@ def _by_repeat(base: pd.DataFrame, cand: pd.DataFrame, column: str,
 
 def _compare(case_id: str, metric: Metric, base: _Side, cand: _Side, *, gate_estimated: bool,
              confidence: float, min_samples: int, prior: Prior | None, paired_by_repeat: bool,
+             specific: Comparison | None = None,
              ) -> tuple[Comparison, bool] | MetricVerdict | str | None:
     """(comparison, floor_only) for one (case, metric); a MetricVerdict when it cannot be
-    compared; a note string when skipped on purpose; None when the metric was not measured."""
+    compared; a note string when skipped on purpose; None when the metric was not measured.
+    ``specific``: the case's own part of a step metric (relative to its process-mates), used
+    in place of the whole-case comparison once the case has enough samples."""
     if metric.table == "steps":
         if not (metric.column in base.step_columns and metric.column in cand.step_columns):
             return f"{metric.name}: column {metric.column!r} absent, not gated"
@@ -470,6 +573,8 @@ def _compare(case_id: str, metric: Metric, base: _Side, cand: _Side, *, gate_est
                                                confidence=confidence))
         if paired_by_repeat and "repeat" in b_rows.columns and "repeat" in c_rows.columns:
             return _by_repeat(b_rows, c_rows, metric.column, confidence), False
+        if specific is not None:
+            return replace(specific, steps_baseline=nb, steps_candidate=nc), False
         return compare_steps(b_rows, c_rows, metric.column, prior=prior,
                              confidence=confidence), False
     if metric.name == "energy_per_step":

@@ -1,0 +1,182 @@
+"""A case's change split into a part common to its process group and a part of its own."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.relative import MIN_MATES, compare_common, compare_specific, group_of, groups
+from analysis.stats import variance_prior
+from harness.calibrate import synthetic_group_run
+from harness.gate import gate, inconclusive_cases
+
+CASES, PROCESSES, STEPS = 8, 4, 20  # a quick-suite-like group: four processes a side
+
+
+def _runs(rng: np.random.Generator, slowdown: dict[int, float] | None = None,
+          **noise: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    base = synthetic_group_run(CASES, PROCESSES, STEPS, rng, run_id="base", **noise)
+    cand = synthetic_group_run(CASES, PROCESSES, STEPS, rng, run_id="cand", slowdown=slowdown,
+                               **noise)
+    return base, cand
+
+
+def _step_verdicts(base: pd.DataFrame, cand: pd.DataFrame, **kwargs: object) -> dict[str, object]:
+    result = gate(base, None, cand, None, metrics=("step_time",), **kwargs)
+    return {v.case_id: v for v in result.verdicts}
+
+
+def _medians(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for (case, process), rows in frame.groupby(["case_id", "process"]):
+        out.setdefault(str(case), {})[f"{rows['run_id'].iloc[0]}/{process}"] = float(
+            rows["step_ns"].median())
+    return out
+
+
+def test_a_process_label_names_its_group_without_run_repeat_or_attempt() -> None:
+    assert group_of("block3/local:bert_tiny-t1-b8-fp32-gf18773:r12:a2") == \
+        "local:bert_tiny-t1-b8-fp32-gf18773"
+    assert group_of("not a process label") == "not a process label"
+
+
+def test_a_mate_missing_from_one_process_leaves_the_reference_of_every_case() -> None:
+    base, cand = _runs(np.random.default_rng(0))
+    gone = (cand["case_id"] == "g-case05") & (cand["process"] == "local:g:r2:a1")
+    found = groups(_medians(base), _medians(cand[~gone]), [f"g-case{i:02d}" for i in range(CASES)])
+    assert len(found) == 1
+    assert "g-case05" in found[0].cases and "g-case05" not in found[0].reference
+    assert len(found[0].reference) == CASES - 1
+
+
+def test_cases_run_alone_keep_the_whole_case_comparison() -> None:
+    rng = np.random.default_rng(1)
+    base, cand = _runs(rng)
+    alone = [frame.assign(process=frame["case_id"].astype(str) + ":r" +
+                          frame["repeat"].astype(str) + ":a1") for frame in (base, cand)]
+    verdicts = _step_verdicts(*alone)
+    assert {v.method for v in verdicts.values()} == {"welch"}
+    assert not any(v.members for v in verdicts.values())
+
+
+def test_a_group_needs_enough_mates_before_it_splits() -> None:
+    rng = np.random.default_rng(2)
+    small = [synthetic_group_run(MIN_MATES, PROCESSES, STEPS, rng, run_id=r) for r in "ab"]
+    assert {v.method for v in _step_verdicts(*small).values()} == {"welch"}
+    enough = [synthetic_group_run(MIN_MATES + 1, PROCESSES, STEPS, rng, run_id=r) for r in "ab"]
+    methods = {k: v.method for k, v in _step_verdicts(*enough).items()}
+    assert sorted(set(methods.values())) == ["relative", "welch"]  # the group's row is Welch
+
+
+def test_one_variant_slowed_10_percent_is_found_from_four_processes_a_side() -> None:
+    """The figure behind the split: at σ_p 9 % between processes, four processes a side
+    cannot resolve a 10 % change of one case's absolute time, but its time relative to its
+    process-mates can."""
+    rng = np.random.default_rng(3)
+    trials, found_relative, found_whole = 40, 0, 0
+    for _ in range(trials):
+        base, cand = _runs(rng, slowdown={2: 0.10})
+        found_relative += _step_verdicts(base, cand)["g-case02"].verdict == "regression"
+        alone = [f.assign(process=f["case_id"].astype(str) + ":" + f["process"].astype(str))
+                 for f in (base, cand)]
+        found_whole += _step_verdicts(*alone)["g-case02"].verdict == "regression"
+    assert found_relative / trials >= 0.9
+    assert found_whole / trials <= 0.2
+
+
+def test_a_slowed_variant_moves_its_mates_by_no_more_than_their_noise() -> None:
+    """With a geometric mean of the mates as reference, one variant slowed 30 % would move
+    each of its 7 mates by −30 %/7 ≈ −3.7 % and read as seven improvements; the median of
+    the centred mates moves them by the gap between neighbouring mates (under 1 % here)."""
+    rng = np.random.default_rng(4)
+    shifts, improvements, detected = [], 0, 0
+    for _ in range(30):
+        verdicts = _step_verdicts(*_runs(rng, slowdown={0: 0.30}))
+        detected += verdicts["g-case00"].verdict == "regression"
+        mates = [v for k, v in verdicts.items() if k.startswith("g-case") and k != "g-case00"]
+        shifts += [math.log(v.comparison.ratio) for v in mates]
+        improvements += sum(v.verdict == "improvement" for v in mates)
+    assert detected == 30
+    assert -0.01 < float(np.mean(shifts)) < 0.0
+    assert improvements / len(shifts) <= 0.05
+
+
+def test_a_slowdown_of_every_variant_shows_in_the_groups_row_not_in_theirs() -> None:
+    rng = np.random.default_rng(5)
+    slow_all = {i: 0.20 for i in range(CASES)}
+    base = synthetic_group_run(CASES, 8, STEPS, rng, run_id="a", sigma_p=0.02)
+    cand = synthetic_group_run(CASES, 8, STEPS, rng, run_id="b", sigma_p=0.02, slowdown=slow_all)
+    verdicts = _step_verdicts(base, cand)
+    group_row = verdicts[f"local:g (all {CASES} variants)"]
+    assert group_row.verdict == "regression" and group_row.members == tuple(
+        f"g-case{i:02d}" for i in range(CASES))
+    assert math.isclose(group_row.comparison.ratio, 1.2, rel_tol=0.03)
+    assert {v.verdict for k, v in verdicts.items() if not v.members} == {"pass"}
+
+
+def test_a_b_a_false_alarms_of_a_whole_run_stay_near_alpha() -> None:
+    """A/A over 150 simulated run pairs, step and update gated, variants whose own spread
+    differs fivefold (the moderation must not lend a noisy variant its quiet mates' spread
+    so far that it alarms)."""
+    rng = np.random.default_rng(6)
+    spread = [0.01] * (CASES - 2) + [0.03, 0.05]
+    alarms, trials = 0, 150
+    for _ in range(trials):
+        base, cand = _runs(rng, sigma_cp=spread)
+        base, cand = (f.assign(update_ns=f["step_ns"] * 0.1 * rng.lognormal(0, 0.05, len(f)))
+                      for f in (base, cand))
+        result = gate(base, None, cand, None, metrics=("step_time", "update_time"))
+        alarms += bool(result.count("regression") or result.count("improvement"))
+    assert alarms / trials <= 0.08
+
+
+def test_the_interval_of_a_variants_own_part_covers_its_true_change() -> None:
+    rng = np.random.default_rng(7)
+    covered, trials = 0, 200
+    for _ in range(trials):
+        base, cand = _runs(rng, slowdown={1: 0.07})
+        mb, mc = _medians(base), _medians(cand)
+        group = groups(mb, mc, list(mb))[0]
+        c = compare_specific(mb, mc, group, confidence=0.95)["g-case01"]
+        covered += c.ratio_ci_low <= 1.07 <= c.ratio_ci_high
+    assert covered / trials >= 0.93
+
+
+def test_the_common_part_is_the_groups_geometric_mean_per_process() -> None:
+    rng = np.random.default_rng(8)
+    base, cand = _runs(rng, slowdown={i: 0.5 for i in range(CASES)}, sigma_p=0.0, sigma_cp=0.0,
+                       cv=0.0)
+    mb, mc = _medians(base), _medians(cand)
+    common = compare_common(mb, mc, groups(mb, mc, list(mb))[0], confidence=0.95)
+    assert common.ratio == pytest.approx(1.5)
+
+
+def test_an_inconclusive_group_row_reruns_every_case_of_the_group() -> None:
+    rng = np.random.default_rng(9)
+    base, cand = _runs(rng)
+    result = gate(base, None, cand, None, metrics=("step_time",))
+    group_row = next(v for v in result.verdicts if v.members)
+    assert group_row.verdict == "inconclusive"  # σ_p 9 % against a 5 % floor, 4 processes
+    assert set(group_row.members) <= set(inconclusive_cases(result))
+    names = dict(result.detectable)
+    assert set(names) == {"step_time of one variant", "step_time of a whole group"}
+    assert names["step_time of one variant"] < 0.10 < names["step_time of a whole group"]
+
+
+@pytest.mark.parametrize("heterogeneous", [False, True])
+def test_the_variance_prior_recovers_a_shared_spread_and_its_agreement(heterogeneous: bool) -> None:
+    rng = np.random.default_rng(10)
+    fits = []
+    for _ in range(300):
+        sigma = 0.02 * np.exp(rng.normal(0.0, 0.6 if heterogeneous else 0.0, 13))
+        fits.append(variance_prior(sigma ** 2 * rng.chisquare(6, 13) / 6, np.full(13, 6.0)))
+    s0, d0 = np.array(fits).T
+    if heterogeneous:
+        assert np.median(d0) < 10  # the variances disagree: little borrowing
+    else:
+        assert np.median(np.sqrt(s0)) == pytest.approx(0.02, rel=0.05)
+        assert np.median(d0) > 30  # they agree: the prior is worth many df
+    assert math.isnan(variance_prior([0.1], [3])[0])
