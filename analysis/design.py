@@ -114,11 +114,14 @@ def optimal_steps(sigma_p: float, sigma_s: float, process_cost_s: float, step_co
 def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float = 6.0,
          step_cost_s: float = 0.05, alpha: float = 0.05, power: float = 0.90, tests: int = 1,
          k: float = MEDIAN_EFFICIENCY_K, min_processes: int = 3, max_processes: int = 200,
-         min_steps: int = 10, max_steps: int = 1000) -> Design:
+         min_steps: int = 10, max_steps: int = 1000, pooled: int = 1) -> Design:
     """The cheapest (processes, steps) that detects a relative change ``detect``.
 
-    Two-sided level ``alpha / tests`` (the first Holm step of a family of ``tests``), Welch's
-    t with 2P − 2 df; P counts processes per side.
+    Two-sided level ``alpha / tests`` (the first Holm step of a family of ``tests``), a t
+    with ``pooled · (2P − 2)`` df; P counts processes per side. ``pooled`` > 1 when the test
+    pools the spread of that many like comparisons (a variant against its process-mates:
+    ``analysis.relative`` moderates the spread over the group's variants, and when they agree
+    its df are the group's).
     """
     if not detect > 0:
         raise ValueError(f"detect={detect!r} must be a positive fraction, e.g. 0.05")
@@ -132,10 +135,10 @@ def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float
     se = math.nan
     for processes in range(min_processes, max_processes + 1):
         se = se_of(sigma_p, sigma_s, processes, steps, k)
-        df = 2.0 * processes - 2.0
+        df = pooled * (2.0 * processes - 2.0)
         z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
         if z * se <= target:
             return Design(processes, steps, math.expm1(z * se), se, False)
-    df = 2.0 * max_processes - 2.0
+    df = pooled * (2.0 * max_processes - 2.0)
     z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
     return Design(max_processes, steps, math.expm1(z * se), se, True)

@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.compare import PAIR_TRIM, Comparison, Prior, compare_units, t_interval
-from analysis.processes import group_values
+from analysis.design import Components
+from analysis.processes import group_values, process_labels, usable
 from analysis.stats import trim_mean, variance_prior
 
 #: A process label is ``[run_id/]device:group:r<repeat>:a<attempt>`` (harness/schedule.py);
@@ -129,6 +130,30 @@ def _centres(baseline: Medians, candidate: Medians, cases: tuple[str, ...]) -> d
     """Each case's mean log median over every process of both sides."""
     return {k: float(np.mean(np.log([*baseline[k].values(), *candidate[k].values()])))
             for k in cases}
+
+
+def medians_of(steps: pd.DataFrame, column: str) -> dict[str, dict[str, float]]:
+    """Per case of a (measured) steps frame: process label -> median of ``column`` there,
+    over usable values."""
+    out: dict[str, dict[str, float]] = {}
+    if column not in steps.columns or not len(steps):
+        return out
+    values = pd.to_numeric(steps[column], errors="coerce").to_numpy(float)
+    ok = usable(values)
+    keys = pd.DataFrame({"case": steps["case_id"].astype(str).to_numpy()[ok],
+                         "unit": process_labels(steps)[ok], "value": values[ok]})
+    for (case, unit), median in keys.groupby(["case", "unit"], sort=True)["value"].median().items():
+        out.setdefault(str(case), {})[str(unit)] = float(median)
+    return out
+
+
+def rounds_of(steps: pd.DataFrame, column: str) -> pd.DataFrame | None:
+    """:func:`round_table` of a (measured) steps frame; None without rounds."""
+    if "round" not in steps.columns or column not in steps.columns or not len(steps):
+        return None
+    return round_table(steps["case_id"].astype(str).to_numpy(), process_labels(steps),
+                       pd.to_numeric(steps["round"], errors="coerce").fillna(-1).to_numpy(np.int64),
+                       pd.to_numeric(steps[column], errors="coerce").to_numpy(float))
 
 
 def round_table(case: np.ndarray, unit: np.ndarray, round_: np.ndarray,
@@ -278,3 +303,69 @@ def combined_prior(priors: Iterable[Prior | None]) -> Prior | None:
         return None
     sigma = float(np.sqrt(np.mean([p.sigma_log ** 2 for p in usable])))  # type: ignore[union-attr]
     return Prior(sigma, min(p.df for p in usable))  # type: ignore[union-attr]
+
+
+#: ``Var(20 % trimmed mean) ≈ k · σ² / n`` for normal samples: the per-process relative time
+#: is a :data:`~analysis.compare.PAIR_TRIM` trimmed mean over rounds (a median's k is 1.57).
+TRIM_EFFICIENCY_K = 1.06
+
+
+def relative_components(medians: Medians, rounds: pd.DataFrame | None,
+                        cases: Iterable[str]) -> dict[str, tuple[Components, int]]:
+    """Variance components of each grouped case's *relative* time on one run (calibration).
+
+    ``sigma_s``: the robust spread of a round's relative value inside a process;
+    ``sigma_median``: the observed spread of the per-process relative times;
+    ``sigma_p``: what remains between processes once ``k σ_s² / S`` is taken out
+    (``k`` = :data:`TRIM_EFFICIENCY_K`). These plan a design for one variant's own change as
+    :func:`analysis.design.plan` does for a whole case. The components are pooled over the
+    group's variants (root mean square), as the gate's moderated t pools their spreads when
+    they agree, and each comes with the number of variants pooled: the worst single variant of
+    a dozen, each estimated from a few processes, would plan for noise in the estimates.
+    """
+    out: dict[str, tuple[Components, int]] = {}
+    for group in groups(medians, medians, cases):
+        centres = _centres(medians, {c: {} for c in group.cases}, group.cases)
+        offset = offsets(medians, group, centres, rounds)
+        own: dict[str, Components] = {}
+        for case in group.cases:
+            if not group.splits(case):
+                continue
+            mates = group.mates(case)
+            units = sorted(offset[case])
+            per_unit = relative_times(offset, case, mates)
+            spreads, counts = [], []
+            if rounds is not None and case in rounds.columns:
+                ref = {u: float(np.median([offset[k][u] for k in mates])) for u in units}
+                ref_level = (rounds[list(group.reference)].to_numpy(float) -
+                             np.array([centres[k] for k in group.reference])).mean(axis=1)
+                labels = rounds.index.get_level_values(0).to_numpy()
+                rel = rounds[case].to_numpy(float) - centres[case] - ref_level
+                ok = np.isfinite(rel)
+                for unit, values in zip(*group_values(labels[ok], rel[ok]), strict=True):
+                    if str(unit) in ref and values.size >= 2:
+                        values = values - ref[str(unit)]
+                        spreads.append(1.4826 * float(np.median(np.abs(values - np.median(values)))))
+                        counts.append(values.size)
+            weights = np.array(counts, dtype=float) - 1.0
+            sigma_s = (math.sqrt(float((np.square(spreads) * weights).sum() / weights.sum()))
+                       if weights.sum() > 0 else math.nan)
+            steps = float(np.median(counts)) if counts else 1.0
+            if per_unit.size < 2:
+                continue
+            var_unit = float(np.var(per_unit, ddof=1))
+            within = TRIM_EFFICIENCY_K * sigma_s ** 2 / steps if math.isfinite(sigma_s) else 0.0
+            own[case] = Components(math.sqrt(max(0.0, var_unit - within)), sigma_s,
+                                   math.sqrt(var_unit), per_unit.size, steps)
+        if own:
+            pooled = Components(*(_rms([getattr(c, name) for c in own.values()])
+                                  for name in ("sigma_p", "sigma_s", "sigma_median")),
+                                min(c.processes for c in own.values()),
+                                float(np.median([c.steps_per_process for c in own.values()])))
+            out |= {case: (pooled, len(own)) for case in own}
+    return out
+
+
+def _rms(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return math.sqrt(float(np.mean(np.square(finite)))) if finite else math.nan

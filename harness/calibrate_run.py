@@ -48,8 +48,10 @@ import pandas as pd
 
 from analysis.compare import compare_steps
 from analysis.decide import DEFAULT_ALPHA, decide_family
-from analysis.design import components
+from analysis.design import Components, components
 from analysis.processes import measured as measured_steps
+from analysis.processes import process_key
+from analysis.relative import medians_of, relative_components, rounds_of
 from harness import store
 from harness.calibration_store import calibration_path, write_calibration_file
 from harness.errors import ConfigError
@@ -197,6 +199,7 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
     aa_prior, slow_prior, _ = _trials(labelled, settings, with_prior=True)
     paired = paired_trials(labelled, settings)
     rows, cal_cases = [], {}
+    relative = _relative_components(steps)
     for (device, case_id), group in measured_steps(steps).groupby(["device", "case_id"],
                                                                   sort=True):
         row: dict[str, Any] = {"device": device, "case_id": case_id}
@@ -212,6 +215,15 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
                 "processes": c.processes, "steps_per_process": c.steps_per_process}
             if metric == "step_time":
                 row |= {"processes": c.processes, "steps_per_repeat": c.steps_per_process}
+            found = relative.get(metric, {}).get(str(case_id))
+            if found is not None:  # one variant against its process-mates (analysis.relative)
+                own, pooled = found
+                row |= {f"{prefix}relative_sigma_p": own.sigma_p,
+                        f"{prefix}relative_sigma_s": own.sigma_s}
+                cal_cases[str(case_id)][f"{metric}_relative"] = {
+                    "sigma_p": own.sigma_p, "sigma_s": own.sigma_s,
+                    "sigma_median": own.sigma_median, "processes": own.processes,
+                    "steps_per_process": own.steps_per_process, "pooled": pooled}
         mine = cases[(cases["device"] == device) & (cases["case_id"] == case_id)]
         stats = per_case.get(str(case_id), {})
         row |= {"repeats_per_side": settings.repeats, "slowdown": settings.slowdown,
@@ -235,6 +247,20 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
     device = str(cases["device"].iloc[0]) if len(cases) else "local"
     costs = _costs(steps, cases)
     return pd.DataFrame(rows), summary, {"device": device, "cases": cal_cases, **costs}
+
+
+def _relative_components(steps: pd.DataFrame) -> dict[str, dict[str, tuple[Components, int]]]:
+    """Per step metric and grouped case: the components of its time relative to its
+    process-mates, over every process of every block (per device)."""
+    rows = measured_steps(steps)
+    out: dict[str, dict[str, tuple[Components, int]]] = {}
+    for metric, column in STEP_METRICS.items():
+        for _, per_device in (rows.groupby("device", sort=True) if "device" in rows.columns
+                              else [("", rows)]):
+            medians = medians_of(per_device, column)
+            out.setdefault(metric, {}).update(
+                relative_components(medians, rounds_of(per_device, column), list(medians)))
+    return out
 
 
 def _priors_without(blocks: list[Block], skip: set[int]) -> Any:
@@ -349,14 +375,19 @@ def paired_trials(blocks: list[Block], settings: CalibrationSettings) -> dict[st
 
 
 def _costs(steps: pd.DataFrame, cases: pd.DataFrame) -> dict[str, float]:
-    """Seconds per measured step (median) and per process start (host wall minus steps)."""
+    """Seconds per measured step (median) and per process start: the process's host wall less
+    the steps it ran (every variant's, when variants shared the process), median over processes."""
     step_s = float(pd.to_numeric(measured_steps(steps)["step_ns"]).median()) / 1e9
     per_process = []
     if "host_wall_ns" in cases.columns:
-        total = pd.to_numeric(cases["steps"], errors="coerce") + pd.to_numeric(
-            cases.get("warmup_steps", 0), errors="coerce")
-        wall = pd.to_numeric(cases["host_wall_ns"], errors="coerce") / 1e9
-        per_process = (wall - total * step_s).dropna().tolist()
+        ran = (pd.to_numeric(cases["steps"], errors="coerce") + pd.to_numeric(
+            cases.get("warmup_steps", 0), errors="coerce")) * (
+            pd.to_numeric(cases["median_step_ns"], errors="coerce") / 1e9
+            if "median_step_ns" in cases.columns else step_s)
+        frame = pd.DataFrame({"unit": process_key(cases).to_numpy(), "ran": ran.to_numpy(),
+                              "wall": pd.to_numeric(cases["host_wall_ns"], errors="coerce") / 1e9})
+        per = frame.groupby("unit").agg(wall=("wall", "max"), ran=("ran", "sum"))
+        per_process = (per["wall"] - per["ran"]).dropna().tolist()
     process_s = float(np.median(per_process)) if per_process else math.nan
     return {"step_cost_s": step_s, "process_cost_s": max(process_s, 0.0)
             if math.isfinite(process_s) else math.nan}

@@ -8,11 +8,14 @@ reads it to choose processes and steps (:func:`analysis.design.plan`). Format (v
      "process_cost_s": 6.1, "step_cost_s": 0.05,
      "cases": {"<case_id>": {"step_time": {"sigma_p": 0.03, "sigma_s": 0.015,
                                            "sigma_median": 0.031, "processes": 10,
-                                           "steps_per_process": 60}, "update_time": {...}}},
+                                           "steps_per_process": 60}, "update_time": {...},
+                             "step_time_relative": {...}, "update_time_relative": {...}}},
      "device_median": {"step_time": {...}, ...}}
 
 Fractions are on the log scale (0.03 ≈ 3 %). ``device_median`` (median over cases) stands in
-for a case the calibration did not cover.
+for a case the calibration did not cover. ``*_relative``: the components of a variant's time
+relative to its process-mates (``analysis.relative``), present for cases that shared their
+processes with enough mates; they plan a design for one variant's own change.
 """
 
 from __future__ import annotations
@@ -104,13 +107,19 @@ def _median(values: list[float]) -> float:
 
 
 def design_for(results_dir: Path, device: str, case_ids: list[str], detect: float, *,
-               alpha: float = 0.05, power: float = 0.90, metrics: int = 2) -> tuple[Any, str]:
+               alpha: float = 0.05, power: float = 0.90, metrics: int = 2,
+               relative: bool = True) -> tuple[Any, str]:
     """Processes and steps that detect ``detect`` in every case (the costliest case decides).
 
     Reads ``<results>/calibration/<device>.json``; the family is every case × ``metrics``
-    timed metrics, so each case is planned at level α/m (the first Holm step).
+    timed metrics, so each case is planned at level α/m (the first Holm step). With
+    ``relative`` (variants share processes), a case with ``step_time_relative`` components
+    is planned for a change of its own, against its process-mates (``analysis.relative``);
+    a change common to a whole group is then held to the spread between processes, and the
+    sentence says what this design detects of it.
     """
-    from analysis.design import plan
+    from analysis.design import MEDIAN_EFFICIENCY_K, plan, se_of
+    from analysis.relative import TRIM_EFFICIENCY_K
 
     path = calibration_path(results_dir, device)
     if not path.is_file():
@@ -119,50 +128,84 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
                           "filters first", key="--detect")
     data = read_calibration_file(path)
     tests = max(1, len(case_ids) * metrics)
+    costs = {"process_cost_s": _or(data.get("process_cost_s"), 6.0),
+             "step_cost_s": _or(data.get("step_cost_s"), 0.05)}
     worst = None
     for case_id in case_ids:
-        per = components_for(data, case_id, "step_time")
-        if per is None or not (_finite(per.get("sigma_p")) and _finite(per.get("sigma_s"))):
+        own = components_for(data, case_id, "step_time_relative") if relative else None
+        per, k, kind = ((own, TRIM_EFFICIENCY_K, "own change") if _usable(own) else
+                        (components_for(data, case_id, "step_time"), MEDIAN_EFFICIENCY_K,
+                         "whole case"))
+        if not _usable(per):
             continue
-        design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect,
-                      process_cost_s=_or(data.get("process_cost_s"), 6.0),
-                      step_cost_s=_or(data.get("step_cost_s"), 0.05), alpha=alpha, power=power,
-                      tests=tests)
+        assert per is not None
+        pooled = max(int(per.get("pooled", 1)), 1) if kind == "own change" else 1
+        # a round of a shared process runs a step of every variant: a step costs them all
+        design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect, alpha=alpha,
+                      power=power, tests=tests, k=k, pooled=pooled,
+                      process_cost_s=costs["process_cost_s"],
+                      step_cost_s=costs["step_cost_s"] * pooled)
         if worst is None or (design.processes, design.steps) > (worst[0].processes,
                                                                   worst[0].steps):
-            worst = (design, case_id, per)
+            worst = (design, case_id, per, kind)
     if worst is None:
         raise ConfigError(f"{path} holds no usable components for these cases; run "
                           "`harness calibrate` with the same filters", key="--detect")
-    design, case_id, per = worst
+    design, case_id, per, kind = worst
     capped = " (capped: the target is out of reach)" if design.capped else ""
-    return design, (f"design for a {detect:.0%} change (power {power:.0%}, run-level α {alpha:g} "
-                    f"over {tests} tests): {design.processes} processes × {design.steps} steps per "
-                    f"case{capped}; the costliest case is {case_id} (σ_p {per['sigma_p']:.1%}, "
-                    f"σ_s {per['sigma_s']:.1%}, from {path})")
+    sentence = (f"design for a {detect:.0%} change (power {power:.0%}, run-level α {alpha:g} "
+                f"over {tests} tests): {design.processes} processes × {design.steps} steps per "
+                f"case{capped}; the costliest case is {case_id} ({kind}: σ_p {per['sigma_p']:.1%}, "
+                f"σ_s {per['sigma_s']:.1%}, from {path})")
+    whole = components_for(data, case_id, "step_time")
+    if kind == "own change" and _usable(whole):
+        assert whole is not None
+        from analysis.decide import detectable_change
+
+        common = detectable_change(se_of(float(whole["sigma_p"]), float(whole["sigma_s"]),
+                                         design.processes, design.steps),
+                                   2.0 * design.processes - 2.0, alpha / tests, power)
+        sentence += (f"; a change common to every variant of its group is detectable from "
+                     f"{common:.0%} with this design")
+    return design, sentence
 
 
 def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0.90,
              metrics: int = 2) -> str:
-    """What a finished run can detect, from its own processes (worst case)."""
+    """What a finished run can detect, from its own processes (worst case): a variant's own
+    change where variants shared processes, else the whole case's."""
     from analysis.decide import detectable_change
-    from analysis.design import components, se_of
+    from analysis.design import MEDIAN_EFFICIENCY_K, components, se_of
+    from analysis.processes import measured
+    from analysis.relative import TRIM_EFFICIENCY_K, medians_of, relative_components, rounds_of
 
+    rows = measured(steps)
+    medians = medians_of(rows, "step_ns")
+    own = relative_components(medians, rounds_of(rows, "step_ns"), list(medians))
     worst = (-math.inf, "")
-    groups = list(steps.groupby("case_id", observed=True))
+    groups = list(rows.groupby("case_id", observed=True))
     level = alpha / max(1, len(groups) * metrics)
     for case_id, group in groups:
-        c = components(group)
+        if str(case_id) in own:
+            c, pooled = own[str(case_id)]
+            k = TRIM_EFFICIENCY_K
+        else:
+            c, k, pooled = components(group), MEDIAN_EFFICIENCY_K, 1
         if not (c.processes >= 2 and _finite(c.sigma_p) and _finite(c.sigma_s)):
             continue
-        mde = detectable_change(se_of(c.sigma_p, c.sigma_s, c.processes, c.steps_per_process),
-                                2.0 * c.processes - 2.0, level, power)
+        mde = detectable_change(se_of(c.sigma_p, c.sigma_s, c.processes, c.steps_per_process, k),
+                                pooled * (2.0 * c.processes - 2.0), level, power)
         worst = max(worst, (mde, str(case_id)))
     if not math.isfinite(worst[0]):
         return "achieved: unknown (fewer than two processes per case)"
     verdict = "met" if worst[0] <= detect else "not met"
-    return (f"achieved: a change of {worst[0]:.1%} is detectable against a like run in every "
+    scope = "a variant's own change" if own else "a change"
+    return (f"achieved: {scope} of {worst[0]:.1%} is detectable against a like run in every "
             f"case (worst {worst[1]}); target {detect:.0%} {verdict}")
+
+
+def _usable(per: Mapping[str, Any] | None) -> bool:
+    return per is not None and _finite(per.get("sigma_p")) and _finite(per.get("sigma_s"))
 
 
 def _or(value: Any, default: float) -> float:

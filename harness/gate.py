@@ -41,14 +41,15 @@ from analysis.decide import (
     family_size,
 )
 from analysis.decide import decide as _decide
-from analysis.processes import measured, process_labels, process_values, usable
+from analysis.processes import measured, process_values
 from analysis.relative import (
     Group,
     combined_prior,
     compare_common,
     compare_specific,
     groups,
-    round_table,
+    medians_of,
+    rounds_of,
 )
 from analysis.schema import upgrade
 from harness.baseline import (
@@ -278,35 +279,18 @@ class _Side:
         self.devices = {str(d) for f in frames for d in f["device"].dropna().unique()}
         self._all_steps = steps
         self._medians: dict[str, dict[str, dict[str, float]]] = {}
-        self._rounds: dict[str, pd.DataFrame] = {}
+        self._rounds: dict[str, pd.DataFrame | None] = {}
 
     def medians(self, column: str) -> dict[str, dict[str, float]]:
         """Per case: process label -> median of ``column`` there (usable values only)."""
         if column not in self._medians:
-            out: dict[str, dict[str, float]] = {}
-            frame = self._all_steps
-            if column in frame.columns and len(frame):
-                values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
-                ok = usable(values)
-                keys = pd.DataFrame({"case": frame["case_id"].astype(str).to_numpy()[ok],
-                                     "unit": process_labels(frame)[ok], "value": values[ok]})
-                table = keys.groupby(["case", "unit"], sort=True)["value"].median()
-                for (case, unit), median in table.items():
-                    out.setdefault(str(case), {})[str(unit)] = float(median)
-            self._medians[column] = out
+            self._medians[column] = medians_of(self._all_steps, column)
         return self._medians[column]
 
     def rounds(self, column: str) -> pd.DataFrame | None:
-        """Log values of steps in shared processes by (process, round), one column per case
-        (:func:`analysis.relative.round_table`); None without rounds."""
-        frame = self._all_steps
-        if "round" not in frame.columns or column not in frame.columns or not len(frame):
-            return None
+        """Log values by (process, round), one column per case; None without rounds."""
         if column not in self._rounds:
-            self._rounds[column] = round_table(
-                frame["case_id"].astype(str).to_numpy(), process_labels(frame),
-                pd.to_numeric(frame["round"], errors="coerce").fillna(-1).to_numpy(np.int64),
-                pd.to_numeric(frame[column], errors="coerce").to_numpy(float))
+            self._rounds[column] = rounds_of(self._all_steps, column)
         return self._rounds[column]
 
     def failure(self, case_id: str) -> str:

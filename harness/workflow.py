@@ -164,7 +164,8 @@ def _designed(request: BenchRequest, chosen: Selection,
     from harness.calibration_store import design_for
 
     design, sentence = design_for(request.out, request.devices[0],
-                                  [c.case_id for c in chosen.cases], float(request.detect or 0))
+                                  [c.case_id for c in chosen.cases], float(request.detect or 0),
+                                  relative=not request.isolate)
     if on_notes:
         on_notes([sentence])
     cases = tuple(dataclasses.replace(c, steps=design.steps) for c in chosen.cases)

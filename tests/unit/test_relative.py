@@ -118,12 +118,12 @@ def test_a_slowdown_of_every_variant_shows_in_the_groups_row_not_in_theirs() -> 
 
 
 def test_a_b_a_false_alarms_of_a_whole_run_stay_near_alpha() -> None:
-    """A/A over 150 simulated run pairs, step and update gated, variants whose own spread
+    """A/A over 100 simulated run pairs, step and update gated, variants whose own spread
     differs fivefold (the moderation must not lend a noisy variant its quiet mates' spread
     so far that it alarms)."""
     rng = np.random.default_rng(6)
     spread = [0.01] * (CASES - 2) + [0.03, 0.05]
-    alarms, trials = 0, 150
+    alarms, trials = 0, 100
     for _ in range(trials):
         base, cand = _runs(rng, sigma_cp=spread)
         base, cand = (f.assign(update_ns=f["step_ns"] * 0.1 * rng.lognormal(0, 0.05, len(f)))
@@ -180,3 +180,43 @@ def test_the_variance_prior_recovers_a_shared_spread_and_its_agreement(heterogen
         assert np.median(np.sqrt(s0)) == pytest.approx(0.02, rel=0.05)
         assert np.median(d0) > 30  # they agree: the prior is worth many df
     assert math.isnan(variance_prior([0.1], [3])[0])
+
+
+def test_calibration_measures_the_spread_of_relative_times_pooled_over_the_group() -> None:
+    from analysis.relative import medians_of, relative_components, rounds_of
+
+    rng = np.random.default_rng(11)
+    run = synthetic_group_run(CASES, 30, 40, rng, sigma_p=0.09, sigma_cp=0.02, cv=0.05)
+    components = relative_components(medians_of(run, "step_ns"), rounds_of(run, "step_ns"),
+                                     sorted(set(run["case_id"])))
+    assert len(components) == CASES
+    pooled, variants = components["g-case00"]
+    assert variants == CASES and pooled.processes == 30 and pooled.steps_per_process == 40
+    # the shared 9 % offset cancels: what is left is the case's own 2 % (its mates' median
+    # adds a little) and the 5 % step noise
+    assert 0.015 < pooled.sigma_p < 0.03
+    assert pooled.sigma_s == pytest.approx(0.05, rel=0.2)
+
+
+def test_detect_plans_a_variants_own_change_from_its_relative_components(tmp_path) -> None:
+    from harness.calibration_store import (
+        achieved,
+        calibration_path,
+        design_for,
+        write_calibration_file,
+    )
+
+    whole = {"sigma_p": 0.09, "sigma_s": 0.12, "sigma_median": 0.1, "processes": 84,
+             "steps_per_process": 20}
+    own = {"sigma_p": 0.015, "sigma_s": 0.08, "sigma_median": 0.025, "processes": 84,
+           "steps_per_process": 20, "pooled": 13}
+    cases = {f"c{i}": {"step_time": whole, "step_time_relative": own} for i in range(13)}
+    write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", cases,
+                           process_cost_s=15.0, step_cost_s=0.075)
+    design, sentence = design_for(tmp_path, "local", sorted(cases), 0.10)
+    assert design.processes <= 4 and "own change" in sentence
+    assert "common to every variant of its group is detectable from" in sentence
+    alone, sentence_alone = design_for(tmp_path, "local", sorted(cases), 0.10, relative=False)
+    assert alone.processes > 10 * design.processes and "whole case" in sentence_alone
+    run = synthetic_group_run(CASES, 4, 20, np.random.default_rng(12))
+    assert "achieved: a variant's own change of" in achieved(run, 0.10)
