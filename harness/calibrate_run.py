@@ -303,7 +303,7 @@ def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: b
         result = gate(b_steps, b_cases, c_steps, c_cases, alpha=settings.alpha,
                       allow_missing=True, priors=priors)
         aa.append(any(v.verdict in ("regression", "improvement") for v in result.verdicts))
-        for case_id in {v.case_id for v in result.verdicts}:
+        for case_id in {v.case_id for v in result.verdicts if not v.members}:
             counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
                                                    "detected": 0})
             counts["aa"] += 1
@@ -382,7 +382,7 @@ def _costs(steps: pd.DataFrame, cases: pd.DataFrame) -> dict[str, float]:
     if "host_wall_ns" in cases.columns:
         ran = (pd.to_numeric(cases["steps"], errors="coerce") + pd.to_numeric(
             cases.get("warmup_steps", 0), errors="coerce")) * (
-            pd.to_numeric(cases["median_step_ns"], errors="coerce") / 1e9
+            (pd.to_numeric(cases["median_step_ns"], errors="coerce") / 1e9).fillna(step_s)
             if "median_step_ns" in cases.columns else step_s)
         frame = pd.DataFrame({"unit": process_key(cases).to_numpy(), "ran": ran.to_numpy(),
                               "wall": pd.to_numeric(cases["host_wall_ns"], errors="coerce") / 1e9})

@@ -182,7 +182,7 @@ def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0
     rows = measured(steps)
     medians = medians_of(rows, "step_ns")
     own = relative_components(medians, rounds_of(rows, "step_ns"), list(medians))
-    worst = (-math.inf, "")
+    worst = (-math.inf, "", False)
     groups = list(rows.groupby("case_id", observed=True))
     level = alpha / max(1, len(groups) * metrics)
     for case_id, group in groups:
@@ -195,11 +195,11 @@ def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0
             continue
         mde = detectable_change(se_of(c.sigma_p, c.sigma_s, c.processes, c.steps_per_process, k),
                                 pooled * (2.0 * c.processes - 2.0), level, power)
-        worst = max(worst, (mde, str(case_id)))
+        worst = max(worst, (mde, str(case_id), str(case_id) in own))
     if not math.isfinite(worst[0]):
         return "achieved: unknown (fewer than two processes per case)"
     verdict = "met" if worst[0] <= detect else "not met"
-    scope = "a variant's own change" if own else "a change"
+    scope = "a variant's own change" if worst[2] else "a change"
     return (f"achieved: {scope} of {worst[0]:.1%} is detectable against a like run in every "
             f"case (worst {worst[1]}); target {detect:.0%} {verdict}")
 
