@@ -251,10 +251,8 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
     by round when ``rounds`` are given) give a difference of means and one variance per side.
     Each side's variances are moderated over the group's variants (limma's moderated
     variances, robust to a noisier variant: :func:`analysis.stats.moderated_variances`) and
-    never taken below the variant's own sample variance, then Welch's t with Satterthwaite
-    df. In simulation (8 variants, 4 processes a side, one variant's own spread 4× its
-    mates') the floor cut that variant's false alarms at p < 0.01 from 5.3 % to 2.0 % and
-    left the power against a 10 % change at α/56 at 99 %. Why moderate: with four processes a side one case's
+    never taken below the variant's own noise inside a process plus the group's shared part
+    (:func:`_floor`), then Welch's t with Satterthwaite df. Why moderate: with four processes a side one case's
     variance has three df, and at the run-level α of fifty tests such a t needs a change many
     standard errors wide; the group's variants measure the same kind of noise, and the fitted
     prior's df say how far they agree. The ratio and interval are of the relative time;
@@ -273,9 +271,8 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
         own = np.array([float(np.var(pair[side], ddof=1)) if pair[side].size > 1 else math.nan
                         for pair in logs.values()])
         post, df = moderated_variances(own, np.maximum(n[:, side] - 1, 0))
-        # never below the variant's own: a noisier variant that the outlier test missed
-        # (three df cannot tell) keeps its own spread; quiet ones gain the prior's df
-        moderated.append((np.fmax(post, own), df))
+        moderated.append((np.fmax(post, _floor(own, rounds[side] if rounds else None, group,
+                                               centres, list(logs))), df))
     out = {}
     for i, (case, (lb, lc)) in enumerate(logs.items()):
         out[case] = _specific(baseline, candidate, case, lb, lc,
@@ -283,6 +280,32 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
                               (moderated[1][0][i], moderated[1][1][i]), confidence,
                               len(group.mates(case)))
     return out
+
+
+def _floor(own: np.ndarray, rounds: pd.DataFrame | None, group: Group,
+           centres: Mapping[str, float], cases: list[str]) -> np.ndarray:
+    """The least variance a variant's relative time can be given: its own noise inside a
+    process (``k σ_s² / S`` from its rounds: hundreds of df, so a variant with noisier steps
+    is known to be noisier) plus the between-process part the group's variants share on
+    average. Where the rounds say nothing, the variant's own sample variance.
+
+    The moderation alone would lend a variant with noisier steps its quiet mates' spread (the
+    outlier test on three df per side cannot tell); a floor at the own sample variance would
+    inflate a quiet variant's whenever its three-df estimate came out high by chance.
+    """
+    within = np.full(len(cases), math.nan)
+    by_round = _round_offsets(rounds, group, centres) if rounds is not None else {}
+    for i, case in enumerate(cases):
+        if case not in by_round:
+            continue
+        units, values = by_round[case]
+        parts = [(1.4826 * float(np.median(np.abs(v - np.median(v))))) ** 2 / v.size
+                 for v in group_values(units, values)[1] if v.size >= 5]
+        if parts:
+            within[i] = TRIM_EFFICIENCY_K * float(np.mean(parts))
+    excess = own - within
+    shared = max(0.0, float(np.nanmean(excess))) if np.isfinite(excess).any() else math.nan
+    return np.where(np.isfinite(within) & math.isfinite(shared), within + shared, own)
 
 
 def _specific(baseline: Medians, candidate: Medians, case: str, lb: np.ndarray, lc: np.ndarray,

@@ -100,9 +100,10 @@ def moderated_variances(variances: npt.ArrayLike, dfs: npt.ArrayLike,
     Guarded two ways, because a handful of variances fits ``d0`` poorly (it comes out
     infinite half the time even when they agree) and full pooling would lend a truly noisier
     test its quieter neighbours' spread: fewer than :data:`MIN_MODERATED` usable variances
-    are not moderated; a variance beyond the prior's upper :data:`OUTLIER_P` tail keeps its
-    own value and df, and the prior is fitted again without it (after limma's robust option,
-    Phipson et al., Ann. Appl. Stat. 2016). A test with no df of its own takes the prior.
+    are not moderated; a variance beyond the upper :data:`OUTLIER_P` tail of the prior fitted
+    to the *others* keeps its own value and df, and the prior is fitted without the outliers
+    (after limma's robust option, Phipson et al., Ann. Appl. Stat. 2016). A test with no df
+    of its own takes the prior.
     """
     s2 = np.asarray(variances, dtype=float)
     d = np.asarray(dfs, dtype=float)
@@ -110,14 +111,19 @@ def moderated_variances(variances: npt.ArrayLike, dfs: npt.ArrayLike,
     ok = np.isfinite(s2) & (s2 > 0) & np.isfinite(d) & (d > 0)
     if ok.sum() < MIN_MODERATED:
         return post, post_df
-    s0, d0 = variance_prior(s2[ok], d[ok])
-    ratio = np.where(ok, s2 / s0, np.nan)
-    with np.errstate(invalid="ignore"):
-        upper = (chdtrc(d, d * ratio) if math.isinf(d0) else fdtrc(d, d0, ratio))
-    outlier = ok & (upper < OUTLIER_P)
-    if outlier.any() and (ok & ~outlier).sum() >= MIN_MODERATED:
-        s0, d0 = variance_prior(s2[ok & ~outlier], d[ok & ~outlier])
+    outlier = np.zeros(s2.shape, dtype=bool)
+    for i in np.flatnonzero(ok):  # each against the prior of the others (leave one out)
+        others = ok.copy()
+        others[i] = False
+        s0_i, d0_i = variance_prior(s2[others], d[others])
+        if math.isfinite(s0_i):
+            ratio = s2[i] / s0_i
+            upper = chdtrc(d[i], d[i] * ratio) if math.isinf(d0_i) else fdtrc(d[i], d0_i, ratio)
+            outlier[i] = upper < OUTLIER_P
     inner = ok & ~outlier
+    if inner.sum() < MIN_MODERATED:
+        return post, post_df
+    s0, d0 = variance_prior(s2[inner], d[inner])
     cap = float(d[inner].sum())
     for i in np.flatnonzero(inner | (np.isfinite(d) & (d == 0))):
         if not math.isfinite(s0):

@@ -238,3 +238,16 @@ def test_detect_plans_a_variants_own_change_from_its_relative_components(tmp_pat
     assert alone.processes > 10 * design.processes and "whole case" in sentence_alone
     run = synthetic_group_run(CASES, 4, 20, np.random.default_rng(12))
     assert "achieved: a variant's own change of" in achieved(run, 0.10)
+
+
+def test_moderation_needs_several_variances_and_leaves_an_outlier_its_own() -> None:
+    from analysis.stats import MIN_MODERATED, moderated_variances
+
+    few = [0.01, 0.02, 0.03][: MIN_MODERATED - 1]
+    post, df = moderated_variances(few, [3.0] * len(few))
+    assert list(post) == few and list(df) == [3.0] * len(few)
+    variances = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 30.0]
+    post, df = moderated_variances(variances, [3.0] * len(variances))
+    assert post[-1] == 30.0 and df[-1] == 3.0  # the outlier keeps its own
+    assert np.all(df[:-1] == 18.0)  # the six that agree share their df (and one variance)
+    assert np.ptp(post[:-1]) < 1e-12 and 1.0 < post[0] < 2.0
