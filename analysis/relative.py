@@ -198,20 +198,20 @@ def _round_offsets(rounds: pd.DataFrame, group: Group, centres: Mapping[str, flo
 
 
 def offsets(side: Medians, group: Group, centres: Mapping[str, float],
-            rounds: pd.DataFrame | None = None) -> dict[str, dict[str, float]]:
+            by_round: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+            ) -> dict[str, dict[str, float]]:
     """Per case of the group and process: its centred log time minus the reference cases'
     mean centred log time *in the same round*, a :data:`~analysis.compare.PAIR_TRIM`
     trimmed mean over the process's rounds.
 
     Pairing by round cancels drift inside a process on the scale of a round (a few hundred
     ms), as an in-process paired comparison does: on this project's host it cut the spread
-    between processes from 3.7 % to 2.3 % (ds_cnn step). Without ``rounds``
-    (:func:`round_table`), or for a process without a complete round, the process medians
-    stand in for the rounds.
+    between processes from 3.7 % to 2.3 % (ds_cnn step). ``by_round``: the side's
+    :func:`_round_offsets`. Without them, or for a process without a complete round, the
+    process medians stand in for the rounds.
     """
     paired: dict[str, dict[str, float]] = {}
-    for case, (units, values) in (_round_offsets(rounds, group, centres).items()
-                                  if rounds is not None else ()):
+    for case, (units, values) in (by_round or {}).items():
         labels, per_unit = group_values(units, values)
         paired[case] = {str(u): trim_mean(v, PAIR_TRIM) for u, v in zip(labels, per_unit,
                                                                              strict=True)}
@@ -260,7 +260,9 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
     medians, so a table still shows what was measured. Cases without enough mates are left out.
     """
     centres = _centres(baseline, candidate, group.cases)
-    sides = [offsets(side, group, centres, rounds[i] if rounds else None)
+    by_round = [_round_offsets(rounds[i], group, centres) if rounds and rounds[i] is not None
+                else {} for i in (0, 1)]
+    sides = [offsets(side, group, centres, by_round[i])
              for i, side in enumerate((baseline, candidate))]
     logs = {case: (relative_times(sides[0], case, group.mates(case)),
                    relative_times(sides[1], case, group.mates(case)))
@@ -271,8 +273,7 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
         own = np.array([float(np.var(pair[side], ddof=1)) if pair[side].size > 1 else math.nan
                         for pair in logs.values()])
         post, df = moderated_variances(own, np.maximum(n[:, side] - 1, 0))
-        moderated.append((np.fmax(post, _floor(own, rounds[side] if rounds else None, group,
-                                               centres, list(logs))), df))
+        moderated.append((np.fmax(post, _floor(own, by_round[side], list(logs))), df))
     out = {}
     for i, (case, (lb, lc)) in enumerate(logs.items()):
         out[case] = _specific(baseline, candidate, case, lb, lc,
@@ -282,8 +283,8 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
     return out
 
 
-def _floor(own: np.ndarray, rounds: pd.DataFrame | None, group: Group,
-           centres: Mapping[str, float], cases: list[str]) -> np.ndarray:
+def _floor(own: np.ndarray, by_round: Mapping[str, tuple[np.ndarray, np.ndarray]],
+           cases: list[str]) -> np.ndarray:
     """The least variance a variant's relative time can be given: its own noise inside a
     process (``k σ_s² / S`` from its rounds: hundreds of df, so a variant with noisier steps
     is known to be noisier) plus the between-process part the group's variants share on
@@ -294,7 +295,6 @@ def _floor(own: np.ndarray, rounds: pd.DataFrame | None, group: Group,
     inflate a quiet variant's whenever its three-df estimate came out high by chance.
     """
     within = np.full(len(cases), math.nan)
-    by_round = _round_offsets(rounds, group, centres) if rounds is not None else {}
     for i, case in enumerate(cases):
         if case not in by_round:
             continue
@@ -378,8 +378,8 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
     out: dict[str, tuple[Components, int]] = {}
     for group in groups(medians, medians, cases):
         centres = _centres(medians, {c: {} for c in group.cases}, group.cases)
-        offset = offsets(medians, group, centres, rounds)
         by_round = _round_offsets(rounds, group, centres) if rounds is not None else {}
+        offset = offsets(medians, group, centres, by_round)
         own: dict[str, Components] = {}
         for case in group.cases:
             per_unit = relative_times(offset, case, group.mates(case))
