@@ -55,8 +55,31 @@ def process_medians(steps: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def process_labels(rows: pd.DataFrame) -> np.ndarray:
-    """:func:`process_key` as an array of str (what :func:`group_values` sorts on)."""
-    return process_key(rows).to_numpy(dtype=object).astype(str) if len(rows) else np.empty(0, str)
+    """:func:`process_key` as an array of str (what :func:`group_values` sorts on).
+
+    Built from the distinct key combinations (a run has a few dozen processes and thousands
+    of steps): a string operation per row was most of a small gate's time.
+    """
+    if not len(rows):
+        return np.empty(0, str)
+    parts = ([rows["process"]] if "process" in rows.columns else
+             [rows["case_id"], rows["repeat"] if "repeat" in rows.columns else None])
+    if "run_id" in rows.columns:
+        parts.insert(0, rows["run_id"])
+    codes, names = [], []
+    for part in parts:
+        if part is None:
+            codes.append(np.zeros(len(rows), np.int64))
+            names.append(["0"])
+            continue
+        code, uniques = pd.factorize(part, use_na_sentinel=False)
+        codes.append(code.astype(np.int64))
+        names.append([None if pd.isna(u) else str(u) for u in uniques])
+    rows_of, inverse = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
+    found = [[names[i][c] for i, c in enumerate(row)] for row in rows_of]
+    # as the string concatenation of process_key: a missing part makes the label missing
+    labels = np.array(["nan" if None in row else "/".join(row) for row in found], dtype=object)
+    return labels[inverse.reshape(-1)].astype(str)
 
 
 def usable(values: np.ndarray) -> np.ndarray:

@@ -143,26 +143,32 @@ def _centres(baseline: Medians, candidate: Medians, cases: tuple[str, ...]) -> d
             for k in cases}
 
 
-def medians_of(steps: pd.DataFrame, column: str) -> dict[str, dict[str, float]]:
+def medians_of(steps: pd.DataFrame, column: str, labels: np.ndarray | None = None,
+               ) -> dict[str, dict[str, float]]:
     """Per case of a (measured) steps frame: process label -> median of ``column`` there,
-    over usable values."""
+    over usable values. ``labels``: the frame's :func:`process_labels`, when known."""
     out: dict[str, dict[str, float]] = {}
     if column not in steps.columns or not len(steps):
         return out
     values = pd.to_numeric(steps[column], errors="coerce").to_numpy(float)
     ok = usable(values)
-    keys = pd.DataFrame({"case": steps["case_id"].astype(str).to_numpy()[ok],
-                         "unit": process_labels(steps)[ok], "value": values[ok]})
-    for (case, unit), median in keys.groupby(["case", "unit"], sort=True)["value"].median().items():
-        out.setdefault(str(case), {})[str(unit)] = float(median)
+    case, cases = _codes(steps["case_id"].astype(str).to_numpy()[ok])
+    unit, units = _codes((process_labels(steps) if labels is None else labels)[ok])
+    keys, medians = _group_medians(case * max(units.size, 1) + unit, values[ok])
+    for k, m in zip(keys, medians, strict=True):
+        out.setdefault(str(cases[k // max(units.size, 1)]), {})[
+            str(units[k % max(units.size, 1)])] = float(m)
     return out
 
 
-def rounds_of(steps: pd.DataFrame, column: str) -> pd.DataFrame | None:
-    """:func:`round_table` of a (measured) steps frame; None without rounds."""
+def rounds_of(steps: pd.DataFrame, column: str, labels: np.ndarray | None = None,
+              ) -> pd.DataFrame | None:
+    """:func:`round_table` of a (measured) steps frame; None without rounds. ``labels``: the
+    frame's :func:`process_labels`, when known."""
     if "round" not in steps.columns or column not in steps.columns or not len(steps):
         return None
-    return round_table(steps["case_id"].astype(str).to_numpy(), process_labels(steps),
+    return round_table(steps["case_id"].astype(str).to_numpy(),
+                       process_labels(steps) if labels is None else labels,
                        pd.to_numeric(steps["round"], errors="coerce").fillna(-1).to_numpy(np.int64),
                        pd.to_numeric(steps[column], errors="coerce").to_numpy(float))
 
@@ -170,28 +176,60 @@ def rounds_of(steps: pd.DataFrame, column: str) -> pd.DataFrame | None:
 def round_table(case: np.ndarray, unit: np.ndarray, round_: np.ndarray,
                 values: np.ndarray) -> pd.DataFrame:
     """One side's usable steps of shared processes, log values, indexed by (unit, round), one
-    column per case (the first step of a case in a round counts; NaN where it has none)."""
+    column per case (the first step of a case in a round counts; NaN where it has none).
+
+    numpy rather than a pandas set_index/unstack: the gate builds one per side and metric, and
+    a simulation calls the gate thousands of times.
+    """
     keep = (round_ >= 0) & np.isfinite(values) & (values > 0)
-    frame = pd.DataFrame({"case": case[keep], "unit": unit[keep], "round": round_[keep],
-                          "log": np.log(values[keep])})
-    frame = frame.drop_duplicates(["unit", "round", "case"])
-    return frame.set_index(["unit", "round", "case"])["log"].unstack("case")
+    case_code, cases = _codes(np.asarray(case)[keep])
+    unit_code, units = _codes(np.asarray(unit)[keep])
+    rounds = round_[keep]
+    span = int(rounds.max(initial=0)) + 1
+    rows, row = np.unique(unit_code.astype(np.int64) * span + rounds, return_inverse=True)
+    table = np.full(rows.size * cases.size, np.nan)
+    # the first step of a case in a round counts (numpy leaves the winner of repeated
+    # writes unspecified, so the repeats are dropped first)
+    cell, first = np.unique(row.reshape(-1) * cases.size + case_code, return_index=True)
+    table[cell] = np.log(values[keep][first])
+    index = pd.MultiIndex.from_arrays([units[rows // span], rows % span],
+                                      names=["unit", "round"])
+    return pd.DataFrame(table.reshape(rows.size, cases.size), index=index,
+                        columns=pd.Index(cases, name="case"))
+
+
+def _group_medians(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and the median of each one's values (numpy's median: the middle
+    value, or the mean of the two middle ones)."""
+    order = np.lexsort((values, keys))
+    keys, ordered = keys[order], values[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else keys[:0]
+    counts = np.diff(np.r_[first, keys.size])
+    return keys[first], (ordered[first + (counts - 1) // 2] + ordered[first + counts // 2]) / 2.0
+
+
+def _codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of labels and the sorted distinct labels they index."""
+    uniq, inverse = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    return inverse.reshape(-1), uniq.astype(object)
 
 
 def _round_offsets(rounds: pd.DataFrame, group: Group, centres: Mapping[str, float],
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per case with rounds: (process label, value) of each round where the reference cases
     are all present: its centred log step minus their mean centred log step in that round."""
+    column = {str(k): i for i, k in enumerate(rounds.columns)}
     ref = list(group.reference)
-    if not all(k in rounds.columns for k in ref):
+    if not all(k in column for k in ref):
         return {}
-    level = (rounds[ref].to_numpy(float) - np.array([centres[k] for k in ref])).mean(axis=1)
+    table = rounds.to_numpy(float)  # one array: a column lookup per case cost more than this
+    level = (table[:, [column[k] for k in ref]] - np.array([centres[k] for k in ref])).mean(axis=1)
     units = rounds.index.get_level_values(0).to_numpy()
     out = {}
     for case in group.cases:
-        if case not in rounds.columns:
+        if case not in column:
             continue  # this case falls back to its process medians
-        rel = rounds[case].to_numpy(float) - centres[case] - level  # NaN unless complete
+        rel = table[:, column[case]] - centres[case] - level  # NaN unless complete
         ok = np.isfinite(rel)
         out[case] = (units[ok], rel[ok])
     return out
@@ -299,9 +337,12 @@ def _floor(own: np.ndarray, by_round: Mapping[str, tuple[np.ndarray, np.ndarray]
         if case not in by_round:
             continue
         units, values = by_round[case]
-        parts = [(1.4826 * float(np.median(np.abs(v - np.median(v))))) ** 2 / v.size
-                 for v in group_values(units, values)[1] if v.size >= 5]
-        if parts:
+        code, _ = _codes(units)
+        _, centre = _group_medians(code, values)
+        _, mad = _group_medians(code, np.abs(values - centre[code]))
+        size = np.bincount(code, minlength=centre.size)
+        parts = ((1.4826 * mad) ** 2 / size)[size >= 5]
+        if parts.size:
             within[i] = TRIM_EFFICIENCY_K * float(np.mean(parts))
     excess = own - within
     shared = max(0.0, float(np.nanmean(excess))) if np.isfinite(excess).any() else math.nan

@@ -41,7 +41,7 @@ from analysis.decide import (
     family_size,
 )
 from analysis.decide import decide as _decide
-from analysis.processes import measured, process_values
+from analysis.processes import measured, process_labels, process_values
 from analysis.relative import (
     Group,
     combined_prior,
@@ -280,17 +280,25 @@ class _Side:
         self._all_steps = steps
         self._medians: dict[str, dict[str, dict[str, float]]] = {}
         self._rounds: dict[str, pd.DataFrame | None] = {}
+        self._labels: np.ndarray | None = None
+
+    def labels(self) -> np.ndarray:
+        """The steps' process labels (computed once: the medians and rounds of every metric
+        need them)."""
+        if self._labels is None:
+            self._labels = process_labels(self._all_steps)
+        return self._labels
 
     def medians(self, column: str) -> dict[str, dict[str, float]]:
         """Per case: process label -> median of ``column`` there (usable values only)."""
         if column not in self._medians:
-            self._medians[column] = medians_of(self._all_steps, column)
+            self._medians[column] = medians_of(self._all_steps, column, self.labels())
         return self._medians[column]
 
     def rounds(self, column: str) -> pd.DataFrame | None:
         """Log values by (process, round), one column per case; None without rounds."""
         if column not in self._rounds:
-            self._rounds[column] = rounds_of(self._all_steps, column)
+            self._rounds[column] = rounds_of(self._all_steps, column, self.labels())
         return self._rounds[column]
 
     def failure(self, case_id: str) -> str:

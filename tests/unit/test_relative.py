@@ -30,11 +30,10 @@ def _step_verdicts(base: pd.DataFrame, cand: pd.DataFrame, **kwargs: object) -> 
 
 
 def _medians(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for (case, process), rows in frame.groupby(["case_id", "process"]):
-        out.setdefault(str(case), {})[f"{rows['run_id'].iloc[0]}/{process}"] = float(
-            rows["step_ns"].median())
-    return out
+    """Per case: ``run_id/process`` -> median step (without rounds: the process medians)."""
+    from analysis.relative import medians_of
+
+    return medians_of(frame, "step_ns")
 
 
 def test_a_process_label_names_its_group_without_run_repeat_or_attempt() -> None:
