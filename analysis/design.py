@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.processes import measured, process_key
-from analysis.stats import t_quantile
+from analysis.stats import MAD_TO_SIGMA, t_quantile
 
 MEDIAN_EFFICIENCY_K = 1.57  # Var(median) ≈ k · σ² / n for normal samples (π/2)
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def components(steps: pd.DataFrame, column: str = "step_ns") -> Components:
     mad = grouped.apply(lambda v: float(np.median(np.abs(v - np.median(v)))))
     counts = grouped.size()
     weights = (counts - 1).clip(lower=0)
-    sigma_s = (math.sqrt(float(((_MAD_TO_SIGMA * mad) ** 2 * weights).sum() / weights.sum()))
+    sigma_s = (math.sqrt(float(((MAD_TO_SIGMA * mad) ** 2 * weights).sum() / weights.sum()))
                if weights.sum() > 0 else math.nan)
     steps_per = float(counts.median())
     if len(medians) < 2:

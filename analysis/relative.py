@@ -51,7 +51,7 @@ import pandas as pd
 from analysis.compare import PAIR_TRIM, Comparison, Prior, compare_units, t_interval
 from analysis.design import Components
 from analysis.processes import group_values, process_labels, usable
-from analysis.stats import moderated_variances, trim_mean
+from analysis.stats import MAD_TO_SIGMA, moderated_variances, trim_mean
 
 #: A process label is ``[run_id/]device:group:r<repeat>:a<attempt>`` (harness/schedule.py);
 #: the group is what stays when the run, the repeat and the attempt are taken away.
@@ -341,7 +341,7 @@ def _floor(own: np.ndarray, by_round: Mapping[str, tuple[np.ndarray, np.ndarray]
         _, centre = _group_medians(code, values)
         _, mad = _group_medians(code, np.abs(values - centre[code]))
         size = np.bincount(code, minlength=centre.size)
-        parts = ((1.4826 * mad) ** 2 / size)[size >= 5]
+        parts = ((MAD_TO_SIGMA * mad) ** 2 / size)[size >= 5]
         if parts.size:
             within[i] = TRIM_EFFICIENCY_K * float(np.mean(parts))
     excess = own - within
@@ -431,7 +431,7 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
             # per process, so it moves no round against another)
             for values in group_values(*by_round.get(case, (np.empty(0, str), np.empty(0))))[1]:
                 if values.size >= 2:
-                    spreads.append(1.4826 * float(np.median(np.abs(values - np.median(values)))))
+                    spreads.append(MAD_TO_SIGMA * float(np.median(np.abs(values - np.median(values)))))
                     counts.append(values.size)
             weights = np.array(counts, dtype=float) - 1.0
             sigma_s = (math.sqrt(float((np.square(spreads) * weights).sum() / weights.sum()))

@@ -27,7 +27,7 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 _CHUNK_CELLS = 4_000_000  # resample indices per chunk: caps memory at ~16 MB
-_MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
+MAD_TO_SIGMA = 1.4826  # MAD x this estimates the standard deviation of a normal sample
 
 
 def t_quantile(q: float, df: float) -> float:
@@ -274,7 +274,7 @@ def summarize(values: npt.ArrayLike, *, n_resamples: int = DEFAULT_RESAMPLES,
     return Summary(
         n=n, median=median, median_ci_low=ci_low, median_ci_high=ci_high, p10=p10, p90=p90,
         iqr=q3 - q1, mean=mean, std=std, cv=safe_div(std, mean),
-        robust_cv=safe_div(_MAD_TO_SIGMA * mad, median), confidence=confidence,
+        robust_cv=safe_div(MAD_TO_SIGMA * mad, median), confidence=confidence,
     )
 
 
