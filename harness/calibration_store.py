@@ -108,10 +108,10 @@ def _median(values: list[float]) -> float:
 
 def design_for(results_dir: Path, device: str, case_ids: list[str], detect: float, *,
                alpha: float = 0.05, power: float = 0.90, metrics: int = 2,
-               relative: bool = True) -> tuple[Any, str]:
+               relative: bool = True, path: Path | None = None) -> tuple[Any, str]:
     """Processes and steps that detect ``detect`` in every case (the costliest case decides).
 
-    Reads ``<results>/calibration/<device>.json``; the family is every case × ``metrics``
+    Reads ``path``, by default ``<results>/calibration/<device>.json``; the family is every case × ``metrics``
     timed metrics, so each case is planned at level α/m (the first Holm step). With
     ``relative`` (variants share processes), a case with ``step_time_relative`` components
     is planned for a change of its own, against its process-mates (``analysis.relative``);
@@ -121,11 +121,16 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     from analysis.design import MEDIAN_EFFICIENCY_K, plan, se_of
     from analysis.relative import TRIM_EFFICIENCY_K
 
-    path = calibration_path(results_dir, device)
+    given = path is not None
+    path = path if path is not None else calibration_path(results_dir, device)
     if not path.is_file():
+        if given:
+            raise ConfigError(f"no calibration file at {path}; give the device file `harness "
+                              "calibrate` wrote (<results>/calibration/<device>.json)",
+                              key="--calibration")
         raise ConfigError(f"--detect needs the device's variance components and {path} does not "
                           f"exist; run `harness calibrate --device {device}` with the same "
-                          "filters first", key="--detect")
+                          "filters first, or give its file with --calibration", key="--detect")
     data = read_calibration_file(path)
     tests = max(1, len(case_ids) * metrics)
     costs = {"process_cost_s": _or(data.get("process_cost_s"), 6.0),

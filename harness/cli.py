@@ -130,7 +130,7 @@ def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
             suite=args.suite, study=args.study, out=args.out, run_id=args.run_id, processes=args.processes,
             isolate=args.isolate, slowdown=args.inject_slowdown, slowdown_phase=args.inject_phase,
             slowdown_into=cli_options.csv_values(args.inject_into), aa_replicas=args.aa_replicas,
-            detect=args.detect,
+            detect=args.detect, calibration=args.calibration,
             onnx_inference=args.onnx_inference, probe=not args.no_probe, argv=full_argv)
         outcome = workflow.run_bench(request, finish, on_notes=_print_notes)
     human = sys.stderr if args.json == Path("-") else sys.stdout

@@ -50,6 +50,7 @@ class BenchRequest:
     slowdown_into: tuple[str, ...] = ()  # the cases the slowdown goes into (empty: every case)
     aa_replicas: int = 0  # in-process A/A twins of each case
     detect: float | None = None  # choose processes and steps from the calibration for this change
+    calibration: Path | None = None  # the variance components --detect reads (default: out's)
     onnx_inference: bool = False
     probe: bool = True
     argv: tuple[str, ...] = ("harness", "bench")
@@ -165,7 +166,7 @@ def _designed(request: BenchRequest, chosen: Selection,
 
     design, sentence = design_for(request.out, request.devices[0],
                                   [c.case_id for c in chosen.cases], float(request.detect or 0),
-                                  relative=not request.isolate)
+                                  relative=not request.isolate, path=request.calibration)
     if on_notes:
         on_notes([sentence])
     cases = tuple(dataclasses.replace(c, steps=design.steps) for c in chosen.cases)

@@ -542,6 +542,14 @@ def test_detect_plans_from_the_calibration_file_and_states_what_a_run_achieved(
     assert "achieved: a change of" in achieved(run, 0.10)
     with pytest.raises(ConfigError, match="harness calibrate"):
         design_for(tmp_path, "pixel7", ["c"], 0.05)
+    # --calibration: a device file kept elsewhere is read in place of <results>/calibration/
+    elsewhere = tmp_path / "kept" / "local.json"
+    elsewhere.parent.mkdir()
+    path.rename(elsewhere)
+    assert design_for(tmp_path / "other", "local", ["c"], 0.10, path=elsewhere)[0] == design
+    with pytest.raises(ConfigError, match="no calibration file at") as missing:
+        design_for(tmp_path, "local", ["c"], 0.10, path=tmp_path / "nope.json")
+    assert missing.value.key == "--calibration"
 
 
 @pytest.mark.parametrize(("text", "value"), [("5%", 0.05), ("0.1", 0.1)])
