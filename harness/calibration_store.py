@@ -125,8 +125,8 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     path = path if path is not None else calibration_path(results_dir, device)
     if not path.is_file():
         if given:
-            raise ConfigError(f"no calibration file at {path}; give the device file `harness "
-                              "calibrate` wrote (<results>/calibration/<device>.json)",
+            raise ConfigError(f"no calibration file at {path}; give the device file that "
+                              "`harness calibrate` wrote (<results>/calibration/<device>.json)",
                               key="--calibration")
         raise ConfigError(f"--detect needs the device's variance components and {path} does not "
                           f"exist; run `harness calibrate --device {device}` with the same "
