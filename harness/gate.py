@@ -24,6 +24,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -270,35 +271,30 @@ class _Side:
         assert steps is not None
         self.step_columns = set(steps.columns)
         self.steps = {str(k): g for k, g in steps.groupby("case_id", sort=False, observed=True)}
-        self.cases: dict[str, pd.DataFrame] = {}
-        if cases is not None and len(cases):
-            self.cases = {str(k): g for k, g in cases.groupby("case_id", sort=False,
-                                                             observed=True)}
+        self.cases: dict[str, pd.DataFrame] = ({str(k): g for k, g in cases.groupby(
+            "case_id", sort=False, observed=True)} if cases is not None and len(cases) else {})
         self.ids = set(self.steps) | set(self.cases)
         frames = [f for f in (steps, cases) if f is not None and "device" in f.columns]
         self.devices = {str(d) for f in frames for d in f["device"].dropna().unique()}
         self._all_steps = steps
         self._medians: dict[str, dict[str, dict[str, float]]] = {}
         self._rounds: dict[str, pd.DataFrame | None] = {}
-        self._labels: np.ndarray | None = None
 
+    @cached_property
     def labels(self) -> np.ndarray:
-        """The steps' process labels (computed once: the medians and rounds of every metric
-        need them)."""
-        if self._labels is None:
-            self._labels = process_labels(self._all_steps)
-        return self._labels
+        """The steps' process labels, once for the medians and rounds of every metric."""
+        return process_labels(self._all_steps)
 
     def medians(self, column: str) -> dict[str, dict[str, float]]:
         """Per case: process label -> median of ``column`` there (usable values only)."""
         if column not in self._medians:
-            self._medians[column] = medians_of(self._all_steps, column, self.labels())
+            self._medians[column] = medians_of(self._all_steps, column, self.labels)
         return self._medians[column]
 
     def rounds(self, column: str) -> pd.DataFrame | None:
         """Log values by (process, round), one column per case; None without rounds."""
         if column not in self._rounds:
-            self._rounds[column] = rounds_of(self._all_steps, column, self.labels())
+            self._rounds[column] = rounds_of(self._all_steps, column, self.labels)
         return self._rounds[column]
 
     def failure(self, case_id: str) -> str:
