@@ -175,9 +175,15 @@ def checked_variant(spec: dict[str, Any]) -> dict[str, Any]:
     return check_correctness(spec, checked.task, checked.device.type)
 
 
-def build_variant(spec: dict[str, Any], task: Any, emit: Emitter) -> Variant:
+def build_variant(spec: dict[str, Any], task: Any, emit: Emitter,
+                  counted: tuple[Any, int] | None = None) -> Variant:
     """Prepare ``task`` for the case (device, mode), build its update kernel, count FLOPs and
-    activations, and announce the case (``case_start``)."""
+    activations, and announce the case (``case_start``).
+
+    ``counted`` is ``(flops, activation_bytes)`` already counted for the same workload, batch,
+    dtype and mode (a group's earlier variant): neither depends on the optimizer, so a group
+    counts them once.
+    """
     from workloads import trainer
     from workloads.probe import flops_per_step
 
@@ -187,11 +193,14 @@ def build_variant(spec: dict[str, Any], task: Any, emit: Emitter) -> Variant:
     updater = opt_spec.build(task.model, spec["kernel"], opt_spec.hparams(spec.get("hparams")))
     params = [p for p in task.model.parameters() if p.requires_grad]
     param_count = sum(p.numel() for p in params)
-    inputs, targets = task.next_batch()
-    with trainer.autocast(spec["dtype"], prepared.device.type):
-        flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
-        activation_bytes = trainer.saved_activation_bytes(task.model, task.frontend, inputs,
-                                                          targets, task.loss_fn)
+    inputs, targets = task.next_batch()  # drawn either way: a group's data streams stay alike
+    if counted is not None:
+        flops, activation_bytes = counted
+    else:
+        with trainer.autocast(spec["dtype"], prepared.device.type):
+            flops = flops_per_step(task.model, task.frontend, inputs, targets, task.loss_fn)
+            activation_bytes = trainer.saved_activation_bytes(task.model, task.frontend, inputs,
+                                                              targets, task.loss_fn)
     emit(schema.CaseStart(case_id=spec["case_id"], spec=spec, param_count=param_count,
                           param_bytes=sum(p.numel() * p.element_size() for p in params)))
     return Variant(spec, prepared, updater, opt_spec, param_count, flops, activation_bytes)

@@ -125,10 +125,12 @@ def run_group(group: dict[str, Any], emit: Callable[[schema.Record], None]) -> t
         gc.collect()
         models = copies_for(template, len(tasks), int(group.get("rotation", 0)))
         del template
+        counted = None  # FLOPs and saved activations: the same for every variant of the group
         for m, task, model in zip(live, tasks, models, strict=True):
             task.model = model
             try:
-                m.variant = agent.build_variant(m.spec, task, emit)
+                m.variant = agent.build_variant(m.spec, task, emit, counted)
+                counted = (m.variant.flops, m.variant.activation_bytes)
                 maybe_fail("start", m.case_id)
                 if m.spec.get("mode") == "compile":
                     m.variant.compile_ns = trainer.compile_warmup(m.variant.prepared, m.variant.updater,

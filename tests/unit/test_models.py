@@ -95,6 +95,24 @@ def test_count_macs_leaves_batch_norm_statistics_and_mode_untouched():
     assert not model.training
 
 
+def test_count_macs_counts_an_architecture_once_per_process(monkeypatch):
+    from workloads.models import macs
+
+    calls: list[int] = []
+    real = macs._count
+    monkeypatch.setattr(macs, "_COUNTED", {})
+    monkeypatch.setattr(macs, "_count", lambda m, x: calls.append(1) or real(m, x))
+    a, b = nn.Linear(6, 4), nn.Linear(6, 4)  # same architecture, other weights
+    assert count_macs(a, torch.zeros(1, 6)) == count_macs(b, torch.zeros(1, 6)) == 24
+    assert len(calls) == 1
+    # another width, input length or module settings is another architecture: counted anew
+    assert count_macs(nn.Linear(6, 5), torch.zeros(1, 6)) == 30
+    assert count_macs(a, torch.zeros(3, 6)) == 72
+    assert count_macs(nn.Conv1d(2, 2, 3, padding=1), torch.zeros(1, 2, 5)) != count_macs(
+        nn.Conv1d(2, 2, 3, padding=0), torch.zeros(1, 2, 5))
+    assert len(calls) == 5
+
+
 # --- speech front end --------------------------------------------------------------------
 
 

@@ -98,6 +98,24 @@ def test_variants_alternate_round_by_round_with_their_own_steps():
     assert all(e.state_bytes == ends[0].state_bytes > 0 for e in ends)  # per variant, exact
 
 
+def test_flops_and_activations_are_counted_once_per_group(monkeypatch):
+    import workloads.probe
+
+    calls: list[int] = []
+    real = workloads.probe.flops_per_step
+    monkeypatch.setattr(workloads.probe, "flops_per_step", lambda *a: calls.append(1) or real(*a))
+    records = _run([_spec("forloop"), _spec("foreach"), _spec("forloop", optimizer="sgd",
+                                                                case_id="lstm_text-sgd-forloop")])
+    ends = [r for r in records if isinstance(r, schema.CaseEnd)]
+    assert len(ends) == 3 and len(calls) == 1
+    flops = {e.summary["flops_per_step"] for e in ends}
+    activations = {e.summary["saved_activation_bytes"] for e in ends}
+    assert len(flops) == 1 and flops.pop() > 0 and len(activations) == 1 and activations.pop() > 0
+    # drawing the counting batch for every variant keeps their data streams alike
+    first = {s.case_id: s.loss for s in records if isinstance(s, schema.Step) and s.index == 0}
+    assert len(first) == 3 and len(set(first.values())) == 1
+
+
 def test_the_check_runs_only_for_variants_asked_to():
     records = _run([_spec("forloop", check_steps=2), _spec("foreach", check_reason="checked in repeat 0")])
     ends = {r.case_id: r for r in records if isinstance(r, schema.CaseEnd)}

@@ -48,14 +48,36 @@ def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
     return total * directions * steps * rows
 
 
+# counts already made in this process, by architecture and input (a group of variants builds
+# the same model a dozen times; counting under the dispatch mode costs more than the build)
+_COUNTED: dict[tuple[Any, ...], int] = {}
+
+
+def _architecture_key(model: nn.Module, example: torch.Tensor) -> tuple[Any, ...]:
+    """What a MAC count depends on: every module's type and settings, every parameter's and
+    buffer's shape, and the input's shape and dtype (not the weights' values)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return (type(model).__module__, type(model).__qualname__, repr(model),
+            tuple((name, tuple(t.shape), str(t.dtype)) for name, t in tensors),
+            tuple(example.shape), str(example.dtype))
+
+
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of ``model(example)``, summed over the batch in ``example``.
 
     Runs one forward pass without gradients on a copy of the model in training mode: the
     path a training step takes (eval-mode fast paths such as the fused Transformer encoder
     hide their matrix products from the counter), and the model's own batch-norm
-    statistics stay untouched.
+    statistics stay untouched. A model of the same architecture and input counted before in
+    this process gets that count back without a second pass.
     """
+    key = _architecture_key(model, example)
+    if key not in _COUNTED:
+        _COUNTED[key] = _count(model, example)
+    return _COUNTED[key]
+
+
+def _count(model: nn.Module, example: torch.Tensor) -> int:
     recurrent = 0
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], _output: Any) -> None:
