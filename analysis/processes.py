@@ -156,8 +156,14 @@ def _measured_number(name: str, series: pd.Series) -> bool:
         name.endswith(_MEASURED_SUFFIXES)
 
 
-def _first(values: pd.Series) -> object:
+def _first(values: pd.Series) -> object:  # a marker in pool_processes' plan: see _first_rows
     return values.iloc[0]
+
+
+def _first_rows(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Each key's first row, indexed by the key (what ``agg(_first)`` gives, without a Python
+    call per group and column)."""
+    return frame.drop_duplicates(subset=key, keep="first").set_index(key)
 
 
 def pool_processes(cases: pd.DataFrame, key: Sequence[str] = ("run_id", "device", "case_id"),
@@ -195,12 +201,15 @@ def pool_processes(cases: pd.DataFrame, key: Sequence[str] = ("run_id", "device"
         else:
             agg[col] = _first
     finished = ordered.loc[ordered["_ok"]] if ordered["_ok"].any() else ordered
-    pooled = finished.groupby(key, sort=False, observed=True).agg(agg)
+    firsts = [c for c, how in agg.items() if how is _first]  # taken from each case's first row
+    rest = {c: how for c, how in agg.items() if how is not _first}
+    pooled = _first_rows(finished, key)[firsts]
+    if rest:
+        pooled = pooled.join(finished.groupby(key, sort=False, observed=True).agg(rest))
     # cases whose every process failed: their first row as is
     missing = counts.index.difference(pooled.index)
     if len(missing):
-        failed = ordered.groupby(key, sort=False, observed=True).agg(
-            {c: _first for c in cases.columns if c not in key}).loc[missing]
+        failed = _first_rows(ordered, key).loc[missing, [c for c in cases.columns if c not in key]]
         pooled = pd.concat([pooled, failed])
     pooled = pooled.join(counts)
     pooled["processes_failed"] = pooled["processes"] - pooled["ok"]
