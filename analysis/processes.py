@@ -162,8 +162,8 @@ def _first(values: pd.Series) -> object:  # a marker in pool_processes' plan: se
 
 def _first_rows(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """Each key's first row, indexed by the key (what ``agg(_first)`` gives, without a Python
-    call per group and column)."""
-    return frame.drop_duplicates(subset=key, keep="first").set_index(key)
+    call per group and column); rows with a blank key are left out, as groupby leaves them."""
+    return frame.dropna(subset=key).drop_duplicates(subset=key, keep="first").set_index(key)
 
 
 def pool_processes(cases: pd.DataFrame, key: Sequence[str] = ("run_id", "device", "case_id"),

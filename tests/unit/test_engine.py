@@ -223,3 +223,33 @@ def test_a_step_difference_that_comes_from_forward_and_backward_is_process_noise
     assert table["verdict"].tolist() == [PROCESS_NOISE]
     (sentence,) = optimizer_headlines(table, table["device"])
     assert "process noise" in sentence.text and "×" not in sentence.text
+
+
+def test_pooling_takes_medians_of_finished_processes_and_says_why_the_others_failed() -> None:
+    from analysis.processes import pool_processes
+
+    cases = pd.DataFrame({
+        "run_id": "r", "device": "d",
+        "case_id": pd.Categorical(["a", "a", "a", "b", "b", "c"]),
+        "status": ["ok", "failed", "ok", "failed", "failed", "ok"],
+        "threads": [1, 1, 1, 2, 2, 1],
+        "median_ns": [10.0, 99.0, 14.0, 5.0, 7.0, 3.0],
+        "correct_ok": [True, True, False, True, True, True],
+        "warnings": ["noisy", "", "noisy;hot", "", "", ""],
+        "error_kind": [None, "crash", None, "timeout", "crash", None],
+        "error_message": [None, "signal 9", None, "deadline", "signal 9", None],
+    })
+    blank = cases.iloc[[0]].assign(case_id=pd.Categorical([None], categories=["a", "b", "c"]))
+    pooled = pool_processes(pd.concat([cases, blank], ignore_index=True)).set_index("case_id")
+    assert list(pooled.columns[-2:]) == ["processes", "processes_failed"]
+    assert sorted(pooled.index) == ["a", "b", "c"]  # a row without a case is not a case
+    a, b, c = pooled.loc["a"], pooled.loc["b"], pooled.loc["c"]
+    # a: two of three processes finished; their median, the failure named, flags pooled
+    assert (a["processes"], a["processes_failed"], a["median_ns"]) == (3, 1, 12.0)
+    assert (a["status"], a["error_kind"], a["error_message"]) == ("ok", "crash", "signal 9")
+    assert a["warnings"] == "noisy;hot" and not a["correct_ok"]
+    # b: every process failed: its first row as it is
+    assert (b["processes"], b["processes_failed"], b["status"]) == (2, 2, "failed")
+    assert (b["median_ns"], b["threads"], b["error_kind"]) == (5.0, 2, "timeout")
+    assert (c["processes"], c["processes_failed"], c["median_ns"]) == (1, 0, 3.0)
+    assert pooled["processes"].dtype.kind == "i" and pooled["processes_failed"].dtype.kind == "i"

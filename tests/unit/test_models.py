@@ -111,6 +111,11 @@ def test_count_macs_counts_an_architecture_once_per_process(monkeypatch):
     assert count_macs(nn.Conv1d(2, 2, 3, padding=1), torch.zeros(1, 2, 5)) != count_macs(
         nn.Conv1d(2, 2, 3, padding=0), torch.zeros(1, 2, 5))
     assert len(calls) == 5
+    # a setting the repr does not show: batch_first makes attention run over other axes
+    tokens = torch.zeros(2, 6, 8)
+    first = count_macs(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), tokens)
+    second = count_macs(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=False), tokens)
+    assert first != second and len(calls) == 7
 
 
 # --- speech front end --------------------------------------------------------------------

@@ -53,12 +53,30 @@ def _recurrent_macs(module: nn.RNNBase, inputs: tuple[Any, ...]) -> int:
 _COUNTED: dict[tuple[Any, ...], int] = {}
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _setting(value: Any) -> Any:
+    """A module attribute as a key part: plain values as they are, anything else by its type
+    (a tensor's values, a function's address never make two architectures differ)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value):
+        return tuple(value)
+    return type(value).__qualname__
+
+
 def _architecture_key(model: nn.Module, example: torch.Tensor) -> tuple[Any, ...]:
-    """What a MAC count depends on: every module's type and settings, every parameter's and
-    buffer's shape, and the input's shape and dtype (not the weights' values)."""
+    """What a MAC count depends on: every module's type and settings (its repr and its plain
+    attributes, which the repr of e.g. ``nn.MultiheadAttention`` leaves out: ``batch_first``
+    changes the count), every parameter's and buffer's shape, and the input's shape and dtype
+    (not the weights' values)."""
+    modules = tuple(
+        (name, type(m).__module__, type(m).__qualname__,
+         tuple(sorted((k, _setting(v)) for k, v in vars(m).items() if not k.startswith("_"))))
+        for name, m in model.named_modules())
     tensors = [*model.named_parameters(), *model.named_buffers()]
-    return (type(model).__module__, type(model).__qualname__, repr(model),
-            tuple((name, tuple(t.shape), str(t.dtype)) for name, t in tensors),
+    return (modules, repr(model), tuple((name, tuple(t.shape), str(t.dtype)) for name, t in tensors),
             tuple(example.shape), str(example.dtype))
 
 
