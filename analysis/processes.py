@@ -156,13 +156,9 @@ def _measured_number(name: str, series: pd.Series) -> bool:
         name.endswith(_MEASURED_SUFFIXES)
 
 
-def _first(values: pd.Series) -> object:  # a marker in pool_processes' plan: see _first_rows
-    return values.iloc[0]
-
-
 def _first_rows(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    """Each key's first row, indexed by the key (what ``agg(_first)`` gives, without a Python
-    call per group and column); rows with a blank key are left out, as groupby leaves them."""
+    """Each key's first row, indexed by the key (without a Python call per group and column);
+    rows with a blank key are left out, as groupby leaves them."""
     return frame.dropna(subset=key).drop_duplicates(subset=key, keep="first").set_index(key)
 
 
@@ -187,6 +183,7 @@ def pool_processes(cases: pd.DataFrame, key: Sequence[str] = ("run_id", "device"
     # prefer finished processes' rows for every statistic
     ordered = cases.assign(_ok=ok).sort_values("_ok", ascending=False, kind="stable")
     agg: dict[str, object] = {}
+    firsts: list[str] = []
     for col in cases.columns:
         if col in key:
             continue
@@ -199,13 +196,11 @@ def pool_processes(cases: pd.DataFrame, key: Sequence[str] = ("run_id", "device"
             agg[col] = lambda v: ";".join(dict.fromkeys(
                 f.strip() for text in v.astype(str) for f in text.split(";") if f.strip()))
         else:
-            agg[col] = _first
+            firsts.append(col)  # taken from each case's first row
     finished = ordered.loc[ordered["_ok"]] if ordered["_ok"].any() else ordered
-    firsts = [c for c, how in agg.items() if how is _first]  # taken from each case's first row
-    rest = {c: how for c, how in agg.items() if how is not _first}
     pooled = _first_rows(finished, key)[firsts]
-    if rest:
-        pooled = pooled.join(finished.groupby(key, sort=False, observed=True).agg(rest))
+    if agg:
+        pooled = pooled.join(finished.groupby(key, sort=False, observed=True).agg(agg))
     # cases whose every process failed: their first row as is
     missing = counts.index.difference(pooled.index)
     if len(missing):
