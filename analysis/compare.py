@@ -24,7 +24,7 @@ are independent draws with variance ``σ_p² + k σ_s² / S``. Hence:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -45,13 +45,36 @@ PAIR_TRIM = 0.2
 
 @dataclass(frozen=True)
 class Prior:
-    """A calibrated between-process spread of a case's log median, and its degrees of freedom."""
+    """A calibrated between-process spread of a case's log median, and its degrees of freedom.
+
+    ``sigma_run`` (with ``run_df``): the calibrated spread between separate *runs* beyond
+    what their processes explain (:func:`analysis.design.between_runs`). Two separate runs
+    differ by it even when nothing changed, so a comparison of two runs adds ``2 σ_r²`` to its
+    variance (:func:`run_variance`); an interleaved comparison (``harness ab``) does not.
+    """
 
     sigma_log: float
     df: float
+    sigma_run: float = 0.0
+    run_df: float = 0.0
 
     def usable(self) -> bool:
         return math.isfinite(self.sigma_log) and self.sigma_log >= 0 and self.df > 0
+
+
+def run_variance(prior: Prior | None) -> tuple[float, float]:
+    """(``2 σ_r²``, its df) that a comparison of two separate runs adds; (0, 0) without one."""
+    if prior is None or not (math.isfinite(prior.sigma_run) and prior.sigma_run > 0
+                             and prior.run_df > 0):
+        return 0.0, 0.0
+    return 2.0 * prior.sigma_run ** 2, prior.run_df
+
+
+def welch_df(parts: list[tuple[float, float]], fallback: float) -> float:
+    """Welch–Satterthwaite df of a sum of variance terms ``(variance, df)``."""
+    total = sum(v for v, _ in parts)
+    denominator = sum(v ** 2 / d for v, d in parts if v and d > 0)
+    return total ** 2 / denominator if denominator > 0 else fallback
 
 
 @dataclass(frozen=True)
@@ -142,12 +165,15 @@ def compare_units(baseline: npt.ArrayLike, candidate: npt.ArrayLike, *,
                           "none", math.nan, math.nan, *spread, *steps,
                           note="one process per side: the spread between processes is unknown")
     wb, wc = vb / nb, vc / nc
-    se = math.sqrt(wb + wc)
+    wr, dr = run_variance(prior)
+    se = math.sqrt(wb + wc + wr)
     if method == "student":
-        df = db
+        df = welch_df([(wb + wc, db), (wr, dr)], db)
     else:
-        denominator = (wb ** 2 / db if wb else 0.0) + (wc ** 2 / dc if wc else 0.0)
-        df = (wb + wc) ** 2 / denominator if denominator > 0 else db + dc
+        df = welch_df([(wb, db), (wc, dc), (wr, dr)], db + dc)
+    if wr:
+        note = (f"{note}; " if note else "") + (
+            f"plus the calibrated spread between runs σ_r {prior.sigma_run:.1%}")  # type: ignore[union-attr]
     p, low, high = t_interval(diff, se, df, confidence)
     return Comparison(nb, nc, gb, gc, math.exp(diff), low, high, p, confidence, method, df, se,
                       *spread, *steps, note=note)
@@ -259,3 +285,28 @@ def compare_steps(baseline: pd.DataFrame, candidate: pd.DataFrame, column: str, 
                               candidate_median=gc, confidence=confidence, steps=steps,
                               spread=(*_spread(b), *_spread(c)))
     return compare_units(b, c, confidence=confidence, prior=prior, steps=steps)
+
+
+def compare_by_repeat(base: pd.DataFrame, cand: pd.DataFrame, column: str,
+                      confidence: float = DEFAULT_CONFIDENCE) -> Comparison:
+    """Processes of the two sides matched by ``repeat`` (``harness ab``: they ran back to back):
+    each repeat's log-ratio of process medians is one paired unit. Drift between the two
+    sides' runs cannot enter, so no spread between runs is added."""
+    def medians(frame: pd.DataFrame) -> pd.Series:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        keep = frame.loc[values > 0]
+        return keep.groupby("repeat")[column].median() if len(keep) else pd.Series(dtype=float)
+
+    mb, mc = medians(base), medians(cand)
+    common = mb.index.intersection(mc.index)
+    d = np.log(mc[common].to_numpy(float)) - np.log(mb[common].to_numpy(float))
+    b, c = mb.to_numpy(float), mc.to_numpy(float)
+    spread = (float(b.min()), float(b.max()), float(c.min()), float(c.max())) if (
+        b.size and c.size) else (math.nan,) * 4
+    geo = [float(np.exp(np.log(x).mean())) if x.size else math.nan for x in (b, c)]
+    comparison = compare_paired(d, baseline_median=geo[0], candidate_median=geo[1],
+                                confidence=confidence, spread=spread)
+    if comparison.method == "within-process" or len(common) < 2:
+        return compare_units(b, c, confidence=confidence)
+    return replace(comparison, method="paired-rounds",
+                   note=f"processes paired by round ({len(common)} rounds)")

@@ -37,6 +37,8 @@ class Components:
     sigma_median: float  # observed sd of log process medians (σ_p² + k σ_s²/S, measured)
     processes: int
     steps_per_process: float
+    sigma_run: float = math.nan  # between runs, net of the processes' spread (:func:`between_runs`)
+    runs: int = 0  # runs behind ``sigma_run`` (0: the processes came from one run)
 
     @property
     def df(self) -> float:
@@ -76,7 +78,36 @@ def components(steps: pd.DataFrame, column: str = "step_ns") -> Components:
     var_median = float(np.var(medians.to_numpy(), ddof=1))
     within = MEDIAN_EFFICIENCY_K * sigma_s ** 2 / steps_per if math.isfinite(sigma_s) else 0.0
     sigma_p = math.sqrt(max(0.0, var_median - within))
-    return Components(sigma_p, sigma_s, math.sqrt(var_median), len(medians), steps_per)
+    sigma_run, runs = (between_runs(medians.to_numpy(), run_of(medians.index.to_numpy()))
+                       if "run_id" in rows.columns else (math.nan, 0))
+    return Components(sigma_p, sigma_s, math.sqrt(var_median), len(medians), steps_per,
+                      sigma_run, runs)
+
+
+def run_of(labels: np.ndarray) -> np.ndarray:
+    """The run part of process labels ``run_id/process`` (:func:`~analysis.processes.process_key`)."""
+    return np.array([str(label).split("/", 1)[0] for label in labels], dtype=object)
+
+
+def between_runs(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
+    """(σ_r, R): the spread of a quantity's run means beyond what their processes explain.
+
+    ``values``: one log summary per process; ``runs``: the run each came from. Kalibera &
+    Jones's third level: separate runs (bench invocations, calibration blocks) of the same
+    code differ by more than their processes predict when the host drifts between them
+    (clock, thermal state, neighbours). Method of moments, ``σ_r² = Var(run means) −
+    mean(within-run variance / processes)``, never below 0; runs with fewer than two processes
+    are left out, and fewer than three runs give NaN (one or two say nothing of a spread).
+    A gate of two separate runs adds ``2 σ_r²`` to its variance (``analysis.compare.Prior``).
+    """
+    frame = pd.DataFrame({"run": np.asarray(runs, dtype=object),
+                          "value": np.asarray(values, dtype=float)})
+    per = frame[np.isfinite(frame["value"])].groupby("run")["value"].agg(["mean", "var", "size"])
+    per = per[per["size"] >= 2]
+    if len(per) < 3:
+        return math.nan, int(len(per))
+    excess = float(per["mean"].var(ddof=1)) - float((per["var"] / per["size"]).mean())
+    return math.sqrt(max(0.0, excess)), int(len(per))
 
 
 def components_table(steps: pd.DataFrame, column: str = "step_ns",

@@ -31,11 +31,13 @@ part only. The reference set is the same on both sides and in every process: the
 present, with a usable value, in every process of the group on both sides (:class:`Group`),
 so a case that failed in one process changes no one's reference.
 
-Not carried by the specific part: a calibration prior or ``--run-drift`` (they describe the
-spread of absolute times between processes, which the relative time does not have), and any
-change between runs that hits variants unequally for reasons other than the code (a
-baseline from another day whose thermal state favoured one kernel). ``harness ab``, which
-interleaves both sides in time, is the design that cancels those.
+Not carried by the specific part: a calibration prior's σ_p or ``--run-drift`` (they describe
+the spread of absolute times between processes, which the relative time does not have). What
+it does carry, when the device file has it, is the calibrated spread of a variant's relative
+time between separate runs (``step_time_relative.sigma_run``): a change between runs that hits
+variants unequally for reasons other than the code (the host's memory bandwidth moving
+against its compute between two runs moves a memory-bound update against the others).
+``harness ab``, which interleaves both sides in time, is the design that cancels it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.compare import PAIR_TRIM, Comparison, Prior, compare_units, t_interval
-from analysis.design import Components
+from analysis.compare import (
+    PAIR_TRIM,
+    Comparison,
+    Prior,
+    compare_units,
+    run_variance,
+    t_interval,
+    welch_df,
+)
+from analysis.design import Components, between_runs, run_of
 from analysis.processes import group_values, process_labels, usable
 from analysis.stats import MAD_TO_SIGMA, moderated_variances, trim_mean
 
@@ -282,6 +292,7 @@ def relative_times(offset: Mapping[str, Mapping[str, float]], case: str,
 
 def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, confidence: float,
                      rounds: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                     runs: Mapping[str, Prior | None] | None = None,
                      ) -> dict[str, Comparison]:
     """Each case's own change: its relative time, candidate over baseline.
 
@@ -296,6 +307,8 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
     prior's df say how far they agree. The ratio and interval are of the relative time;
     ``baseline_median``, ``candidate_median`` and the spread stay the case's absolute process
     medians, so a table still shows what was measured. Cases without enough mates are left out.
+    ``runs``: per case, a prior whose ``sigma_run`` is the calibrated spread of its relative
+    time between separate runs (``*_relative`` in the device file), added as ``2 σ_r²``.
     """
     centres = _centres(baseline, candidate, group.cases)
     by_round = [_round_offsets(rounds[i], group, centres) if rounds and rounds[i] is not None
@@ -317,7 +330,7 @@ def compare_specific(baseline: Medians, candidate: Medians, group: Group, *, con
         out[case] = _specific(baseline, candidate, case, lb, lc,
                               (moderated[0][0][i], moderated[0][1][i]),
                               (moderated[1][0][i], moderated[1][1][i]), confidence,
-                              len(group.mates(case)))
+                              len(group.mates(case)), run_variance((runs or {}).get(case)))
     return out
 
 
@@ -351,7 +364,7 @@ def _floor(own: np.ndarray, by_round: Mapping[str, tuple[np.ndarray, np.ndarray]
 
 def _specific(baseline: Medians, candidate: Medians, case: str, lb: np.ndarray, lc: np.ndarray,
               var_b: tuple[float, float], var_c: tuple[float, float], confidence: float,
-              mates: int) -> Comparison:
+              mates: int, run: tuple[float, float] = (0.0, 0.0)) -> Comparison:
     absolute = [np.array(list(side[case].values()), dtype=float) for side in (baseline, candidate)]
     geo = [float(np.exp(np.log(a).mean())) for a in absolute]
     spread = (float(absolute[0].min()), float(absolute[0].max()), float(absolute[1].min()),
@@ -364,15 +377,15 @@ def _specific(baseline: Medians, candidate: Medians, case: str, lb: np.ndarray, 
                           math.nan, confidence, "none", math.nan, math.nan, *spread, 0, 0,
                           note="too few processes to measure the spread of relative times")
     wb, wc = vb / lb.size, vc / lc.size
-    se = math.sqrt(wb + wc)
-    denominator = (wb ** 2 / db if wb else 0.0) + (wc ** 2 / dc if wc else 0.0)
-    df = (wb + wc) ** 2 / denominator if denominator > 0 else db + dc
+    se = math.sqrt(wb + wc + run[0])
+    df = welch_df([(wb, db), (wc, dc), run], db + dc)
     p, low, high = t_interval(diff, se, df, confidence)
+    between = f"; plus the calibrated spread between runs σ_r {math.sqrt(run[0] / 2):.1%}" if run[0] else ""
     return Comparison(lb.size, lc.size, geo[0], geo[1], math.exp(diff), low, high, p,
                       confidence, "relative", df, se, *spread, 0, 0,
                       note=(f"relative to its {mates} process-mates (the process's own offset "
                             "cancels; each side's spread moderated over the group's variants); "
-                            "a change common to all is tested in the group's row"))
+                            f"a change common to all is tested in the group's row{between}"))
 
 
 def compare_common(baseline: Medians, candidate: Medians, group: Group, *, confidence: float,
@@ -389,13 +402,15 @@ def compare_common(baseline: Medians, candidate: Medians, group: Group, *, confi
 
 
 def combined_prior(priors: Iterable[Prior | None]) -> Prior | None:
-    """One prior for a group's common part: the RMS of its cases' σ_p, the fewest df (None
-    unless every case has a usable one)."""
+    """One prior for a group's common part: the RMS of its cases' σ_p (and σ_r), the fewest df
+    (None unless every case has a usable one)."""
     given = list(priors)
     if not given or any(p is None or not p.usable() for p in given):
         return None
-    sigma = float(np.sqrt(np.mean([p.sigma_log ** 2 for p in given])))  # type: ignore[union-attr]
-    return Prior(sigma, min(p.df for p in given))  # type: ignore[union-attr]
+    def rms(name: str) -> float:
+        return float(np.sqrt(np.mean([getattr(p, name) ** 2 for p in given])))
+    return Prior(rms("sigma_log"), min(p.df for p in given),  # type: ignore[union-attr]
+                 rms("sigma_run"), min(p.run_df for p in given))  # type: ignore[union-attr]
 
 
 #: ``Var(20 % trimmed mean) ≈ k · σ² / n`` for normal samples: the per-process relative time
@@ -410,7 +425,8 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
     ``sigma_s``: the robust spread of a round's relative value inside a process;
     ``sigma_median``: the observed spread of the per-process relative times;
     ``sigma_p``: what remains between processes once ``k σ_s² / S`` is taken out
-    (``k`` = :data:`TRIM_EFFICIENCY_K`). These plan a design for one variant's own change as
+    (``k`` = :data:`TRIM_EFFICIENCY_K`); ``sigma_run``: the spread between runs, when the
+    process labels name three or more (:func:`analysis.design.between_runs`). These plan a design for one variant's own change as
     :func:`analysis.design.plan` does for a whole case. The components are pooled over the
     group's variants (root mean square), as the gate's moderated t pools their spreads when
     they agree, and each comes with the number of variants pooled: the worst single variant of
@@ -439,13 +455,16 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
             steps = float(np.median(counts)) if counts else 1.0
             var_unit = float(np.var(per_unit, ddof=1))
             within = TRIM_EFFICIENCY_K * sigma_s ** 2 / steps if math.isfinite(sigma_s) else 0.0
+            sigma_run, runs = between_runs(per_unit, run_of(np.array(sorted(offset[case]))))
             own[case] = Components(math.sqrt(max(0.0, var_unit - within)), sigma_s,
-                                   math.sqrt(var_unit), per_unit.size, steps)
+                                   math.sqrt(var_unit), per_unit.size, steps, sigma_run, runs)
         if own:
             pooled = Components(*(_rms([getattr(c, name) for c in own.values()])
                                   for name in ("sigma_p", "sigma_s", "sigma_median")),
                                 min(c.processes for c in own.values()),
-                                float(np.median([c.steps_per_process for c in own.values()])))
+                                float(np.median([c.steps_per_process for c in own.values()])),
+                                _rms([c.sigma_run for c in own.values()]),
+                                min(c.runs for c in own.values()))
             out |= {case: (pooled, len(own)) for case in own}
     return out
 

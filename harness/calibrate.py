@@ -221,7 +221,8 @@ def synthetic_group_run(n_cases: int, processes: int, n_steps: int, rng: np.rand
                         sigma_p: float = 0.09, sigma_cp: float | Sequence[float] = 0.01,
                         cv: float = 0.05,
                         median_ns: float = 2e7, slowdown: dict[int, float] | None = None,
-                        run_id: str = "r", group: str = "g") -> pd.DataFrame:
+                        run_id: str = "r", group: str = "g",
+                        run_shift: float | Sequence[float] = 0.0) -> pd.DataFrame:
     """A steps frame of ``n_cases`` variants sharing ``processes`` agent processes.
 
     Case i, process p, step s: ``median_ns · f_i · exp(a[p] + b[i, p] + e[i, p, s])``;
@@ -229,7 +230,9 @@ def synthetic_group_run(n_cases: int, processes: int, n_steps: int, rng: np.rand
     (one value, or one per case) what moves one case against its mates between processes,
     ``sd(e) = cv`` the step noise;
     ``f_i`` spreads the variants' speeds over 0.5–2×. ``slowdown`` multiplies case i's steps
-    by ``1 + slowdown[i]``. Process labels are the bench's (``device:group:r<p>:a1``).
+    by ``1 + slowdown[i]``; ``run_shift`` adds a log shift to every step of the run (one
+    value, or one per case): the host drifting between separate runs. Process labels are the
+    bench's (``device:group:r<p>:a1``).
     """
     levels = np.exp(np.linspace(np.log(0.5), np.log(2.0), n_cases))
     shared = rng.normal(0.0, sigma_p, size=(1, processes, 1))
@@ -237,7 +240,8 @@ def synthetic_group_run(n_cases: int, processes: int, n_steps: int, rng: np.rand
         np.asarray(sigma_cp, dtype=float), (n_cases,))[:, None, None]
     noise = rng.normal(0.0, cv, size=(n_cases, processes, n_steps))
     factor = np.array([1.0 + (slowdown or {}).get(i, 0.0) for i in range(n_cases)])
-    step_ns = median_ns * (levels * factor)[:, None, None] * np.exp(shared + own + noise)
+    shift = np.broadcast_to(np.asarray(run_shift, dtype=float), (n_cases,))[:, None, None]
+    step_ns = median_ns * (levels * factor)[:, None, None] * np.exp(shared + own + noise + shift)
     labels = np.array([f"local:{group}:r{p}:a1" for p in range(processes)])
     return pd.DataFrame({
         "run_id": run_id,

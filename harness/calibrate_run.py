@@ -210,9 +210,7 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
             c = components(group, column)
             prefix = "" if metric == "step_time" else "update_"
             row |= {f"{prefix}sigma_p": c.sigma_p, f"{prefix}sigma_s": c.sigma_s}
-            cal_cases[str(case_id)][metric] = {
-                "sigma_p": c.sigma_p, "sigma_s": c.sigma_s, "sigma_median": c.sigma_median,
-                "processes": c.processes, "steps_per_process": c.steps_per_process}
+            cal_cases[str(case_id)][metric] = _entry(c)
             if metric == "step_time":
                 row |= {"processes": c.processes, "steps_per_repeat": c.steps_per_process}
             found = relative.get(metric, {}).get(str(case_id))
@@ -220,10 +218,8 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
                 own, pooled = found
                 row |= {f"{prefix}relative_sigma_p": own.sigma_p,
                         f"{prefix}relative_sigma_s": own.sigma_s}
-                cal_cases[str(case_id)][f"{metric}_relative"] = {
-                    "sigma_p": own.sigma_p, "sigma_s": own.sigma_s,
-                    "sigma_median": own.sigma_median, "processes": own.processes,
-                    "steps_per_process": own.steps_per_process, "pooled": pooled}
+                cal_cases[str(case_id)][f"{metric}_relative"] = {**_entry(own),
+                                                                   "pooled": pooled}
         mine = cases[(cases["device"] == device) & (cases["case_id"] == case_id)]
         stats = per_case.get(str(case_id), {})
         row |= {"repeats_per_side": settings.repeats, "slowdown": settings.slowdown,
@@ -249,6 +245,13 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
     return pd.DataFrame(rows), summary, {"device": device, "cases": cal_cases, **costs}
 
 
+def _entry(c: Components) -> dict[str, float]:
+    """A case's components as the device file stores them (``harness.calibration_store``)."""
+    return {"sigma_p": c.sigma_p, "sigma_s": c.sigma_s, "sigma_median": c.sigma_median,
+            "processes": c.processes, "steps_per_process": c.steps_per_process,
+            "sigma_run": c.sigma_run, "runs": c.runs}
+
+
 def _relative_components(steps: pd.DataFrame) -> dict[str, dict[str, tuple[Components, int]]]:
     """Per step metric and grouped case: the components of its time relative to its
     process-mates, over every process of every block (per device)."""
@@ -264,27 +267,26 @@ def _relative_components(steps: pd.DataFrame) -> dict[str, dict[str, tuple[Compo
 
 
 def _priors_without(blocks: list[Block], skip: set[int]) -> Any:
-    """``priors(case_id, metric)`` from the variance components of the blocks not in ``skip``."""
-    from analysis.compare import Prior
+    """``priors(case_id, metric)`` from the variance components of the blocks not in ``skip``
+    (the blocks keep their labels, so their spread between runs is measured too), through the
+    device file's own reader."""
+    from harness.calibration_store import priors_from
 
     kept = [s for b, (s, _) in enumerate(blocks) if b not in skip]
     if len(kept) < 2:
         return None
     steps = measured_steps(pd.concat(kept, ignore_index=True))
-    by_case = {str(k): g for k, g in steps.groupby("case_id", observed=True)}
-    cache: dict[tuple[str, str], Prior | None] = {}
-
-    def prior(case_id: str, metric: str) -> Prior | None:
-        column = STEP_METRICS.get(metric)
-        if column is None or case_id not in by_case:
-            return None
-        if (case_id, metric) not in cache:
-            c = components(by_case[case_id], column)
-            found = Prior(c.sigma_median, c.df) if math.isfinite(c.sigma_median) else None
-            cache[(case_id, metric)] = found if found is not None and found.usable() else None
-        return cache[(case_id, metric)]
-
-    return prior
+    relative = _relative_components(steps)
+    cases: dict[str, dict[str, dict[str, float]]] = {}
+    for case_id, group in steps.groupby("case_id", observed=True):
+        per = cases.setdefault(str(case_id), {})
+        for metric, column in STEP_METRICS.items():
+            if column in group.columns:
+                per[metric] = _entry(components(group, column))
+            found = relative.get(metric, {}).get(str(case_id))
+            if found is not None:
+                per[f"{metric}_relative"] = {**_entry(found[0]), "pooled": found[1]}
+    return priors_from({"cases": cases})
 
 
 def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: bool = False,

@@ -8,7 +8,8 @@ reads it to choose processes and steps (:func:`analysis.design.plan`). Format (v
      "process_cost_s": 6.1, "step_cost_s": 0.05,
      "cases": {"<case_id>": {"step_time": {"sigma_p": 0.03, "sigma_s": 0.015,
                                            "sigma_median": 0.031, "processes": 10,
-                                           "steps_per_process": 60}, "update_time": {...},
+                                           "steps_per_process": 60, "sigma_run": 0.04,
+                                           "runs": 21}, "update_time": {...},
                              "step_time_relative": {...}, "update_time_relative": {...}}},
      "device_median": {"step_time": {...}, ...}}
 
@@ -16,6 +17,13 @@ Fractions are on the log scale (0.03 ≈ 3 %). ``device_median`` (median over ca
 for a case the calibration did not cover. ``*_relative``: the components of a variant's time
 relative to its process-mates (``analysis.relative``), present for cases that shared their
 processes with enough mates; they plan a design for one variant's own change.
+
+``sigma_run`` (with ``runs``, the blocks or bench runs it came from; NaN from fewer than three):
+how far separate runs of the same code differ beyond what their processes explain
+(``analysis.design.between_runs``). The gate adds ``2 σ_r²`` when it compares two separate
+runs; for ``*_relative`` it is the spread of a variant's relative time between runs, its df
+pooled over the group's variants. Files written before it existed have no ``sigma_run``: the
+gate then adds nothing, as before.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from analysis.compare import Prior
 from harness.errors import ConfigError
 
 VERSION = 1
-FIELDS = ("sigma_p", "sigma_s", "sigma_median", "processes", "steps_per_process")
+FIELDS = ("sigma_p", "sigma_s", "sigma_median", "processes", "steps_per_process", "sigma_run",
+          "runs")
 
 
 def calibration_path(results_dir: Path, device: str) -> Path:
@@ -88,10 +97,20 @@ def priors_from(data: Mapping[str, Any]) -> Callable[[str, str], Prior | None]:
         per = components_for(data, case_id, metric)
         if per is None or not _finite(per.get("sigma_median")):
             return None
-        found = Prior(float(per["sigma_median"]), max(float(per.get("processes", 0)) - 1, 0.0))
+        found = Prior(float(per["sigma_median"]), max(float(per.get("processes", 0)) - 1, 0.0),
+                      *run_spread(per))
         return found if found.usable() else None
 
     return prior
+
+
+def run_spread(per: Mapping[str, Any]) -> tuple[float, float]:
+    """(σ_r, its df) of stored components: ``runs − 1``, times the variants pooled for a
+    relative one; (0, 0) when the file has none."""
+    sigma, runs = per.get("sigma_run"), per.get("runs")
+    if not (_finite(sigma) and _finite(runs) and runs >= 3):
+        return 0.0, 0.0
+    return float(sigma), (float(runs) - 1.0) * max(float(per.get("pooled", 1)), 1.0)
 
 
 def _finite(value: Any) -> bool:
@@ -165,13 +184,19 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     whole = components_for(data, case_id, "step_time")
     if kind == "own change" and _usable(whole):
         assert whole is not None
+        from analysis.compare import welch_df
         from analysis.decide import detectable_change
 
-        common = detectable_change(se_of(float(whole["sigma_p"]), float(whole["sigma_s"]),
-                                         design.processes, design.steps),
-                                   2.0 * design.processes - 2.0, alpha / tests, power)
+        se = se_of(float(whole["sigma_p"]), float(whole["sigma_s"]), design.processes,
+                   design.steps)
+        sigma_run, run_df = run_spread(whole)
+        parts = [(se ** 2, 2.0 * design.processes - 2.0), (2.0 * sigma_run ** 2, run_df)]
+        common = detectable_change(math.sqrt(se ** 2 + 2.0 * sigma_run ** 2),
+                                   welch_df(parts, parts[0][1]), alpha / tests, power)
+        between = (f", against a stored baseline whose runs differ by σ_r {sigma_run:.1%} "
+                   "(`harness ab` cancels that)" if sigma_run else "")
         sentence += (f"; a change common to every variant of its group is detectable from "
-                     f"{common:.0%} with this design")
+                     f"{common:.0%} with this design{between}")
     return design, sentence
 
 

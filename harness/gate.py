@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.compare import Comparison, Prior, compare_paired, compare_steps, compare_units
+from analysis.compare import (
+    Comparison,
+    Prior,
+    compare_by_repeat,
+    compare_steps,
+    compare_units,
+)
 from analysis.decide import (
     DEFAULT_ALPHA,
     DEFAULT_POWER,
@@ -353,10 +359,12 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
     steps, or its case-table value), compared by :func:`analysis.compare.compare_steps` /
     :func:`~analysis.compare.compare_units`; all tests together keep the run-level
     false-alarm rate at ``alpha`` (:func:`analysis.decide.decide_family`). ``priors(case_id,
-    metric)`` may supply a calibrated between-process spread (``harness calibrate``);
-    ``run_drift`` is such a spread given by hand for every case. ``paired_by_repeat``
-    (``harness ab``): the two sides' processes with the same ``repeat`` ran back to back, so
-    each repeat's log-ratio is one paired unit. ``*_cases`` may be None (pytest-benchmark
+    metric)`` may supply a calibrated between-process spread (``harness calibrate``)
+    and the spread between separate runs (``Prior.sigma_run``, added as ``2 σ_r²`` to common
+    and specific comparisons alike); ``run_drift`` is a between-process spread given by hand
+    for every case. ``paired_by_repeat`` (``harness ab``): the two sides' processes with the
+    same ``repeat`` ran back to back, so each repeat's log-ratio is one paired unit and no
+    spread between runs applies. ``*_cases`` may be None (pytest-benchmark
     input). Several runs of one side may be concatenated: their processes pool.
     """
     floor_map = parse_floors(floors)
@@ -376,12 +384,14 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         warnings.append(f"devices differ: baseline {sorted(base.devices)}, candidate "
                         f"{sorted(cand.devices)}")
     fixed = Prior(run_drift, PRIOR_DF_OF_RUN_DRIFT) if run_drift > 0 else None
+    if paired_by_repeat and priors is not None:
+        priors = _within_run(priors)
     notes: dict[str, int] = {}
     rows: list[MetricVerdict | _Row] = []
     whole = {c: _whole_case_verdict(c, base, cand) for c in sorted(base.ids | cand.ids)}
     compared = [c for c, v in whole.items() if v is None]
     split = {} if paired_by_repeat else {
-        m.name: _split(m, base, cand, compared, confidence) for m in chosen
+        m.name: _split(m, base, cand, compared, confidence, priors) for m in chosen
         if m.table == "steps" and m.unit == "process"}
     for case_id, whole_case in whole.items():
         if whole_case is not None:
@@ -419,6 +429,15 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         allow_missing=allow_missing, tests=tests, detectable=tuple(detectable), power=power)
 
 
+def _within_run(priors: PriorSource) -> PriorSource:
+    """The priors without their spread between runs (both sides interleaved in one run)."""
+    def prior(case_id: str, metric: str) -> Prior | None:
+        found = priors(case_id, metric)
+        return replace(found, sigma_run=0.0) if found is not None else None
+
+    return prior
+
+
 @dataclass(frozen=True)
 class _Row:
     """A compared (case, metric) before the family is decided."""
@@ -431,9 +450,10 @@ class _Row:
 
 
 def _split(metric: Metric, base: _Side, cand: _Side, cases: Sequence[str], confidence: float,
-           ) -> tuple[dict[str, Comparison], list[Group]]:
+           priors: PriorSource | None = None) -> tuple[dict[str, Comparison], list[Group]]:
     """Cases whose change splits into a common and a specific part (:mod:`analysis.relative`):
-    each one's specific comparison, and the groups whose common part gets a row."""
+    each one's specific comparison (with its calibrated spread between runs, ``<metric>_relative``),
+    and the groups whose common part gets a row."""
     if not (metric.column in base.step_columns and metric.column in cand.step_columns):
         return {}, []
     mb, mc = base.medians(metric.column), cand.medians(metric.column)
@@ -441,7 +461,8 @@ def _split(metric: Metric, base: _Side, cand: _Side, cases: Sequence[str], confi
     split_groups = []
     for group in groups(mb, mc, cases):
         rb, rc = base.rounds(metric.column), cand.rounds(metric.column)
-        found = compare_specific(mb, mc, group, confidence=confidence,
+        runs = {c: priors(c, f"{metric.name}_relative") for c in group.cases} if priors else None
+        found = compare_specific(mb, mc, group, confidence=confidence, runs=runs,
                                  rounds=(rb, rc) if rb is not None and rc is not None else None)
         if found:
             specific.update(found)
@@ -507,29 +528,6 @@ def _whole_case_verdict(case_id: str, base: _Side, cand: _Side) -> MetricVerdict
     return None
 
 
-def _by_repeat(base: pd.DataFrame, cand: pd.DataFrame, column: str,
-               confidence: float) -> Comparison:
-    """Processes of the two sides matched by ``repeat`` (adjacent in time): paired units."""
-    def medians(frame: pd.DataFrame) -> pd.Series:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        keep = frame.loc[values > 0]
-        return keep.groupby("repeat")[column].median() if len(keep) else pd.Series(dtype=float)
-
-    mb, mc = medians(base), medians(cand)
-    common = mb.index.intersection(mc.index)
-    d = np.log(mc[common].to_numpy(float)) - np.log(mb[common].to_numpy(float))
-    b, c = mb.to_numpy(float), mc.to_numpy(float)
-    spread = (float(b.min()), float(b.max()), float(c.min()), float(c.max())) if (
-        b.size and c.size) else (math.nan,) * 4
-    geo = [float(np.exp(np.log(x).mean())) if x.size else math.nan for x in (b, c)]
-    comparison = compare_paired(d, baseline_median=geo[0], candidate_median=geo[1],
-                                confidence=confidence, spread=spread)
-    if comparison.method == "within-process" or len(common) < 2:
-        return compare_units(b, c, confidence=confidence)
-    return replace(comparison, method="paired-rounds",
-                   note=f"processes paired by round ({len(common)} rounds)")
-
-
 def _compare(case_id: str, metric: Metric, base: _Side, cand: _Side, *, gate_estimated: bool,
              confidence: float, min_samples: int, prior: Prior | None, paired_by_repeat: bool,
              specific: Comparison | None = None,
@@ -560,7 +558,7 @@ def _compare(case_id: str, metric: Metric, base: _Side, cand: _Side, *, gate_est
                                  compare_steps(b_rows, c_rows, metric.column, prior=prior,
                                                confidence=confidence))
         if paired_by_repeat and "repeat" in b_rows.columns and "repeat" in c_rows.columns:
-            return _by_repeat(b_rows, c_rows, metric.column, confidence), False
+            return compare_by_repeat(b_rows, c_rows, metric.column, confidence), False
         if specific is not None:
             return replace(specific, steps_baseline=nb, steps_candidate=nc), False
         return compare_steps(b_rows, c_rows, metric.column, prior=prior,
