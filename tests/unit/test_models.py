@@ -118,6 +118,36 @@ def test_count_macs_counts_an_architecture_once_per_process(monkeypatch):
     assert first != second and len(calls) == 7
 
 
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_counting_on_the_meta_device_gives_the_count_of_a_real_pass(name):
+    """count_macs runs its pass on meta tensors (shapes only); every registered workload must
+    get the count a real forward pass gives (a recurrent model is counted on its own device)."""
+    from workloads.models import macs
+
+    task = WORKLOADS.get(name).make(2, 0)
+    inputs = task.next_batch()[0][:2]
+    features = task.frontend(inputs) if task.frontend is not None else inputs
+    real = macs._count_on(task.model, features, None)
+    assert macs._count(task.model, features) == real > 0
+
+
+def test_a_model_that_needs_values_is_counted_on_its_own_device():
+    from workloads.models import macs
+
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) if bool(x.sum() > 0) else self.b(x)  # a branch on data
+
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        macs._count_on(Gated(), torch.ones(2, 4), torch.device("meta"))
+    assert macs._count(Gated(), torch.ones(2, 4)) == 2 * 4 * 4
+    assert macs._count(Gated(), -torch.ones(2, 4)) == 2 * 4 * 8
+
+
 # --- speech front end --------------------------------------------------------------------
 
 
