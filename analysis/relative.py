@@ -418,8 +418,8 @@ def combined_prior(priors: Iterable[Prior | None]) -> Prior | None:
 TRIM_EFFICIENCY_K = 1.06
 
 
-def relative_components(medians: Medians, rounds: pd.DataFrame | None,
-                        cases: Iterable[str]) -> dict[str, tuple[Components, int]]:
+def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: Iterable[str],
+                        *, pool: bool = True) -> dict[str, tuple[Components, int]]:
     """Variance components of each grouped case's *relative* time on one run (calibration).
 
     ``sigma_s``: the robust spread of a round's relative value inside a process;
@@ -431,6 +431,8 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
     group's variants (root mean square), as the gate's moderated t pools their spreads when
     they agree, and each comes with the number of variants pooled: the worst single variant of
     a dozen, each estimated from a few processes, would plan for noise in the estimates.
+    ``pool=False``: each variant's own components instead (with the number the group would
+    pool), which a calibration of many processes can afford to keep apart.
     """
     out: dict[str, tuple[Components, int]] = {}
     for group in groups(medians, medians, cases):
@@ -458,7 +460,9 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None,
             sigma_run, runs = between_runs(per_unit, run_of(np.array(sorted(offset[case]))))
             own[case] = Components(math.sqrt(max(0.0, var_unit - within)), sigma_s,
                                    math.sqrt(var_unit), per_unit.size, steps, sigma_run, runs)
-        if own:
+        if own and not pool:
+            out |= {case: (c, len(own)) for case, c in own.items()}
+        elif own:
             pooled = Components(*(_rms([getattr(c, name) for c in own.values()])
                                   for name in ("sigma_p", "sigma_s", "sigma_median")),
                                 min(c.processes for c in own.values()),

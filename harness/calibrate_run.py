@@ -200,6 +200,7 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
     paired = paired_trials(labelled, settings)
     rows, cal_cases = [], {}
     relative = _relative_components(steps)
+    apart = _relative_components(steps, pool=False)
     for (device, case_id), group in measured_steps(steps).groupby(["device", "case_id"],
                                                                   sort=True):
         row: dict[str, Any] = {"device": device, "case_id": case_id}
@@ -218,8 +219,10 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
                 own, pooled = found
                 row |= {f"{prefix}relative_sigma_p": own.sigma_p,
                         f"{prefix}relative_sigma_s": own.sigma_s}
-                cal_cases[str(case_id)][f"{metric}_relative"] = {**_entry(own),
-                                                                   "pooled": pooled}
+                alone = apart.get(metric, {}).get(str(case_id), (own, 0))[0]
+                cal_cases[str(case_id)][f"{metric}_relative"] = {
+                    **_entry(own), "pooled": pooled, "own_sigma_p": alone.sigma_p,
+                    "own_sigma_s": alone.sigma_s, "own_sigma_median": alone.sigma_median}
         mine = cases[(cases["device"] == device) & (cases["case_id"] == case_id)]
         stats = per_case.get(str(case_id), {})
         row |= {"repeats_per_side": settings.repeats, "slowdown": settings.slowdown,
@@ -252,17 +255,19 @@ def _entry(c: Components) -> dict[str, float]:
             "sigma_run": c.sigma_run, "runs": c.runs}
 
 
-def _relative_components(steps: pd.DataFrame) -> dict[str, dict[str, tuple[Components, int]]]:
+def _relative_components(steps: pd.DataFrame, *, pool: bool = True,
+                         ) -> dict[str, dict[str, tuple[Components, int]]]:
     """Per step metric and grouped case: the components of its time relative to its
-    process-mates, over every process of every block (per device)."""
+    process-mates, over every process of every block (per device); pooled over the group's
+    variants, or each variant's own (``pool=False``)."""
     rows = measured_steps(steps)
     out: dict[str, dict[str, tuple[Components, int]]] = {}
     for metric, column in STEP_METRICS.items():
         for _, per_device in (rows.groupby("device", sort=True) if "device" in rows.columns
                               else [("", rows)]):
             medians = medians_of(per_device, column)
-            out.setdefault(metric, {}).update(
-                relative_components(medians, rounds_of(per_device, column), list(medians)))
+            out.setdefault(metric, {}).update(relative_components(
+                medians, rounds_of(per_device, column), list(medians), pool=pool))
     return out
 
 

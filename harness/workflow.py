@@ -155,7 +155,8 @@ def run_bench(request: BenchRequest, finish: Finish = Finish(),
         from harness import store
         from harness.calibration_store import achieved
 
-        on_notes([achieved(store.load_run(result.run_dir)[0], request.detect)])
+        steps, cases, _ = store.load_run(result.run_dir)
+        on_notes([achieved(steps, request.detect, cases=cases)])
     return _finish(outcome, bench_plan.manifest, finish)
 
 

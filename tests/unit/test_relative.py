@@ -239,6 +239,52 @@ def test_detect_plans_a_variants_own_change_from_its_relative_components(tmp_pat
     assert "achieved: a variant's own change of" in achieved(run, 0.10)
 
 
+def test_detect_plans_each_variant_from_its_own_spread_when_the_file_keeps_it(tmp_path) -> None:
+    from analysis.relative import medians_of, relative_components, rounds_of
+    from harness.calibration_store import calibration_path, design_for, write_calibration_file
+
+    whole = {"sigma_p": 0.09, "sigma_s": 0.12, "sigma_median": 0.1, "processes": 84,
+             "steps_per_process": 20}
+    pooled = {"sigma_p": 0.015, "sigma_s": 0.08, "sigma_median": 0.025, "processes": 84,
+              "steps_per_process": 20, "pooled": 13}
+    cases = {f"c{i:02d}": {"step_time": whole, "step_time_relative": {
+        **pooled, "own_sigma_p": 0.03 if i == 7 else 0.013, "own_sigma_s": 0.08}}
+        for i in range(13)}
+    write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", cases,
+                           process_cost_s=15.0, step_cost_s=0.075)
+    own, sentence = design_for(tmp_path, "local", sorted(cases), 0.05)
+    for per in cases.values():
+        per["step_time_relative"] = pooled  # an older file: the group's RMS only
+    write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", cases,
+                           process_cost_s=15.0, step_cost_s=0.075)
+    rms, _ = design_for(tmp_path, "local", sorted(cases), 0.05)
+    assert "c07" in sentence and "σ_p 3.0%" in sentence
+    assert own.processes > 1.5 * rms.processes
+    # the calibration keeps each variant's own components beside the pooled ones
+    run = synthetic_group_run(CASES, 12, 20, np.random.default_rng(14),
+                              sigma_cp=[0.005] * (CASES - 1) + [0.05])
+    apart = relative_components(medians_of(run, "step_ns"), rounds_of(run, "step_ns"),
+                                sorted(set(run["case_id"])), pool=False)
+    noisy, quiet = apart[f"g-case{CASES - 1:02d}"][0], apart["g-case00"][0]
+    assert noisy.sigma_p > 3 * quiet.sigma_p and apart["g-case00"][1] == CASES
+
+
+def test_what_a_run_achieved_is_held_to_its_noisiest_variant() -> None:
+    """The sentence after a --detect run comes from the gate's own MDE per row: a variant
+    whose process-to-process spread is four times its mates' is the worst case, and the target
+    is not met for it (the old sentence pooled the group and named no variant)."""
+    import re
+
+    from harness.calibration_store import achieved
+
+    run = synthetic_group_run(CASES, 6, 20, np.random.default_rng(13),
+                              sigma_cp=[0.01] * (CASES - 1) + [0.04])
+    text = achieved(run, 0.05)
+    worst, median = (float(x) / 100 for x in re.findall(r"([0-9.]+)%", text)[:2])
+    assert f"worst g-case{CASES - 1:02d}" in text and "not met" in text
+    assert worst > 1.1 * median  # the quiet variants' median is what the run offers most cases
+
+
 def test_moderation_needs_several_variances_and_leaves_an_outlier_its_own() -> None:
     from analysis.stats import MIN_MODERATED, moderated_variances
 
