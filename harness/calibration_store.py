@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,8 @@ def _median(values: list[float]) -> float:
 
 def design_for(results_dir: Path, device: str, case_ids: list[str], detect: float, *,
                alpha: float = 0.05, power: float = 0.90, metrics: int = 2,
-               relative: bool = True, path: Path | None = None) -> tuple[Any, str]:
+               relative: bool | Collection[str] = True,
+               path: Path | None = None) -> tuple[Any, str]:
     """Processes and steps that detect ``detect`` in every case (the costliest case decides).
 
     Reads ``path``, by default ``<results>/calibration/<device>.json``; the family is every case × ``metrics``
@@ -142,6 +143,8 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     move 1.4× the RMS between processes on this project's host);
     a change common to a whole group is then held to the spread between processes, and the
     sentence says what this design detects of it.
+    ``relative`` may name the cases whose change will split (those in a group with more than
+    ``analysis.relative.MIN_MATES`` mates in this run): the others are planned as whole cases.
     """
     from analysis.design import MEDIAN_EFFICIENCY_K, plan, se_of
     from analysis.relative import TRIM_EFFICIENCY_K
@@ -162,7 +165,8 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
              "step_cost_s": _or(data.get("step_cost_s"), 0.05)}
     worst = None
     for case_id in case_ids:
-        own = components_for(data, case_id, "step_time_relative") if relative else None
+        splits = relative if isinstance(relative, bool) else case_id in relative
+        own = components_for(data, case_id, "step_time_relative") if splits else None
         per, k, kind = ((own, TRIM_EFFICIENCY_K, "own change") if _usable(own) else
                         (components_for(data, case_id, "step_time"), MEDIAN_EFFICIENCY_K,
                          "whole case"))
@@ -218,8 +222,11 @@ def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0
     variant's own change where variants shared processes, else the whole case's."""
     from harness.gate import DEFAULT_METRICS, gate
 
-    result = gate(steps, cases, steps, cases, alpha=alpha, power=power, metrics=DEFAULT_METRICS,
-                  allow_missing=True)
+    # the like run's processes must not be these ones: a case would pair with itself
+    like_steps = steps.assign(run_id="like-run")
+    like_cases = cases.assign(run_id="like-run") if cases is not None else None
+    result = gate(steps, cases, like_steps, like_cases, alpha=alpha, power=power,
+                  metrics=DEFAULT_METRICS, allow_missing=True)
     rows = [v for v in result.verdicts
             if v.metric == "step_time" and v.scope != "group" and math.isfinite(v.mde)]
     if not rows:

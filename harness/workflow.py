@@ -163,11 +163,16 @@ def run_bench(request: BenchRequest, finish: Finish = Finish(),
 def _designed(request: BenchRequest, chosen: Selection,
               on_notes: Callable[[Sequence[str]], None] | None) -> tuple[BenchRequest, Selection]:
     """``--detect``: processes and steps per case from the device's calibration."""
+    from analysis.relative import MIN_MATES
+    from harness import schedule
     from harness.calibration_store import design_for
 
+    # a variant's own change is tested only in a group with enough mates (analysis.relative)
+    splitting = {c.case_id for unit in schedule.groups(chosen.cases, isolate=request.isolate)
+                 if len(unit.cases) > MIN_MATES for c in unit.cases}
     design, sentence = design_for(request.out, request.devices[0],
                                   [c.case_id for c in chosen.cases], float(request.detect or 0),
-                                  relative=not request.isolate, path=request.calibration)
+                                  relative=splitting, path=request.calibration)
     if on_notes:
         on_notes([sentence])
     cases = tuple(dataclasses.replace(c, steps=design.steps) for c in chosen.cases)

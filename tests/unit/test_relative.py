@@ -235,6 +235,11 @@ def test_detect_plans_a_variants_own_change_from_its_relative_components(tmp_pat
     assert "common to every variant of its group is detectable from" in sentence
     alone, sentence_alone = design_for(tmp_path, "local", sorted(cases), 0.10, relative=False)
     assert alone.processes > 10 * design.processes and "whole case" in sentence_alone
+    # only the cases whose change will split are planned from their own part (a group with
+    # too few mates in this run is compared whole by the gate)
+    few, _ = design_for(tmp_path, "local", sorted(cases), 0.10, relative={"c0", "c1"})
+    assert few == alone
+    assert design_for(tmp_path, "local", sorted(cases), 0.10, relative=set(cases))[0] == design
     run = synthetic_group_run(CASES, 4, 20, np.random.default_rng(12))
     assert "achieved: a variant's own change of" in achieved(run, 0.10)
 
@@ -296,3 +301,30 @@ def test_moderation_needs_several_variances_and_leaves_an_outlier_its_own() -> N
     assert post[-1] == 30.0 and df[-1] == 3.0  # the outlier keeps its own
     assert np.all(df[:-1] == 18.0)  # the six that agree share their df (and one variance)
     assert np.ptp(post[:-1]) < 1e-12 and 1.0 < post[0] < 2.0
+
+
+def test_bench_detect_plans_a_group_too_small_to_split_as_whole_cases(tmp_path) -> None:
+    """``bench --detect``: the smoke suite's three NAG kernels of one workload share a process
+    but have too few mates for the gate to split their change, so they are planned as whole
+    cases; the quick suite's thirteen variants are planned from their own parts."""
+    from harness.calibration_store import calibration_path, write_calibration_file
+    from harness.plan import Filters
+    from harness.selection import select
+    from harness.workflow import BenchRequest, _designed
+
+    whole = {"sigma_p": 0.09, "sigma_s": 0.12, "sigma_median": 0.1, "processes": 84,
+             "steps_per_process": 20}
+    own = {"sigma_p": 0.015, "sigma_s": 0.08, "sigma_median": 0.025, "processes": 84,
+           "steps_per_process": 20, "pooled": 13}
+    path = write_calibration_file(
+        calibration_path(tmp_path, "local"), "local", "cal",
+        {"x": {"step_time": whole, "step_time_relative": own}},  # the device median serves all
+        process_cost_s=15.0, step_cost_s=0.075)
+    planned = {}
+    for suite, optimizer in (("smoke", ("nag",)), ("quick", ())):
+        chosen = select(Filters(workloads=("ds_cnn",), optimizers=optimizer), suite=suite)
+        request = BenchRequest(suite=suite, out=tmp_path, detect=0.10, calibration=path)
+        notes: list[str] = []
+        planned[suite] = (_designed(request, chosen, notes.extend)[0].processes, notes[0])
+    assert "whole case" in planned["smoke"][1] and "own change" in planned["quick"][1]
+    assert planned["smoke"][0] > 5 * planned["quick"][0]  # 33 against 4
