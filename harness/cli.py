@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -340,9 +342,21 @@ def _command(name: str) -> Command:
     return target
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled or timed out, ``kill``): the Ctrl-C path, so every agent is
+    stopped and every line received stays in raw.jsonl, instead of Python's default of dying
+    on the spot with the agents left running on the device."""
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    previous = (signal.signal(signal.SIGTERM, _terminated)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         args = parser.parse_args(args_list)
         if not args.command:
@@ -357,6 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: every line received so far is in raw.jsonl", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: the agents were "
+              "stopped; every line received so far is in raw.jsonl", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -121,3 +121,30 @@ def test_resume_measures_only_the_failed_case_and_keeps_samples_once(tmp_path):
 def test_resume_refuses_new_filters(tmp_path):
     proc = bench(tmp_path, "--resume", str(tmp_path), "--steps", "3")
     assert proc.returncode == 2 and "drop --steps" in proc.stderr
+
+
+def test_sigterm_to_the_host_stops_its_agents_and_keeps_every_line(tmp_path):
+    """A CI job cancelled or timed out sends SIGTERM: the host takes the Ctrl-C path (exit
+    143), so no agent is left running on the device and the steps received so far stay."""
+    profile = _profile(tmp_path, {"ODT_FAULT": "step=3:hang:bert_tiny"})
+    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin"}
+    host = subprocess.Popen(
+        [sys.executable, "-m", "harness", "bench", "--processes", "1", "--no-report", "--no-probe",
+         "--out", str(tmp_path / "results"), "--device", str(profile), "--suite",
+         str(_suite(tmp_path)), "--workload", "bert_tiny", "--run-id", "r"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    raw = tmp_path / "results" / "r" / "raw.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and host.poll() is None:
+        if raw.is_file() and len(_raw_step_indices(tmp_path / "results" / "r", CASES[1])) == 3:
+            break  # steps 0-2 are in; the agent now hangs before step 3
+        time.sleep(0.2)
+    assert host.poll() is None, host.communicate()
+    host.terminate()
+    _, stderr = host.communicate(timeout=60)
+    assert host.returncode == 143, stderr
+    assert "terminated (SIGTERM)" in stderr
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"agent processes left behind: {left.stdout}"
+    assert _raw_step_indices(tmp_path / "results" / "r", CASES[1]) == [0, 1, 2]
