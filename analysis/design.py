@@ -34,7 +34,7 @@ class Components:
 
     sigma_p: float  # between processes, net of within-process noise
     sigma_s: float  # between steps inside a process
-    sigma_median: float  # observed sd of log process medians (σ_p² + k σ_s²/S, measured)
+    sigma_median: float  # observed sd of log process medians (σ_p² + k σ_s²/S; within runs)
     processes: int
     steps_per_process: float
     sigma_run: float = math.nan  # between runs, net of the processes' spread (:func:`between_runs`)
@@ -42,8 +42,9 @@ class Components:
 
     @property
     def df(self) -> float:
-        """Degrees of freedom of ``sigma_median`` (processes − 1)."""
-        return float(max(self.processes - 1, 0))
+        """Degrees of freedom of ``sigma_median``: processes − 1, or processes − runs when it
+        is the spread within runs (three or more)."""
+        return float(max(self.processes - (self.runs if self.runs >= 3 else 1), 0))
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,26 @@ def components(steps: pd.DataFrame, column: str = "step_ns") -> Components:
     steps_per = float(counts.median())
     if len(medians) < 2:
         return Components(math.nan, sigma_s, math.nan, len(medians), steps_per)
-    var_median = float(np.var(medians.to_numpy(), ddof=1))
+    labels = run_of(medians.index.to_numpy())
+    sigma_run, runs = (between_runs(medians.to_numpy(), labels) if "run_id" in rows.columns
+                       else (math.nan, 0))
+    # processes of several runs: their spread *within* a run (σ_r is the level above, apart)
+    var_median = (within_runs(medians.to_numpy(), labels) if runs >= 3
+                  else float(np.var(medians.to_numpy(), ddof=1)))
     within = MEDIAN_EFFICIENCY_K * sigma_s ** 2 / steps_per if math.isfinite(sigma_s) else 0.0
     sigma_p = math.sqrt(max(0.0, var_median - within))
-    sigma_run, runs = (between_runs(medians.to_numpy(), run_of(medians.index.to_numpy()))
-                       if "run_id" in rows.columns else (math.nan, 0))
     return Components(sigma_p, sigma_s, math.sqrt(var_median), len(medians), steps_per,
                       sigma_run, runs)
+
+
+def within_runs(values: np.ndarray, runs: np.ndarray) -> float:
+    """The pooled variance of ``values`` around their own run's mean (runs of two or more)."""
+    frame = pd.DataFrame({"run": np.asarray(runs, dtype=object),
+                          "value": np.asarray(values, dtype=float)})
+    per = frame[np.isfinite(frame["value"])].groupby("run")["value"].agg(["var", "size"])
+    per = per[per["size"] >= 2]
+    dof = float((per["size"] - 1).sum())
+    return float((per["var"] * (per["size"] - 1)).sum() / dof) if dof > 0 else math.nan
 
 
 def run_of(labels: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ components, not pooled; ``--detect`` plans each variant from them (older files: 
 how far separate runs of the same code differ beyond what their processes explain
 (``analysis.design.between_runs``). The gate adds ``2 σ_r²`` when it compares two separate
 runs; for ``*_relative`` it is the spread of a variant's relative time between runs, its df
-pooled over the group's variants. Files written before it existed have no ``sigma_run``: the
-gate then adds nothing, as before.
+pooled over the group's variants. With it, ``sigma_p`` and ``sigma_median`` are the spread
+*within* runs (df ``processes − runs``). Files written before it existed have no
+``sigma_run``: the gate then adds nothing, as before.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def priors_from(data: Mapping[str, Any]) -> Callable[[str, str], Prior | None]:
         per = components_for(data, case_id, metric)
         if per is None or not _finite(per.get("sigma_median")):
             return None
-        found = Prior(float(per["sigma_median"]), max(float(per.get("processes", 0)) - 1, 0.0),
-                      *run_spread(per))
+        runs = per.get("runs")
+        within = float(runs) if _finite(runs) and runs >= 3 else 1.0  # one df per run's mean
+        found = Prior(float(per["sigma_median"]),
+                      max(float(per.get("processes", 0)) - within, 0.0), *run_spread(per))
         return found if found.usable() else None
 
     return prior
@@ -175,8 +178,11 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
         assert per is not None
         pooled = max(int(per.get("pooled", 1)), 1) if kind == "own change" else 1
         if kind == "own change" and _finite(per.get("own_sigma_p")) and _finite(
-                per.get("own_sigma_s")):  # the variant's own spread, not its group's RMS
-            per = {**per, "sigma_p": per["own_sigma_p"], "sigma_s": per["own_sigma_s"]}
+                per.get("own_sigma_s")):  # a variant noisier than its group's RMS is planned
+            # as it is; a quieter one as the group (an own σ_p estimated at 0 would ask for
+            # the longest processes allowed)
+            per = {**per, "sigma_p": max(per["own_sigma_p"], per["sigma_p"]),
+                   "sigma_s": max(per["own_sigma_s"], per["sigma_s"])}
         # a round of a shared process runs a step of every variant: a step costs them all
         design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect, alpha=alpha,
                       power=power, tests=tests, k=k, pooled=pooled,

@@ -253,11 +253,13 @@ def test_detect_plans_each_variant_from_its_own_spread_when_the_file_keeps_it(tm
     pooled = {"sigma_p": 0.015, "sigma_s": 0.08, "sigma_median": 0.025, "processes": 84,
               "steps_per_process": 20, "pooled": 13}
     cases = {f"c{i:02d}": {"step_time": whole, "step_time_relative": {
-        **pooled, "own_sigma_p": 0.03 if i == 7 else 0.013, "own_sigma_s": 0.08}}
+        **pooled, "own_sigma_p": {7: 0.03, 0: 0.0}.get(i, 0.013), "own_sigma_s": 0.08}}
         for i in range(13)}
     write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", cases,
                            process_cost_s=15.0, step_cost_s=0.075)
     own, sentence = design_for(tmp_path, "local", sorted(cases), 0.05)
+    # a variant quieter than its group (here estimated at 0) is planned as the group
+    assert design_for(tmp_path, "local", ["c00"], 0.10)[0].steps < 100
     for per in cases.values():
         per["step_time_relative"] = pooled  # an older file: the group's RMS only
     write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", cases,
