@@ -26,6 +26,7 @@ from analysis.processes import measured, process_key
 from analysis.stats import MAD_TO_SIGMA, t_quantile
 
 MEDIAN_EFFICIENCY_K = 1.57  # Var(median) ≈ k · σ² / n for normal samples (π/2)
+MIN_RUNS = 3  # runs before a spread between them is estimated (one or two say nothing of it)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,14 @@ class Components:
 
     @property
     def df(self) -> float:
-        """Degrees of freedom of ``sigma_median``: processes − 1, or processes − runs when it
-        is the spread within runs (three or more)."""
-        return float(max(self.processes - (self.runs if self.runs >= 3 else 1), 0))
+        """Degrees of freedom of ``sigma_median`` (:func:`median_df`)."""
+        return median_df(self.processes, self.runs)
+
+
+def median_df(processes: float, runs: float) -> float:
+    """Degrees of freedom of a spread of process medians: processes − 1, or processes − runs
+    when it is the spread within runs (:data:`MIN_RUNS` or more)."""
+    return float(max(processes - (runs if runs >= MIN_RUNS else 1), 0))
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ def components(steps: pd.DataFrame, column: str = "step_ns") -> Components:
     sigma_run, runs = (between_runs(medians.to_numpy(), labels) if "run_id" in rows.columns
                        else (math.nan, 0))
     # processes of several runs: their spread *within* a run (σ_r is the level above, apart)
-    var_median = (within_runs(medians.to_numpy(), labels) if runs >= 3
+    var_median = (within_runs(medians.to_numpy(), labels) if runs >= MIN_RUNS
                   else float(np.var(medians.to_numpy(), ddof=1)))
     within = MEDIAN_EFFICIENCY_K * sigma_s ** 2 / steps_per if math.isfinite(sigma_s) else 0.0
     sigma_p = math.sqrt(max(0.0, var_median - within))
@@ -88,12 +94,17 @@ def components(steps: pd.DataFrame, column: str = "step_ns") -> Components:
                       sigma_run, runs)
 
 
-def within_runs(values: np.ndarray, runs: np.ndarray) -> float:
-    """The pooled variance of ``values`` around their own run's mean (runs of two or more)."""
+def _per_run(values: np.ndarray, runs: np.ndarray) -> pd.DataFrame:
+    """Mean, variance and count of the finite ``values`` of each run with two or more."""
     frame = pd.DataFrame({"run": np.asarray(runs, dtype=object),
                           "value": np.asarray(values, dtype=float)})
-    per = frame[np.isfinite(frame["value"])].groupby("run")["value"].agg(["var", "size"])
-    per = per[per["size"] >= 2]
+    per = frame[np.isfinite(frame["value"])].groupby("run")["value"].agg(["mean", "var", "size"])
+    return per[per["size"] >= 2]
+
+
+def within_runs(values: np.ndarray, runs: np.ndarray) -> float:
+    """The pooled variance of ``values`` around their own run's mean (runs of two or more)."""
+    per = _per_run(values, runs)
     dof = float((per["size"] - 1).sum())
     return float((per["var"] * (per["size"] - 1)).sum() / dof) if dof > 0 else math.nan
 
@@ -114,11 +125,8 @@ def between_runs(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
     are left out, and fewer than three runs give NaN (one or two say nothing of a spread).
     A gate of two separate runs adds ``2 σ_r²`` to its variance (``analysis.compare.Prior``).
     """
-    frame = pd.DataFrame({"run": np.asarray(runs, dtype=object),
-                          "value": np.asarray(values, dtype=float)})
-    per = frame[np.isfinite(frame["value"])].groupby("run")["value"].agg(["mean", "var", "size"])
-    per = per[per["size"] >= 2]
-    if len(per) < 3:
+    per = _per_run(values, runs)
+    if len(per) < MIN_RUNS:
         return math.nan, int(len(per))
     excess = float(per["mean"].var(ddof=1)) - float((per["var"] / per["size"]).mean())
     return math.sqrt(max(0.0, excess)), int(len(per))

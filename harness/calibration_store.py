@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.compare import Prior
+from analysis.design import MIN_RUNS, median_df
 from harness.errors import ConfigError
 
 VERSION = 1
@@ -101,10 +102,9 @@ def priors_from(data: Mapping[str, Any]) -> Callable[[str, str], Prior | None]:
         per = components_for(data, case_id, metric)
         if per is None or not _finite(per.get("sigma_median")):
             return None
-        runs = per.get("runs")
-        within = float(runs) if _finite(runs) and runs >= 3 else 1.0  # one df per run's mean
+        runs = float(per["runs"]) if _finite(per.get("runs")) else 0.0
         found = Prior(float(per["sigma_median"]),
-                      max(float(per.get("processes", 0)) - within, 0.0), *run_spread(per))
+                      median_df(float(per.get("processes", 0)), runs), *run_spread(per))
         return found if found.usable() else None
 
     return prior
@@ -114,7 +114,7 @@ def run_spread(per: Mapping[str, Any]) -> tuple[float, float]:
     """(σ_r, its df) of stored components: ``runs − 1``, times the variants pooled for a
     relative one; (0, 0) when the file has none."""
     sigma, runs = per.get("sigma_run"), per.get("runs")
-    if not (_finite(sigma) and _finite(runs) and runs >= 3):
+    if not (_finite(sigma) and _finite(runs) and runs >= MIN_RUNS):
         return 0.0, 0.0
     return float(sigma), (float(runs) - 1.0) * max(float(per.get("pooled", 1)), 1.0)
 
