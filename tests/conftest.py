@@ -27,6 +27,9 @@ REQUIRE_REAL_PARTS = os.environ.get("HARNESS_REQUIRE_REAL_PARTS") == "1"
 HOST_HARDWARE = os.environ.get("HARNESS_TEST_HOST_HARDWARE") == "1"
 _HIDDEN_MODULES = ("pynvml",)  # host meters a test must not find by accident
 _state: dict[str, str] = {}
+# what _isolate sets and a test's own environment for a harness process keeps (private_env)
+_ISOLATED = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HARNESS_CACHE", "HARNESS_RESULTS",
+             "HARNESS_BASELINES", "CUDA_VISIBLE_DEVICES", "PYTHONPATH")
 
 
 def _isolate(base: Path) -> dict[str, str]:
@@ -52,6 +55,14 @@ def _isolate(base: Path) -> dict[str, str]:
                 f"raise ImportError('{name} is hidden from the tests (HARNESS_TEST_HOST_HARDWARE=1 shows it)')\n")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
     return env
+
+
+def private_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The whole environment of a harness process a test starts: the system's PATH only, this
+    session's isolation (``$HOME``, caches, results, hidden accelerators and host meters) and a
+    lock directory of the test's own; ``extra`` adds or overrides (a per-test ``HOME``)."""
+    env = {key: os.environ[key] for key in _ISOLATED if key in os.environ}
+    return {**env, "PATH": "/usr/bin:/bin", "HARNESS_LOCK_DIR": str(tmp / "locks"), **extra}
 
 
 def pytest_configure(config: pytest.Config) -> None:

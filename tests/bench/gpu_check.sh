@@ -19,11 +19,14 @@ WORKLOADS=${GPU_CHECK_WORKLOADS:-mobilenet_v2 bert_tiny ds_cnn}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 
-if ! "$PY" -c 'import torch' 2>/dev/null; then
+# one python for both checks (an import of torch is seconds): 4 = torch imports, sees no CUDA
+torch_status=0
+"$PY" -c 'import sys; import torch; sys.exit(0 if torch.cuda.is_available() else 4)' 2>/dev/null || torch_status=$?
+if [ "$torch_status" != 0 ] && [ "$torch_status" != 4 ]; then
     echo "gpu_check: $PY cannot import torch; set PYTHON to a python with CUDA torch" | tee "$OUT/gpu_check.txt" >&2
     exit 3
 fi
-if [ "$ACCEL" = cuda ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+if [ "$ACCEL" = cuda ] && [ "$torch_status" = 4 ]; then
     echo "gpu_check: torch sees no CUDA device here (torch.cuda.is_available() is False);" \
          "run this on the GPU machine" | tee "$OUT/gpu_check.txt" >&2
     exit 3

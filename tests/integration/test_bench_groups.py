@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import private_env
 from tests.integration.test_bench_local import harness
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ def _tiny(tmp_path: Path) -> tuple[str, ...]:
 
 
 def _private(tmp_path: Path, **env: str) -> dict[str, str]:
-    return {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", **env}
+    return private_env(tmp_path, **env)
 
 
 def test_a_tiny_group_alternates_in_each_process(tmp_path):

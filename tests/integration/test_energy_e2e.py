@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import private_env
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 WATTS = 20.0
@@ -22,7 +24,7 @@ def _bench(tmp_path: Path, energy_toml: str, *, report: bool = False) -> pd.Data
     profile = tmp_path / "metered.toml"
     profile.write_text(f'name = "metered"\n[agent]\npython = ["@host"]\nworkdir = "{tmp_path}/work"\n'
                        f"[energy]\n{energy_toml}\n")
-    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = private_env(tmp_path, HOME=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--device", str(profile), "--suite", "smoke",
                            "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach", "--steps", "8",
                            "--warmup", "1", "--check-steps", "0", "--no-probe", "--out", str(tmp_path / "r"),

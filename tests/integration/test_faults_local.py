@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from harness.store import read_raw
+from tests.conftest import private_env
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def _suite(tmp_path: Path) -> Path:
 
 
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin"}
+    env = private_env(tmp_path)
     one = () if "--resume" in args else ("--processes", "1", "--isolate")  # one process per case
     return subprocess.run([sys.executable, "-m", "harness", "bench", *one, "--no-report", "--no-probe",
                            "--out", str(tmp_path / "results"), *args], cwd=REPO, env=env,
@@ -127,7 +128,7 @@ def test_sigterm_to_the_host_stops_its_agents_and_keeps_every_line(tmp_path):
     """A CI job cancelled or timed out sends SIGTERM: the host takes the Ctrl-C path (exit
     143), so no agent is left running on the device and the steps received so far stay."""
     profile = _profile(tmp_path, {"ODT_FAULT": "step=3:hang:bert_tiny"})
-    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin"}
+    env = private_env(tmp_path)
     host = subprocess.Popen(
         [sys.executable, "-m", "harness", "bench", "--processes", "1", "--no-report", "--no-probe",
          "--out", str(tmp_path / "results"), "--device", str(profile), "--suite",

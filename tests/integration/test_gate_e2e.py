@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import private_env
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--kernel", "foreach",
@@ -21,7 +23,7 @@ FILTERS = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", 
 
 
 def harness(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = private_env(tmp_path, HOME=str(tmp_path))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -77,7 +79,7 @@ def test_an_injected_slowdown_is_a_regression_with_summary_and_junit(baseline):
 def test_the_step_summary_is_appended_when_github_asks_for_it(baseline, tmp_path):
     tmp, base = baseline
     target = tmp_path / "step_summary.md"
-    env = {"HARNESS_LOCK_DIR": str(tmp / "locks"), "PATH": "/usr/bin:/bin", "GITHUB_STEP_SUMMARY": str(target)}
+    env = private_env(tmp, HOME=str(tmp), GITHUB_STEP_SUMMARY=str(target))
     proc = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(base), "--candidate",
                            str(tmp / "results" / "base"), "--rerun-budget", "0", "--summary",
                            str(tmp_path / "s.md"), "--junit", str(tmp_path / "j.xml")],

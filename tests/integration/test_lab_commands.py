@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import private_env
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TINY = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--steps", "6", "--warmup", "1",
@@ -21,8 +23,7 @@ TINY = ("--suite", "smoke", "--workload", "bert_tiny", "--optimizer", "nag", "--
 
 
 def harness(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"HARNESS_LOCK_DIR": str(tmp / "locks"), "PATH": "/usr/bin:/bin", "HOME": str(tmp),
-           "OMP_NUM_THREADS": "1"}
+    env = private_env(tmp, HOME=str(tmp), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.locks import DeviceLock
+from tests.conftest import private_env
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ def _profile(tmp_path: Path, name: str) -> Path:
 
 
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"HARNESS_LOCK_DIR": str(tmp_path / "locks"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = private_env(tmp_path, HOME=str(tmp_path))
     return subprocess.run([sys.executable, "-m", "harness", "bench", "--processes", "1", "--isolate", "--suite", "smoke", "--workload",
                            "bert_tiny", "--optimizer", "nag", "--kernel", "foreach", "--steps", "3",
                            "--warmup", "1", "--check-steps", "0", "--no-probe", "--no-report", "--out", str(tmp_path / "r"),
