@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.compare import welch_df
 from analysis.processes import measured, process_key
 from analysis.stats import MAD_TO_SIGMA, t_quantile
 
@@ -125,11 +126,19 @@ def between_runs(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
     are left out, and fewer than three runs give NaN (one or two say nothing of a spread).
     A gate of two separate runs adds ``2 σ_r²`` to its variance (``analysis.compare.Prior``).
     """
+    excess, count = run_excess(values, runs)
+    return (math.sqrt(max(0.0, excess)) if math.isfinite(excess) else math.nan), count
+
+
+def run_excess(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
+    """(σ_r² as estimated, R): :func:`between_runs` before the floor at 0 (it may be negative;
+    NaN from fewer than three runs). Several like quantities pool these, then floor the mean:
+    the mean of floored estimates is biased upwards when σ_r is near 0."""
     per = _per_run(values, runs)
     if len(per) < MIN_RUNS:
         return math.nan, int(len(per))
-    excess = float(per["mean"].var(ddof=1)) - float((per["var"] / per["size"]).mean())
-    return math.sqrt(max(0.0, excess)), int(len(per))
+    return (float(per["mean"].var(ddof=1)) - float((per["var"] / per["size"]).mean()),
+            int(len(per)))
 
 
 def components_table(steps: pd.DataFrame, column: str = "step_ns",
@@ -163,17 +172,29 @@ def optimal_steps(sigma_p: float, sigma_s: float, process_cost_s: float, step_co
     return int(min(max_steps, max(min_steps, round(best))))
 
 
+def with_runs(se: float, df: float, sigma_run: float, run_df: float) -> tuple[float, float]:
+    """(SE, df) of a comparison of two separate runs: ``2 σ_r²`` added to ``se²`` (the spread
+    between runs, :func:`between_runs`), Welch–Satterthwaite df; unchanged without σ_r."""
+    if not (sigma_run > 0 and run_df > 0):
+        return se, df
+    parts = [(se ** 2, df), (2.0 * sigma_run ** 2, run_df)]
+    return math.sqrt(se ** 2 + 2.0 * sigma_run ** 2), welch_df(parts, df)
+
+
 def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float = 6.0,
          step_cost_s: float = 0.05, alpha: float = 0.05, power: float = 0.90, tests: int = 1,
          k: float = MEDIAN_EFFICIENCY_K, min_processes: int = 3, max_processes: int = 200,
-         min_steps: int = 10, max_steps: int = 1000, pooled: int = 1) -> Design:
+         min_steps: int = 10, max_steps: int = 1000, pooled: int = 1, sigma_run: float = 0.0,
+         run_df: float = 0.0) -> Design:
     """The cheapest (processes, steps) that detects a relative change ``detect``.
 
     Two-sided level ``alpha / tests`` (the first Holm step of a family of ``tests``), a t
     with ``pooled · (2P − 2)`` df; P counts processes per side. ``pooled`` > 1 when the test
     pools the spread of that many like comparisons (a variant against its process-mates:
     ``analysis.relative`` moderates the spread over the group's variants, and when they agree
-    its df are the group's).
+    its df are the group's). ``sigma_run`` (df ``run_df``): the spread between separate runs,
+    which a gate against a stored baseline adds (:func:`with_runs`) and no number of
+    processes reduces.
     """
     if not detect > 0:
         raise ValueError(f"detect={detect!r} must be a positive fraction, e.g. 0.05")
@@ -185,12 +206,12 @@ def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float
     target = math.log1p(detect)
     level = alpha / max(tests, 1)
     se = math.nan
+    se = df = math.nan
     for processes in range(min_processes, max_processes + 1):
-        se = se_of(sigma_p, sigma_s, processes, steps, k)
-        df = pooled * (2.0 * processes - 2.0)
+        se, df = with_runs(se_of(sigma_p, sigma_s, processes, steps, k),
+                           pooled * (2.0 * processes - 2.0), sigma_run, run_df)
         z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
         if z * se <= target:
             return Design(processes, steps, math.expm1(z * se), se, False)
-    df = pooled * (2.0 * max_processes - 2.0)
     z = t_quantile(1 - level / 2, df) + t_quantile(power, df)
     return Design(max_processes, steps, math.expm1(z * se), se, True)

@@ -59,7 +59,7 @@ from analysis.compare import (
     t_interval,
     welch_df,
 )
-from analysis.design import Components, between_runs, run_of
+from analysis.design import MIN_RUNS, Components, run_excess, run_of, within_runs
 from analysis.processes import group_values, process_labels, usable
 from analysis.stats import MAD_TO_SIGMA, moderated_variances, trim_mean
 
@@ -402,15 +402,17 @@ def compare_common(baseline: Medians, candidate: Medians, group: Group, *, confi
 
 
 def combined_prior(priors: Iterable[Prior | None]) -> Prior | None:
-    """One prior for a group's common part: the RMS of its cases' σ_p (and σ_r), the fewest df
-    (None unless every case has a usable one)."""
+    """One prior for a group's common part: the RMS of its cases' σ_p, the fewest df (None
+    unless every case has a usable one); σ_r likewise over the cases that have one (a case
+    calibrated from too few runs to tell leaves the others' spread between runs standing)."""
     given = list(priors)
     if not given or any(p is None or not p.usable() for p in given):
         return None
-    def rms(name: str) -> float:
-        return float(np.sqrt(np.mean([getattr(p, name) ** 2 for p in given])))
-    return Prior(rms("sigma_log"), min(p.df for p in given),  # type: ignore[union-attr]
-                 rms("sigma_run"), min(p.run_df for p in given))  # type: ignore[union-attr]
+    priced = [p for p in given if p is not None and p.run_df > 0]
+    sigma_run = float(np.sqrt(np.mean([p.sigma_run ** 2 for p in priced]))) if priced else 0.0
+    return Prior(float(np.sqrt(np.mean([p.sigma_log ** 2 for p in given]))),  # type: ignore[union-attr]
+                 min(p.df for p in given),  # type: ignore[union-attr]
+                 sigma_run, min((p.run_df for p in priced), default=0.0))
 
 
 #: ``Var(20 % trimmed mean) ≈ k · σ² / n`` for normal samples: the per-process relative time
@@ -423,7 +425,8 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: It
     """Variance components of each grouped case's *relative* time on one run (calibration).
 
     ``sigma_s``: the robust spread of a round's relative value inside a process;
-    ``sigma_median``: the observed spread of the per-process relative times;
+    ``sigma_median``: the observed spread of the per-process relative times (their spread
+    within runs when the labels name three or more);
     ``sigma_p``: what remains between processes once ``k σ_s² / S`` is taken out
     (``k`` = :data:`TRIM_EFFICIENCY_K`); ``sigma_run``: the spread between runs, when the
     process labels name three or more (:func:`analysis.design.between_runs`). These plan a design for one variant's own change as
@@ -440,6 +443,7 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: It
         by_round = _round_offsets(rounds, group, centres) if rounds is not None else {}
         offset = offsets(medians, group, centres, by_round)
         own: dict[str, Components] = {}
+        excess: dict[str, float] = {}
         for case in group.cases:
             per_unit = relative_times(offset, case, group.mates(case))
             if not group.splits(case) or per_unit.size < 2:
@@ -455,9 +459,14 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: It
             sigma_s = (math.sqrt(float((np.square(spreads) * weights).sum() / weights.sum()))
                        if weights.sum() > 0 else math.nan)
             steps = float(np.median(counts)) if counts else 1.0
-            var_unit = float(np.var(per_unit, ddof=1))
+            run = run_of(np.array(sorted(offset[case])))
+            excess[case], runs = run_excess(per_unit, run)
+            sigma_run = math.sqrt(max(0.0, excess[case])) if math.isfinite(excess[case]) else math.nan
+            # processes of several runs: their spread within a run, as for a whole case
+            # (analysis.design.components; σ_r is the level above)
+            var_unit = (within_runs(per_unit, run) if runs >= MIN_RUNS
+                        else float(np.var(per_unit, ddof=1)))
             within = TRIM_EFFICIENCY_K * sigma_s ** 2 / steps if math.isfinite(sigma_s) else 0.0
-            sigma_run, runs = between_runs(per_unit, run_of(np.array(sorted(offset[case]))))
             own[case] = Components(math.sqrt(max(0.0, var_unit - within)), sigma_s,
                                    math.sqrt(var_unit), per_unit.size, steps, sigma_run, runs)
         if own and not pool:
@@ -467,10 +476,18 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: It
                                   for name in ("sigma_p", "sigma_s", "sigma_median")),
                                 min(c.processes for c in own.values()),
                                 float(np.median([c.steps_per_process for c in own.values()])),
-                                _rms([c.sigma_run for c in own.values()]),
+                                _pooled_run_spread([excess[c] for c in own]),
                                 min(c.runs for c in own.values()))
             out |= {case: (pooled, len(own)) for case in own}
     return out
+
+
+def _pooled_run_spread(excess: list[float]) -> float:
+    """σ_r of a group's variants: the mean of their σ_r² estimates, floored at 0 once (a root
+    mean square of floored ones would lean upwards: with no spread between runs, half the
+    estimates are negative and floored while the other half count in full)."""
+    finite = [e for e in excess if math.isfinite(e)]
+    return math.sqrt(max(0.0, float(np.mean(finite)))) if finite else math.nan
 
 
 def _rms(values: list[float]) -> float:

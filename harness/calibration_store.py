@@ -149,7 +149,7 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     ``relative`` may name the cases whose change will split (those in a group with more than
     ``analysis.relative.MIN_MATES`` mates in this run): the others are planned as whole cases.
     """
-    from analysis.design import MEDIAN_EFFICIENCY_K, plan, se_of
+    from analysis.design import MEDIAN_EFFICIENCY_K, plan
     from analysis.relative import TRIM_EFFICIENCY_K
 
     given = path is not None
@@ -167,6 +167,7 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     costs = {"process_cost_s": _or(data.get("process_cost_s"), 6.0),
              "step_cost_s": _or(data.get("step_cost_s"), 0.05)}
     worst = None
+    beyond: tuple[str, float, float] | None = None  # the case furthest out of a stored gate's reach
     for case_id in case_ids:
         splits = relative if isinstance(relative, bool) else case_id in relative
         own = components_for(data, case_id, "step_time_relative") if splits else None
@@ -184,10 +185,20 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
             per = {**per, "sigma_p": max(per["own_sigma_p"], per["sigma_p"]),
                    "sigma_s": max(per["own_sigma_s"], per["sigma_s"])}
         # a round of a shared process runs a step of every variant: a step costs them all
-        design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect, alpha=alpha,
-                      power=power, tests=tests, k=k, pooled=pooled,
-                      process_cost_s=costs["process_cost_s"],
-                      step_cost_s=costs["step_cost_s"] * pooled)
+        options = {"alpha": alpha, "power": power, "tests": tests, "k": k, "pooled": pooled,
+                   "process_cost_s": costs["process_cost_s"],
+                   "step_cost_s": costs["step_cost_s"] * pooled}
+        sigma_run, run_df = run_spread(per)
+        design = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect, **options,
+                      sigma_run=sigma_run, run_df=run_df)
+        if design.capped and sigma_run:  # out of reach against a stored baseline: plan for
+            # what the run reaches within itself (`harness ab`, its own comparisons)
+            within = plan(float(per["sigma_p"]), float(per["sigma_s"]), detect, **options)
+            if not within.capped:
+                stored = _stored_mde(per, within, k, pooled, alpha / tests, power)
+                design = within
+                if beyond is None or stored > beyond[1]:
+                    beyond = (case_id, stored, sigma_run)
         if worst is None or (design.processes, design.steps) > (worst[0].processes,
                                                                   worst[0].steps):
             worst = (design, case_id, per, kind)
@@ -200,18 +211,15 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
                 f"over {tests} tests): {design.processes} processes × {design.steps} steps per "
                 f"case{capped}; the costliest case is {case_id} ({kind}: σ_p {per['sigma_p']:.1%}, "
                 f"σ_s {per['sigma_s']:.1%}, from {path})")
+    if beyond is not None:
+        sentence += (f"; against a stored baseline, whose runs differ by σ_r {beyond[2]:.1%}, "
+                     f"{beyond[0]} is detectable only from {beyond[1]:.0%} (`harness ab` "
+                     "compares both sides in one run and cancels that)")
     whole = components_for(data, case_id, "step_time")
     if kind == "own change" and _usable(whole):
         assert whole is not None
-        from analysis.compare import welch_df
-        from analysis.decide import detectable_change
-
-        se = se_of(float(whole["sigma_p"]), float(whole["sigma_s"]), design.processes,
-                   design.steps)
-        sigma_run, run_df = run_spread(whole)
-        parts = [(se ** 2, 2.0 * design.processes - 2.0), (2.0 * sigma_run ** 2, run_df)]
-        common = detectable_change(math.sqrt(se ** 2 + 2.0 * sigma_run ** 2),
-                                   welch_df(parts, parts[0][1]), alpha / tests, power)
+        common = _stored_mde(whole, design, MEDIAN_EFFICIENCY_K, 1, alpha / tests, power)
+        sigma_run = run_spread(whole)[0]
         between = (f", against a stored baseline whose runs differ by σ_r {sigma_run:.1%} "
                    "(`harness ab` cancels that)" if sigma_run else "")
         sentence += (f"; a change common to every variant of its group is detectable from "
@@ -219,20 +227,36 @@ def design_for(results_dir: Path, device: str, case_ids: list[str], detect: floa
     return design, sentence
 
 
+def _stored_mde(per: Mapping[str, Any], design: Any, k: float, pooled: int, level: float,
+                power: float) -> float:
+    """The smallest change that ``design`` detects in a case with components ``per`` when it
+    is gated against a stored baseline: the spread between runs added (``with_runs``)."""
+    from analysis.decide import detectable_change
+    from analysis.design import se_of, with_runs
+
+    se, df = with_runs(se_of(float(per["sigma_p"]), float(per["sigma_s"]), design.processes,
+                             design.steps, k),
+                       pooled * (2.0 * design.processes - 2.0), *run_spread(per))
+    return detectable_change(se, df, level, power)
+
+
 def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0.90,
-             cases: Any = None) -> str:
+             cases: Any = None, calibration: Mapping[str, Any] | None = None) -> str:
     """What a finished run can detect against a like run: the gate's own smallest detectable
     change (:attr:`harness.gate.MetricVerdict.mde`) of every step-time row when the run is
     gated against itself, so each variant is held to its own spread as the gate holds it (a
     variant noisier than its mates needs a larger change). Worst and median over the cases: a
-    variant's own change where variants shared processes, else the whole case's."""
+    variant's own change where variants shared processes, else the whole case's.
+    ``calibration``: the device file's contents; the like run is then a stored baseline gated
+    with them, as ``harness gate`` does (the spread between runs included)."""
     from harness.gate import DEFAULT_METRICS, gate
 
     # the like run's processes must not be these ones: a case would pair with itself
     like_steps = steps.assign(run_id="like-run")
     like_cases = cases.assign(run_id="like-run") if cases is not None else None
     result = gate(steps, cases, like_steps, like_cases, alpha=alpha, power=power,
-                  metrics=DEFAULT_METRICS, allow_missing=True)
+                  metrics=DEFAULT_METRICS, allow_missing=True,
+                  priors=priors_from(calibration) if calibration is not None else None)
     rows = [v for v in result.verdicts
             if v.metric == "step_time" and v.scope != "group" and math.isfinite(v.mde)]
     if not rows:
@@ -241,7 +265,8 @@ def achieved(steps: Any, detect: float, *, alpha: float = 0.05, power: float = 0
     middle = _median([v.mde for v in rows])
     verdict = "met" if worst.mde <= detect else "not met"
     scope = "a variant's own change" if worst.scope == "variant" else "a change"
-    return (f"achieved: {scope} of {worst.mde:.1%} is detectable against a like run in every "
+    like = "a stored like run (the device file's spreads)" if calibration is not None else "a like run"
+    return (f"achieved: {scope} of {worst.mde:.1%} is detectable against {like} in every "
             f"case (worst {worst.case_id}; median over {len(rows)} cases {middle:.1%}); "
             f"target {detect:.0%} {verdict}")
 

@@ -153,10 +153,14 @@ def run_bench(request: BenchRequest, finish: Finish = Finish(),
     outcome = BenchOutcome(result.run_dir, result.cases, result.failed, notes=chosen.notes)
     if request.detect and on_notes:
         from harness import store
-        from harness.calibration_store import achieved
+        from harness.calibration_store import achieved, calibration_path, read_calibration_file
 
         steps, cases, _ = store.load_run(result.run_dir)
-        on_notes([achieved(steps, request.detect, cases=cases)])
+        # the file the design came from (_designed read it): the gate against a stored
+        # baseline holds the run to its spreads
+        path = request.calibration or calibration_path(request.out, request.devices[0])
+        on_notes([achieved(steps, request.detect, cases=cases,
+                           calibration=read_calibration_file(path))])
     return _finish(outcome, bench_plan.manifest, finish)
 
 

@@ -113,3 +113,102 @@ def test_the_device_file_carries_the_run_spread_with_its_degrees_of_freedom() ->
     assert run_spread({k: v for k, v in entry.items() if k != "sigma_run"}) == (0.0, 0.0)
     prior = priors_from({"cases": {"c": {"step_time": entry}}})("c", "step_time")
     assert prior == Prior(0.04, 56.0, 0.05, 7.0)  # σ_median is the spread within the 8 runs
+
+
+def test_a_variants_relative_spread_between_processes_is_measured_within_runs() -> None:
+    """One variant's relative time drifts 5 % (sd) between runs: the drift is its σ_r, and its
+    σ_p (what more processes average away) stays the spread inside a run, as for a whole case."""
+    from analysis.relative import medians_of, relative_components, rounds_of
+
+    rng = np.random.default_rng(5)
+    drifting = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    run = pd.concat([synthetic_group_run(CASES, PROCESSES, STEPS, rng, sigma_p=0.03,
+                                         sigma_cp=0.01, cv=0.02, run_id=f"block{b}",
+                                         run_shift=rng.normal(0.0, 0.05) * np.array(drifting))
+                     for b in range(12)], ignore_index=True)
+    own = relative_components(medians_of(run, "step_ns"), rounds_of(run, "step_ns"),
+                              sorted(set(run["case_id"])), pool=False)
+    drifted, _ = own["g-case03"]
+    assert drifted.runs == 12 and 0.03 < drifted.sigma_run < 0.08
+    assert drifted.sigma_median < 0.02  # the 5 % between runs is not counted a second time
+    steady, _ = own["g-case01"]
+    assert steady.sigma_run < 0.02 and steady.sigma_median < 0.02
+
+
+def test_detect_plans_within_a_run_when_the_run_spread_puts_a_stored_gate_out_of_reach(
+        tmp_path) -> None:
+    from analysis.design import plan, se_of, with_runs
+    from harness.calibration_store import calibration_path, design_for, write_calibration_file
+
+    assert with_runs(0.02, 10.0, 0.0, 0.0) == (0.02, 10.0)
+    se, df = with_runs(0.02, 10.0, 0.03, 8.0)
+    assert se == pytest.approx(math.sqrt(0.02 ** 2 + 2 * 0.03 ** 2)) and 8.0 < df < 18.0
+    # a small spread between runs: planned for, so more processes than without it
+    quiet = plan(0.03, 0.015, 0.10)
+    priced = plan(0.03, 0.015, 0.10, sigma_run=0.015, run_df=20.0)
+    assert priced.processes > quiet.processes and not priced.capped
+    assert priced.se_log > se_of(0.03, 0.015, priced.processes, priced.steps)
+    # one no number of processes overcomes: planned for the run's own comparisons, and said
+    entry = {"sigma_p": 0.03, "sigma_s": 0.015, "sigma_median": 0.031, "processes": 60,
+             "steps_per_process": 60, "sigma_run": 0.06, "runs": 21}
+    for where, kept in (("drifting", entry), ("steady", {**entry, "sigma_run": math.nan})):
+        write_calibration_file(calibration_path(tmp_path / where, "local"), "local", "cal",
+                               {"c": {"step_time": kept}}, process_cost_s=6.0, step_cost_s=0.05)
+    design, sentence = design_for(tmp_path / "drifting", "local", ["c"], 0.10)
+    assert design == design_for(tmp_path / "steady", "local", ["c"], 0.10)[0]
+    assert "against a stored baseline, whose runs differ by σ_r 6.0%" in sentence
+    assert "harness ab" in sentence and "capped" not in sentence
+
+
+def test_what_a_run_achieved_against_a_stored_baseline_includes_the_run_spread(tmp_path) -> None:
+    import re
+
+    from harness.calibration_store import achieved, calibration_path, write_calibration_file
+
+    rng = np.random.default_rng(6)
+    run = _run(rng, "r", drift=0.0)
+    cases = sorted(set(run["case_id"]))
+    entry = {"sigma_p": 0.03, "sigma_s": 0.05, "sigma_median": 0.03, "processes": 80,
+             "steps_per_process": 12, "sigma_run": 0.03, "runs": 10, "pooled": 6}
+    data = {"cases": {c: {"step_time": entry, "step_time_relative": entry} for c in cases}}
+    write_calibration_file(calibration_path(tmp_path, "local"), "local", "cal", data["cases"],
+                           process_cost_s=6.0, step_cost_s=0.05)
+
+    def worst(text: str) -> float:
+        return float(re.search(r"of ([0-9.]+)% is detectable", text).group(1))
+
+    alone = achieved(run, 0.05)
+    stored = achieved(run, 0.05, calibration=data)
+    assert "a stored like run" in stored and "a stored like run" not in alone
+    assert worst(stored) > worst(alone)
+
+
+def test_a_groups_run_spread_pools_its_variants_estimates_before_the_floor() -> None:
+    """With no spread between runs, about half the variants' σ_r² estimates come out negative;
+    floored one by one and then pooled (root mean square) they would report a spread that is
+    not there, and `--detect` would plan for it."""
+    from analysis.relative import _pooled_run_spread, medians_of, relative_components, rounds_of
+
+    assert _pooled_run_spread([-1e-4, 1e-4, -2e-4, 2e-4]) == 0.0
+    assert _pooled_run_spread([1e-4, 3e-4]) == pytest.approx(math.sqrt(2e-4))
+    assert math.isnan(_pooled_run_spread([math.nan]))
+    rng = np.random.default_rng(8)
+    run = pd.concat([synthetic_group_run(CASES, PROCESSES, STEPS, rng, sigma_p=0.03,
+                                         sigma_cp=0.01, cv=0.02, run_id=f"block{b}")
+                     for b in range(12)], ignore_index=True)
+    medians, rounds, cases = medians_of(run, "step_ns"), rounds_of(run, "step_ns"), sorted(set(run["case_id"]))
+    own = [c.sigma_run for c, _ in relative_components(medians, rounds, cases, pool=False).values()]
+    pooled = relative_components(medians, rounds, cases)["g-case00"][0].sigma_run
+    assert min(own) == 0.0  # some estimates floored
+    assert pooled < math.sqrt(float(np.mean(np.square(own))))
+
+
+def test_a_groups_common_prior_keeps_the_run_spread_of_the_cases_that_have_one() -> None:
+    from analysis.relative import combined_prior
+
+    priced, unpriced = Prior(0.03, 20, sigma_run=0.05, run_df=9), Prior(0.04, 30)
+    both = combined_prior([priced, unpriced])
+    assert both is not None and (both.sigma_run, both.run_df) == (0.05, 9)
+    assert both.sigma_log == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2)) and both.df == 20
+    assert combined_prior([unpriced, unpriced]) == Prior(0.04, 30)
+    assert combined_prior([priced, None]) is None
