@@ -61,6 +61,12 @@ class Prior:
     def usable(self) -> bool:
         return math.isfinite(self.sigma_log) and self.sigma_log >= 0 and self.df > 0
 
+    def between_processes(self, by_hand: Prior | None) -> Prior:
+        """This prior with its spread between processes replaced ``by_hand`` (``harness gate
+        --run-drift``); the calibrated spread between runs stays."""
+        return self if by_hand is None else replace(by_hand, sigma_run=self.sigma_run,
+                                                    run_df=self.run_df)
+
 
 def run_variance(prior: Prior | None) -> tuple[float, float]:
     """(``2 σ_r²``, its df) that a comparison of two separate runs adds; (0, 0) without one."""

@@ -72,7 +72,8 @@ def add_gate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-estimated", action="store_true", help="also gate estimated (not measured) energy")
     p.add_argument("--run-drift", type=float, default=0.0, metavar="FRACTION",
                    help="take this between-process spread of a case's log median as known for every "
-                        "case (e.g. 0.03) instead of the calibration's")
+                        "case (e.g. 0.03) instead of the calibration's (its spread between runs "
+                        "still applies)")
     p.add_argument("--rerun-budget", type=int, default=0, metavar="N",
                    help="re-measure inconclusive cases up to N rounds when the device is reachable "
                         "(default 0: decide on what was measured)")

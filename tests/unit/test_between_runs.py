@@ -212,3 +212,25 @@ def test_a_groups_common_prior_keeps_the_run_spread_of_the_cases_that_have_one()
     assert both.sigma_log == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2)) and both.df == 20
     assert combined_prior([unpriced, unpriced]) == Prior(0.04, 30)
     assert combined_prior([priced, None]) is None
+
+
+def test_a_spread_between_processes_given_by_hand_keeps_the_calibrated_run_spread() -> None:
+    """``harness gate --run-drift`` replaces σ_p on every row, whole case and common part
+    alike, and leaves the device file's σ_r standing (before, it dropped σ_r from those rows
+    only, while each variant's own row kept it)."""
+    rng = np.random.default_rng(9)
+    base, cand = _run(rng, "base", drift=0.0), _run(rng, "cand", drift=0.0)
+
+    def calibrated(case_id: str, metric: str) -> Prior:
+        return Prior(0.03, 20, sigma_run=0.2, run_df=5)
+
+    def widths(result) -> dict[tuple[str, str], float]:
+        return {(v.case_id, v.metric): v.comparison.ratio_ci_high - v.comparison.ratio_ci_low
+                for v in result.verdicts if v.scope != "variant" and v.comparison is not None}
+
+    by_hand = widths(gate(base, None, cand, None, priors=calibrated, run_drift=0.03))
+    alone = widths(gate(base, None, cand, None, run_drift=0.03))
+    assert by_hand and by_hand.keys() == alone.keys()
+    assert all(by_hand[k] > alone[k] + 0.2 for k in by_hand)
+    assert Prior(0.03, 20, 0.05, 9).between_processes(Prior(0.02, 40)) == Prior(0.02, 40, 0.05, 9)
+    assert Prior(0.03, 20, 0.05, 9).between_processes(None) == Prior(0.03, 20, 0.05, 9)
