@@ -127,7 +127,12 @@ def between_runs(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
     A gate of two separate runs adds ``2 σ_r²`` to its variance (``analysis.compare.Prior``).
     """
     excess, count = run_excess(values, runs)
-    return (math.sqrt(max(0.0, excess)) if math.isfinite(excess) else math.nan), count
+    return run_sigma(excess), count
+
+
+def run_sigma(excess: float) -> float:
+    """σ_r from an estimate of σ_r² (:func:`run_excess`), floored at 0; NaN stays NaN."""
+    return math.sqrt(max(0.0, excess)) if math.isfinite(excess) else math.nan
 
 
 def run_excess(values: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
@@ -205,7 +210,6 @@ def plan(sigma_p: float, sigma_s: float, detect: float, *, process_cost_s: float
                           min_steps=min_steps, max_steps=max_steps)
     target = math.log1p(detect)
     level = alpha / max(tests, 1)
-    se = math.nan
     se = df = math.nan
     for processes in range(min_processes, max_processes + 1):
         se, df = with_runs(se_of(sigma_p, sigma_s, processes, steps, k),

@@ -59,7 +59,7 @@ from analysis.compare import (
     t_interval,
     welch_df,
 )
-from analysis.design import MIN_RUNS, Components, run_excess, run_of, within_runs
+from analysis.design import MIN_RUNS, Components, run_excess, run_of, run_sigma, within_runs
 from analysis.processes import group_values, process_labels, usable
 from analysis.stats import MAD_TO_SIGMA, moderated_variances, trim_mean
 
@@ -461,7 +461,7 @@ def relative_components(medians: Medians, rounds: pd.DataFrame | None, cases: It
             steps = float(np.median(counts)) if counts else 1.0
             run = run_of(np.array(sorted(offset[case])))
             excess[case], runs = run_excess(per_unit, run)
-            sigma_run = math.sqrt(max(0.0, excess[case])) if math.isfinite(excess[case]) else math.nan
+            sigma_run = run_sigma(excess[case])
             # processes of several runs: their spread within a run, as for a whole case
             # (analysis.design.components; σ_r is the level above)
             var_unit = (within_runs(per_unit, run) if runs >= MIN_RUNS
@@ -487,7 +487,7 @@ def _pooled_run_spread(excess: list[float]) -> float:
     mean square of floored ones would lean upwards: with no spread between runs, half the
     estimates are negative and floored while the other half count in full)."""
     finite = [e for e in excess if math.isfinite(e)]
-    return math.sqrt(max(0.0, float(np.mean(finite)))) if finite else math.nan
+    return run_sigma(float(np.mean(finite))) if finite else math.nan
 
 
 def _rms(values: list[float]) -> float:
