@@ -68,6 +68,12 @@ class Prior:
                                                     run_df=self.run_df)
 
 
+def prior_for_gate(found: Prior | None, by_hand: Prior | None) -> Prior | None:
+    """The prior a gate uses: the device file's (``found``) with its spread between processes
+    replaced ``by_hand`` where given, else ``by_hand`` alone (no calibration for the case)."""
+    return found.between_processes(by_hand) if found is not None else by_hand
+
+
 def run_variance(prior: Prior | None) -> tuple[float, float]:
     """(``2 σ_r²``, its df) that a comparison of two separate runs adds; (0, 0) without one."""
     if prior is None or not (math.isfinite(prior.sigma_run) and prior.sigma_run > 0

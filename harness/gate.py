@@ -36,6 +36,7 @@ from analysis.compare import (
     compare_by_repeat,
     compare_steps,
     compare_units,
+    prior_for_gate,
 )
 from analysis.decide import (
     DEFAULT_ALPHA,
@@ -399,7 +400,7 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
             continue
         for metric in chosen:
             found = priors(case_id, metric.name) if priors else None
-            prior = found.between_processes(fixed) if found is not None else fixed
+            prior = prior_for_gate(found, fixed)
             outcome = _compare(case_id, metric, base, cand, gate_estimated=gate_estimated,
                                confidence=confidence, min_samples=min_samples, prior=prior,
                                paired_by_repeat=paired_by_repeat,
@@ -415,7 +416,7 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
         for group in split.get(metric.name, ({}, []))[1]:
             found = combined_prior(priors(c, metric.name) if priors else None
                                    for c in group.reference)
-            prior = found.between_processes(fixed) if found is not None else fixed
+            prior = prior_for_gate(found, fixed)
             comparison = compare_common(base.medians(metric.column), cand.medians(metric.column),
                                         group, confidence=confidence, prior=prior)
             rows.append(_Row(group.label, metric, comparison, False, group.cases))
