@@ -56,9 +56,11 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests (real sshd, adbd and Chromium where installed); -- -m "not slow" for the fast subset, -- -n 0 to run them in one process."""
     _install(session, "test")
     # one pytest-xdist worker per core (2 to 4): the agents the tests start are single-threaded;
-    # a test module per worker at a time, so a module's fixtures run once
+    # a test module per worker at a time, so a module's fixtures run once; modules in the order
+    # tests/conftest.py gives them (the longest first), not xdist's own (the most tests first)
     workers = str(min(4, max(2, os.cpu_count() or 2)))
-    session.run("pytest", "-n", workers, "--dist", "loadfile", "--ignore=tests/bench", *session.posargs)
+    session.run("pytest", "-n", workers, "--dist", "loadfile", "--no-loadscope-reorder",
+                "--ignore=tests/bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)
