@@ -80,6 +80,14 @@ def test_synthetic_images_keep_no_full_resolution_template_per_class():
     assert images.shape == (2, 3, 224, 224)
 
 
+@pytest.mark.parametrize("resolution", [4, 17, 64])
+def test_each_patterns_spread_is_the_std_of_its_upsampled_image(resolution):
+    # found without upsampling any class: it must equal what upsampling every class gives
+    source = SyntheticImages(2, 3, num_classes=40, resolution=resolution)
+    upsampled = source._upsample(source._coarse).std(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(source._spread, upsampled, rtol=1e-5, atol=0)
+
+
 def test_synthetic_images_are_normalised_to_about_mean_0_and_std_1():
     images, _ = SyntheticImages(256, 0, num_classes=10, resolution=16)()
     assert abs(float(images.mean())) < 0.2

@@ -316,7 +316,8 @@ def test_the_published_suite_runs_the_published_sizes():
     assert set(configs) == {"mobilenet_v2", "resnet18", "bert_tiny", "ds_cnn"}
     assert configs["bert_tiny"]["vocab_size"] == 30522
     assert configs["ds_cnn"]["features"] == "mfcc49x10"
-    params = {name: WORKLOADS.get(name).make(1, 0, opts).info["params"]
-              for name, opts in configs.items() if name in ("mobilenet_v2", "resnet18")}
-    assert params == {"mobilenet_v2": 3_504_872, "resnet18": 11_689_512}
-    assert "224x224 px" in describe_task(WORKLOADS.get("resnet18").make(1, 0, configs["resnet18"]))
+    tasks = {name: WORKLOADS.get(name).make(1, 0, opts)
+             for name, opts in configs.items() if name in ("mobilenet_v2", "resnet18")}
+    assert {name: t.info["params"] for name, t in tasks.items()} == {
+        "mobilenet_v2": 3_504_872, "resnet18": 11_689_512}
+    assert "224x224 px" in describe_task(tasks["resnet18"])
