@@ -160,7 +160,8 @@ def reanalyse(runs: Sequence[Path], settings: CalibrationSettings | None = None)
     out_dir = runs[-1].parent / "calibration" / f"trials-{runs[0].name}--{runs[-1].name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     return _finish(out_dir, blocks, settings, {"settings": dataclasses.asdict(settings),
-                                               "from": [str(r) for r in runs]}, runs[-1].parent)
+                                               "from": [str(r) for r in runs]}, runs[-1].parent,
+                   names=[r.name for r in runs])
 
 
 Block = tuple[pd.DataFrame, pd.DataFrame]
@@ -175,8 +176,9 @@ def _blocks_of_one_run(steps: pd.DataFrame, cases: pd.DataFrame, repeats: int) -
 
 
 def _finish(run_dir: Path, blocks: list[Block], settings: CalibrationSettings,
-            meta: dict[str, Any], results_dir: Path) -> CalibrationResult:
-    table, summary, cal = analyse(blocks, settings)
+            meta: dict[str, Any], results_dir: Path, *,
+            names: Sequence[str] | None = None) -> CalibrationResult:
+    table, summary, cal = analyse(blocks, settings, names=names)
     write_calibration(run_dir, table, {**meta, "run_level": summary})
     all_cases = pd.concat([c for _, c in blocks], ignore_index=True)
     failed = bool((all_cases["status"] != "ok").any()) if "status" in all_cases else False
@@ -188,15 +190,24 @@ def _finish(run_dir: Path, blocks: list[Block], settings: CalibrationSettings,
     return CalibrationResult(run_dir, table, summary, failed, device_file)
 
 
-def analyse(blocks: list[Block], settings: CalibrationSettings,
+def analyse(blocks: list[Block], settings: CalibrationSettings, *,
+            names: Sequence[str] | None = None,
             ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """(per-case table, run-level rates, calibration-file content) of the blocks."""
+    """(per-case table, run-level rates, calibration-file content) of the blocks.
+
+    ``names``: the blocks' names (the runs of ``calibrate --from``), for the A/A alarms'
+    trials; ``block0``, ``block1`` … otherwise.
+    """
     labelled = [(s.assign(run_id=f"block{b}"), c.assign(run_id=f"block{b}"))
                 for b, (s, c) in enumerate(blocks)]
     steps = pd.concat([s for s, _ in labelled], ignore_index=True)
     cases = pd.concat([c for _, c in labelled], ignore_index=True)
-    aa, slow, per_case = _trials(labelled, settings)
-    aa_prior, slow_prior, _ = _trials(labelled, settings, with_prior=True)
+    names = list(names) if names is not None else [f"block{b}" for b in range(len(blocks))]
+    alarms: list[dict[str, Any]] = []
+    alarms_prior: list[dict[str, Any]] = []
+    aa, slow, per_case = _trials(labelled, settings, alarms=alarms, names=names)
+    aa_prior, slow_prior, _ = _trials(labelled, settings, with_prior=True, alarms=alarms_prior,
+                                      names=names)
     paired = paired_trials(labelled, settings)
     rows, cal_cases = [], {}
     relative = _relative_components(steps)
@@ -242,6 +253,7 @@ def analyse(blocks: list[Block], settings: CalibrationSettings,
                "detection_rate_with_prior": _share(sum(slow_prior), len(slow_prior)),
                "prior": "each trial gated with the variance components of the other blocks "
                         "(leave-trial-out), as a gate with the device's calibration file does",
+               "aa_alarms": alarms, "aa_alarms_with_prior": alarms_prior,
                "metrics": list(DEFAULT_METRICS), "alpha": settings.alpha, **paired}
     device = str(cases["device"].iloc[0]) if len(cases) else "local"
     costs = _costs(steps, cases)
@@ -295,11 +307,14 @@ def _priors_without(blocks: list[Block], skip: set[int]) -> Any:
 
 
 def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: bool = False,
+            alarms: list[dict[str, Any]] | None = None, names: Sequence[str] = (),
             ) -> tuple[list[bool], list[bool], dict[str, dict[str, int]]]:
     """Run-level A/A alarms and slowdown detections over adjacent blocks, and per-case counts.
 
     ``with_prior``: each trial is gated with the variance components of the other blocks, as
     a gate that finds the device's calibration file does (leave-trial-out, not circular).
+    ``alarms``, when given, receives each A/A alarm: its trial (the two blocks' ``names``),
+    case, metric and the gate's reason.
     """
     aa: list[bool] = []
     slow: list[bool] = []
@@ -309,7 +324,13 @@ def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: b
         priors = _priors_without(blocks, {t, t + 1}) if with_prior else None
         result = gate(b_steps, b_cases, c_steps, c_cases, alpha=settings.alpha,
                       allow_missing=True, priors=priors)
-        aa.append(any(v.verdict in ("regression", "improvement") for v in result.verdicts))
+        called = [v for v in result.verdicts if v.verdict in ("regression", "improvement")]
+        aa.append(bool(called))
+        if alarms is not None:
+            pair = [names[b] if b < len(names) else f"block{b}" for b in (t, t + 1)]
+            alarms.extend({"trial": t + 1, "baseline": pair[0], "candidate": pair[1],
+                           "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
+                           "reason": v.reason} for v in called)
         for case_id in {v.case_id for v in result.verdicts if not v.members}:
             counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
                                                    "detected": 0})
@@ -444,6 +465,10 @@ def format_table(table: pd.DataFrame, summary: dict[str, Any] | None = None) -> 
                 f"with the calibration prior (leave-trial-out): false alarms "
                 f"{pct(summary['false_alarm_rate_with_prior']).strip()}, detection "
                 f"{pct(summary['detection_rate_with_prior']).strip()}")
+        for key, how in (("aa_alarms", ""), ("aa_alarms_with_prior", " (with the prior)")):
+            for a in summary.get(key) or []:
+                lines.append(f"A/A alarm{how}, trial {a['trial']} ({a['baseline']} → "
+                             f"{a['candidate']}): {a['case_id']} {a['metric']}: {a['reason']}")
         if summary.get("paired_trials"):
             lines.append(
                 f"paired in-process: {summary['paired_trials']} A/A trials, false alarms "

@@ -40,6 +40,23 @@ def block(rng: np.random.Generator, b: int, *, processes: int = 4, steps: int = 
     return pd.DataFrame(step_rows), pd.DataFrame(case_rows)
 
 
+def stored_runs(tmp_path: Path, rng: np.random.Generator, *,
+                last_w_b_factor: float = 1.0) -> list[Path]:
+    """Three blocks stored as bench runs aa0, aa1, aa2; the last one's w-b scaled."""
+    runs = []
+    for b in range(3):
+        steps, cases = block(rng, b)
+        if b == 2:
+            scaled = steps["case_id"] == "w-b"
+            steps.loc[scaled, ["step_ns", "update_ns"]] *= last_w_b_factor
+        run = tmp_path / "results" / f"aa{b}"
+        run.mkdir(parents=True)
+        steps.assign(run_id=f"aa{b}").to_parquet(run / "steps.parquet")
+        cases.assign(run_id=f"aa{b}").to_parquet(run / "cases.parquet")
+        runs.append(run)
+    return runs
+
+
 def test_analysis_gives_components_run_level_rates_and_paired_trials() -> None:
     rng = np.random.default_rng(0)
     blocks = [block(rng, b, twins=True) for b in range(5)]
@@ -60,16 +77,27 @@ def test_replicas_are_cases_of_one_configuration_in_one_group() -> None:
 
 
 def test_stored_bench_runs_are_the_blocks_and_the_device_file_is_written(tmp_path: Path) -> None:
-    rng = np.random.default_rng(2)
-    runs = []
-    for b in range(3):
-        steps, cases = block(rng, b)
-        run = tmp_path / "results" / f"aa{b}"
-        run.mkdir(parents=True)
-        steps.assign(run_id=f"aa{b}").to_parquet(run / "steps.parquet")
-        cases.assign(run_id=f"aa{b}").to_parquet(run / "cases.parquet")
-        runs.append(run)
+    runs = stored_runs(tmp_path, np.random.default_rng(2))
     result = reanalyse(runs)
     assert result.summary["trials"] == 2
     assert result.run_dir == tmp_path / "results" / "calibration" / "trials-aa0--aa2"
     assert result.device_file == tmp_path / "results" / "calibration" / "local.json"
+
+
+def test_each_aa_alarm_is_named_by_its_runs_case_and_metric(tmp_path: Path) -> None:
+    from harness.calibrate_run import format_table
+
+    # the host changed w-b's cost between the second and the third run
+    runs = stored_runs(tmp_path, np.random.default_rng(3), last_w_b_factor=1.4)
+    result = reanalyse(runs)
+    summary = result.summary
+    alarms = summary["aa_alarms"]
+    assert {"trial": 2, "baseline": "aa1", "candidate": "aa2", "case_id": "w-b",
+            "metric": "step_time", "verdict": "regression"}.items() <= next(
+        a for a in alarms if a["case_id"] == "w-b" and a["metric"] == "step_time").items()
+    # the trials with an alarm are the run-level false alarms, no more and no fewer
+    assert len({a["trial"] for a in alarms}) == round(summary["false_alarm_rate"] * 2)
+    assert len({a["trial"] for a in summary["aa_alarms_with_prior"]}) == round(
+        summary["false_alarm_rate_with_prior"] * 2)
+    text = format_table(result.table, summary)
+    assert "A/A alarm, trial 2 (aa1 → aa2): w-b step_time: larger" in text
