@@ -12,7 +12,7 @@ measures. Repeat numbers: block b, process i → ``b·P + i``. From the stored r
   log scale; :func:`analysis.design.components`) over every process of every block, and the
   costs of a process and of a step → ``calibration.parquet`` and
   ``<results>/calibration/<device>.json``, which ``gate`` and ``bench --detect`` read;
-- **A/A trial** t: block t (baseline) against block t + 1 (candidate), gated exactly as CI
+- **A/A trial** k = 1, 2, …: block k − 1 (baseline) against block k (candidate), gated exactly as CI
   gates (:func:`harness.gate.gate`, default metrics, every case in one Holm family, no
   calibration prior). A *run-level false alarm* is a trial with any ``regression`` or
   ``improvement``;
@@ -330,7 +330,7 @@ def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: b
             pair = [names[b] if b < len(names) else f"block{b}" for b in (t, t + 1)]
             alarms.extend({"trial": t + 1, "baseline": pair[0], "candidate": pair[1],
                            "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
-                           "reason": v.reason} for v in called)
+                           "reason": v.reason, "members": list(v.members)} for v in called)
         for case_id in {v.case_id for v in result.verdicts if not v.members}:
             counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
                                                    "detected": 0})
