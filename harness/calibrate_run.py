@@ -327,8 +327,7 @@ def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: b
         called = [v for v in result.verdicts if v.verdict in ("regression", "improvement")]
         aa.append(bool(called))
         if alarms is not None:
-            pair = [names[b] if b < len(names) else f"block{b}" for b in (t, t + 1)]
-            alarms.extend({"trial": t + 1, "baseline": pair[0], "candidate": pair[1],
+            alarms.extend({"trial": t + 1, "baseline": names[t], "candidate": names[t + 1],
                            "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
                            "reason": v.reason, "members": list(v.members)} for v in called)
         for case_id in {v.case_id for v in result.verdicts if not v.members}:

@@ -399,8 +399,7 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
             rows.append(whole_case)
             continue
         for metric in chosen:
-            found = priors(case_id, metric.name) if priors else None
-            prior = prior_for_gate(found, fixed)
+            prior = prior_for_gate(priors(case_id, metric.name) if priors else None, fixed)
             outcome = _compare(case_id, metric, base, cand, gate_estimated=gate_estimated,
                                confidence=confidence, min_samples=min_samples, prior=prior,
                                paired_by_repeat=paired_by_repeat,
@@ -414,9 +413,8 @@ def gate(baseline_steps: pd.DataFrame | None, baseline_cases: pd.DataFrame | Non
                 rows.append(_Row(case_id, metric, *outcome))
     for metric in chosen:
         for group in split.get(metric.name, ({}, []))[1]:
-            found = combined_prior(priors(c, metric.name) if priors else None
-                                   for c in group.reference)
-            prior = prior_for_gate(found, fixed)
+            prior = prior_for_gate(combined_prior(priors(c, metric.name) if priors else None
+                                                  for c in group.reference), fixed)
             comparison = compare_common(base.medians(metric.column), cand.medians(metric.column),
                                         group, confidence=confidence, prior=prior)
             rows.append(_Row(group.label, metric, comparison, False, group.cases))
