@@ -196,13 +196,15 @@ def analyse(blocks: list[Block], settings: CalibrationSettings, *,
     """(per-case table, run-level rates, calibration-file content) of the blocks.
 
     ``names``: the blocks' names (the runs of ``calibrate --from``), for the A/A alarms'
-    trials; ``block0``, ``block1`` … otherwise.
+    trials; otherwise a block is named by its processes (``processes 12–23``, the ``repeat``
+    numbers of a calibration run's steps), or ``block0``, ``block1`` … without them.
     """
     labelled = [(s.assign(run_id=f"block{b}"), c.assign(run_id=f"block{b}"))
                 for b, (s, c) in enumerate(blocks)]
     steps = pd.concat([s for s, _ in labelled], ignore_index=True)
     cases = pd.concat([c for _, c in labelled], ignore_index=True)
-    names = list(names) if names is not None else [f"block{b}" for b in range(len(blocks))]
+    names = list(names) if names is not None else [_block_name(c, b) for b, (_, c) in
+                                                   enumerate(blocks)]
     alarms: list[dict[str, Any]] = []
     alarms_prior: list[dict[str, Any]] = []
     aa, slow, per_case = _trials(labelled, settings, alarms=alarms, names=names)
@@ -258,6 +260,15 @@ def analyse(blocks: list[Block], settings: CalibrationSettings, *,
     device = str(cases["device"].iloc[0]) if len(cases) else "local"
     costs = _costs(steps, cases)
     return pd.DataFrame(rows), summary, {"device": device, "cases": cal_cases, **costs}
+
+
+def _block_name(cases: pd.DataFrame, b: int) -> str:
+    """``processes 12–23``: the repeat numbers of a calibration block, which name its
+    processes in ``steps.parquet``; ``block{b}`` when the block has none."""
+    repeats = pd.to_numeric(cases.get("repeat"), errors="coerce") if "repeat" in cases else None
+    if repeats is None or repeats.dropna().empty:
+        return f"block{b}"
+    return f"processes {int(repeats.min())}–{int(repeats.max())}"
 
 
 def _entry(c: Components) -> dict[str, float]:

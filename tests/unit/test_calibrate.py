@@ -108,5 +108,7 @@ def test_a_calibration_runs_alarms_are_named_by_its_blocks() -> None:
     steps, cases = blocks[2]
     steps.loc[steps["case_id"] == "w-b", "step_ns"] *= 1.4
     _, summary, _ = analyse(blocks, CalibrationSettings(trials=2, repeats=4))
-    assert any(a["trial"] == 2 and (a["baseline"], a["candidate"]) == ("block1", "block2")
+    # named by the processes (repeat numbers) each block ran: block b holds 4b … 4b + 3
+    assert any(a["trial"] == 2
+               and (a["baseline"], a["candidate"]) == ("processes 4–7", "processes 8–11")
                and a["case_id"] == "w-b" for a in summary["aa_alarms"])
