@@ -265,8 +265,9 @@ def analyse(blocks: list[Block], settings: CalibrationSettings, *,
 def _block_name(cases: pd.DataFrame, b: int) -> str:
     """``processes 12–23``: the repeat numbers of a calibration block, which name its
     processes in ``steps.parquet``; ``block{b}`` when the block has none."""
-    repeats = pd.to_numeric(cases.get("repeat"), errors="coerce") if "repeat" in cases else None
-    if repeats is None or repeats.dropna().empty:
+    repeats = (pd.to_numeric(cases["repeat"], errors="coerce").dropna() if "repeat" in cases
+               else pd.Series(dtype=float))
+    if repeats.empty:
         return f"block{b}"
     return f"processes {int(repeats.min())}–{int(repeats.max())}"
 
@@ -318,14 +319,14 @@ def _priors_without(blocks: list[Block], skip: set[int]) -> Any:
 
 
 def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: bool = False,
-            alarms: list[dict[str, Any]] | None = None, names: Sequence[str] = (),
+            alarms: list[dict[str, Any]], names: Sequence[str],
             ) -> tuple[list[bool], list[bool], dict[str, dict[str, int]]]:
     """Run-level A/A alarms and slowdown detections over adjacent blocks, and per-case counts.
 
     ``with_prior``: each trial is gated with the variance components of the other blocks, as
     a gate that finds the device's calibration file does (leave-trial-out, not circular).
-    ``alarms``, when given, receives each A/A alarm: its trial (the two blocks' ``names``),
-    case, metric and the gate's reason.
+    ``alarms`` receives each A/A alarm: its trial (the two blocks' ``names``), case, metric
+    and the gate's reason.
     """
     aa: list[bool] = []
     slow: list[bool] = []
@@ -337,10 +338,9 @@ def _trials(blocks: list[Block], settings: CalibrationSettings, *, with_prior: b
                       allow_missing=True, priors=priors)
         called = [v for v in result.verdicts if v.verdict in ("regression", "improvement")]
         aa.append(bool(called))
-        if alarms is not None:
-            alarms.extend({"trial": t + 1, "baseline": names[t], "candidate": names[t + 1],
-                           "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
-                           "reason": v.reason, "members": list(v.members)} for v in called)
+        alarms.extend({"trial": t + 1, "baseline": names[t], "candidate": names[t + 1],
+                       "case_id": v.case_id, "metric": v.metric, "verdict": v.verdict,
+                       "reason": v.reason, "members": list(v.members)} for v in called)
         for case_id in {v.case_id for v in result.verdicts if not v.members}:
             counts = per_case.setdefault(case_id, {"aa": 0, "alarms": 0, "slow": 0,
                                                    "detected": 0})
